@@ -1,0 +1,86 @@
+"""Every error pytest-microsandbox raises, one typed hierarchy.
+
+    MicrosandboxError
+    ├── InvalidConfigError          bad names, options, sizes, mount specs
+    ├── VolumeError
+    │   ├── VolumeAlreadyExistsError    "volume already exists: NAME"
+    │   ├── VolumeNotFoundError         "volume not found: NAME"
+    │   ├── VolumeInUseError            "volume NAME is attached to active sandbox SB"
+    │   └── PathEscapeError             "path escapes volume root"
+    ├── SandboxError
+    │   ├── SandboxNotFoundError
+    │   ├── BootError                   the guest died or never became ready (carries the console tail)
+    │   └── ExecError                   a command could not be run (not: it ran and failed)
+    ├── ImageError
+    └── KvmUnavailableError         this host cannot run the vm backend (the message says why)
+"""
+
+from __future__ import annotations
+
+
+class MicrosandboxError(Exception):
+    """Base of every error raised by pytest-microsandbox."""
+
+
+class InvalidConfigError(MicrosandboxError, ValueError):
+    """A name, option, size or mount specification is not valid."""
+
+
+class VolumeError(MicrosandboxError):
+    """A volume operation failed."""
+
+
+class VolumeAlreadyExistsError(VolumeError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"volume already exists: {name}")
+        self.name = name
+
+
+class VolumeNotFoundError(VolumeError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"volume not found: {name}")
+        self.name = name
+
+
+class VolumeInUseError(VolumeError):
+    def __init__(self, name: str, sandbox: str) -> None:
+        super().__init__(f"volume {name} is attached to active sandbox {sandbox}")
+        self.name = name
+        self.sandbox = sandbox
+
+
+class PathEscapeError(VolumeError, PermissionError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"path escapes volume root: {path!r}")
+        self.path = path
+
+
+class SandboxError(MicrosandboxError):
+    """A sandbox operation failed."""
+
+
+class SandboxNotFoundError(SandboxError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"sandbox not found: {name}")
+        self.name = name
+
+
+class BootError(SandboxError):
+    """The guest did not come up; ``console_tail`` holds the last lines it printed."""
+
+    def __init__(self, message: str, console_tail: str = "") -> None:
+        text = message if not console_tail else f"{message}\n--- guest console (tail) ---\n{console_tail}"
+        super().__init__(text)
+        self.console_tail = console_tail
+
+
+class ExecError(SandboxError):
+    """A command could not be run in the guest (a non-zero exit is a result, not this error)."""
+
+
+class ImageError(MicrosandboxError):
+    """An image could not be resolved, pulled, verified or unpacked."""
+
+
+class KvmUnavailableError(MicrosandboxError):
+    """This host cannot run the vm backend; the message names the reason and the opt-in."""
