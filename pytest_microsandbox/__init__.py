@@ -1,4 +1,8 @@
-"""pytest-microsandbox: a real microVM for every test."""
+"""pytest-microsandbox: a real microVM for every test.
+
+The package's names are the async API of the seeds (``await Volume.create(...)``); ``pytest_microsandbox.sync`` has
+the same names with blocking methods.
+"""
 
 from pytest_microsandbox.errors import (
     BootError,
@@ -9,21 +13,37 @@ from pytest_microsandbox.errors import (
     MicrosandboxError,
     PathEscapeError,
     SandboxError,
+    SandboxNotFoundError,
     VolumeAlreadyExistsError,
+    VolumeError,
     VolumeInUseError,
     VolumeNotFoundError,
 )
+from pytest_microsandbox.mounts import DiskImageFormat, MountConfig, MountKind
+from pytest_microsandbox.volumes import FsEntry, FsEntryKind, FsMetadata, Volume, VolumeFs, VolumeHandle, VolumeKind
 
 __all__ = [
     "BootError",
+    "DiskImageFormat",
     "ExecError",
+    "FsEntry",
+    "FsEntryKind",
+    "FsMetadata",
     "ImageError",
     "InvalidConfigError",
     "KvmUnavailableError",
     "MicrosandboxError",
+    "MountConfig",
+    "MountKind",
     "PathEscapeError",
     "SandboxError",
+    "SandboxNotFoundError",
+    "Volume",
     "VolumeAlreadyExistsError",
+    "VolumeError",
+    "VolumeFs",
+    "VolumeHandle",
     "VolumeInUseError",
+    "VolumeKind",
     "VolumeNotFoundError",
 ]

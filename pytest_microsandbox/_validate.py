@@ -1,0 +1,51 @@
+"""Validation of user-supplied names and sizes, with the errors DESIGN.md promises."""
+
+from __future__ import annotations
+
+import re
+
+from pytest_microsandbox.errors import InvalidConfigError
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+MAX_NAME_BYTES = 128
+_SIZE = re.compile(r"(?P<number>\d+)(?P<unit>[KMGT]i?B?|B)?\Z", re.IGNORECASE)
+_UNIT_BYTES = {"": 1 << 20, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def validate_volume_name(name: object) -> str:
+    """A volume name: ASCII alphanumeric first, then ``[A-Za-z0-9._-]``, at most 128 bytes."""
+    if not isinstance(name, str):
+        raise InvalidConfigError(f"volume name must be a string, not {type(name).__name__}")
+    if not name:
+        raise InvalidConfigError("volume name must not be empty")
+    if len(name.encode()) > MAX_NAME_BYTES:
+        raise InvalidConfigError(f"volume name is longer than {MAX_NAME_BYTES} bytes: {name[:40]!r}...")
+    if not _NAME.match(name):
+        raise InvalidConfigError(
+            f"invalid volume name {name!r}: it must start with an ASCII letter or digit and contain only "
+            "letters, digits, '.', '_' and '-'"
+        )
+    return name
+
+
+def validate_mib(value: object, what: str, *, allow_none: bool = True) -> int | None:
+    """A positive whole number of MiB (``bool`` is refused even though it is an int)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidConfigError(f"{what} must be a whole number of MiB, not {value!r}")
+    if value <= 0:
+        raise InvalidConfigError(f"{what} must be positive, not {value}")
+    return value
+
+
+def parse_size_mib(text: str, what: str = "size") -> int:
+    """Parse ``100`` (MiB), ``512M``, ``1G``, ``2GiB``, ``1048576K`` into whole MiB."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise InvalidConfigError(f"invalid {what} {text!r}: use a number of MiB or a size like 512M, 1G")
+    unit = (match["unit"] or "")[:1].upper()
+    size = int(match["number"]) * _UNIT_BYTES[unit]
+    if size % (1 << 20):
+        raise InvalidConfigError(f"invalid {what} {text!r}: it must be a whole number of MiB")
+    return validate_mib(size >> 20, what, allow_none=False)  # type: ignore[return-value]

@@ -1,0 +1,122 @@
+"""What a sandbox mounts: ``MountConfig`` and its ``MountKind``, validated when built."""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pytest_microsandbox._validate import validate_mib, validate_volume_name
+from pytest_microsandbox.errors import InvalidConfigError
+
+_FSTYPE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}\Z")
+
+
+class MountKind(enum.StrEnum):
+    BIND = "bind"
+    NAMED = "named"
+    TMPFS = "tmpfs"
+    DISK = "disk"
+
+
+class DiskImageFormat(enum.StrEnum):
+    RAW = "raw"
+    QCOW2 = "qcow2"
+    VMDK = "vmdk"
+
+    @classmethod
+    def from_path(cls, path: str) -> DiskImageFormat:
+        """The format a disk image's extension names (``.qcow2``, ``.vmdk``); anything else is raw."""
+        ext = os.path.splitext(path)[1].lower().lstrip(".")
+        return cls(ext) if ext in cls._value2member_map_ else cls.RAW
+
+
+# Which optional fields each kind accepts; every kind takes the four flags.
+_ALLOWED = {
+    MountKind.BIND: {"bind", "quota_mib"},
+    MountKind.NAMED: {"named"},
+    MountKind.TMPFS: {"size_mib"},
+    MountKind.DISK: {"disk", "format", "fstype"},
+}
+_OPTIONAL = ("bind", "named", "quota_mib", "size_mib", "disk", "format", "fstype")
+
+
+@dataclass(frozen=True, slots=True)
+class MountConfig:
+    """One mount of a sandbox. Build it with ``Volume.bind/named/tmpfs/disk``."""
+
+    kind: MountKind
+    bind: str | None = None
+    named: str | None = None
+    quota_mib: int | None = None
+    size_mib: int | None = None
+    disk: str | None = None
+    format: DiskImageFormat | None = None
+    fstype: str | None = None
+    readonly: bool = False
+    noexec: bool = False
+    nosuid: bool = False
+    nodev: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            kind = MountKind(self.kind)
+        except ValueError:
+            raise InvalidConfigError(f"unknown mount kind {self.kind!r}") from None
+        object.__setattr__(self, "kind", kind)
+        for flag in ("readonly", "noexec", "nosuid", "nodev"):
+            if not isinstance(getattr(self, flag), bool):
+                raise InvalidConfigError(f"mount option {flag} must be True or False, not {getattr(self, flag)!r}")
+        extra = [f for f in _OPTIONAL if getattr(self, f) is not None and f not in _ALLOWED[kind]]
+        if extra:
+            raise InvalidConfigError(f"{kind} mounts do not take {', '.join(extra)}")
+        getattr(self, f"_check_{kind.value}")()
+
+    def _check_bind(self) -> None:
+        object.__setattr__(self, "bind", _host_path(self.bind, "bind mount source"))
+        validate_mib(self.quota_mib, "bind mount quota_mib")
+
+    def _check_named(self) -> None:
+        validate_volume_name(self.named)
+
+    def _check_tmpfs(self) -> None:
+        validate_mib(self.size_mib, "tmpfs size_mib")
+
+    def _check_disk(self) -> None:
+        path = _host_path(self.disk, "disk image")
+        object.__setattr__(self, "disk", path)
+        if self.format is None:
+            object.__setattr__(self, "format", DiskImageFormat.from_path(path))
+        else:
+            try:
+                object.__setattr__(self, "format", DiskImageFormat(self.format))
+            except ValueError:
+                raise InvalidConfigError(
+                    f"unknown disk image format {self.format!r} (expected raw, qcow2 or vmdk)"
+                ) from None
+        if self.fstype is not None and not (isinstance(self.fstype, str) and _FSTYPE.match(self.fstype)):
+            raise InvalidConfigError(f"invalid filesystem type {self.fstype!r}")
+
+    @property
+    def source(self) -> str | None:
+        """The host path or volume name this mount comes from (None for tmpfs)."""
+        return self.bind or self.named or self.disk
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready form (None fields left out), as stored in sandbox records and mount plans."""
+        return {k: (str(v) if isinstance(v, enum.Enum) else v) for k, v in asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MountConfig:
+        return cls(**data)
+
+
+def _host_path(value: object, what: str) -> str:
+    if not isinstance(value, str | os.PathLike):
+        raise InvalidConfigError(f"{what} must be a path, not {value!r}")
+    text = os.fspath(value)
+    if not text or "\0" in text:
+        raise InvalidConfigError(f"{what} must be a non-empty path without NUL bytes")
+    return os.path.abspath(text)

@@ -1,0 +1,225 @@
+"""``VolumeFs``: host-side file access to a volume's directory, confined beneath its root (no VM needed)."""
+
+from __future__ import annotations
+
+import enum
+import errno
+import os
+import shutil
+import stat as stat_mod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from pytest_microsandbox.errors import InvalidConfigError, PathEscapeError
+from pytest_microsandbox.volumes._resolve import Resolver, join, split_relative
+
+_FILE_MODE = 0o644
+_DIR_MODE = 0o755
+
+
+class FsEntryKind(enum.StrEnum):
+    FILE = "file"
+    DIRECTORY = "directory"
+    SYMLINK = "symlink"
+    OTHER = "other"
+
+    @classmethod
+    def of(cls, mode: int) -> FsEntryKind:
+        if stat_mod.S_ISREG(mode):
+            return cls.FILE
+        if stat_mod.S_ISDIR(mode):
+            return cls.DIRECTORY
+        if stat_mod.S_ISLNK(mode):
+            return cls.SYMLINK
+        return cls.OTHER
+
+
+@dataclass(frozen=True, slots=True)
+class FsEntry:
+    path: str
+    kind: FsEntryKind
+    size: int
+    mode: int
+    modified: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class FsMetadata:
+    kind: FsEntryKind
+    size: int
+    mode: int
+    readonly: bool
+    modified: float | None
+    created: float | None
+
+
+class VolumeFs:
+    """File operations on a volume. Paths are relative to the volume root; none may leave it."""
+
+    def __init__(self, root: str | os.PathLike[str], *, use_openat2: bool | None = None) -> None:
+        self._resolver = Resolver(root, use_openat2=use_openat2)
+
+    @property
+    def root(self) -> str:
+        return self._resolver.root_path
+
+    # -- helpers ----------------------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _fd(self, parts: tuple[str, ...], flags: int, mode: int = _FILE_MODE) -> Iterator[int]:
+        root = self._resolver.open_root()
+        try:
+            fd = self._resolver.open(root, parts, flags, mode)
+        finally:
+            os.close(root)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextmanager
+    def _parent(self, path: str) -> Iterator[tuple[int, str]]:
+        """The parent directory's descriptor and the leaf name of a path that must lie below the root."""
+        parts = split_relative(path)
+        if not parts:
+            raise InvalidConfigError(f"{path!r} names the volume root; this operation needs a path below it")
+        with self._fd(parts[:-1], os.O_PATH | os.O_DIRECTORY) as parent:
+            yield parent, parts[-1]
+
+    def _mkdirs(self, parts: tuple[str, ...]) -> None:
+        root = self._resolver.open_root()
+        try:
+            for depth in range(1, len(parts) + 1):
+                parent = self._resolver.open(root, parts[: depth - 1], os.O_PATH | os.O_DIRECTORY)
+                try:
+                    os.mkdir(parts[depth - 1], _DIR_MODE, dir_fd=parent)
+                except FileExistsError:
+                    pass
+                finally:
+                    os.close(parent)
+            if parts:  # the last one must now be a directory (or a symlink to one) beneath the root
+                os.close(self._resolver.open(root, parts, os.O_PATH | os.O_DIRECTORY))
+        finally:
+            os.close(root)
+
+    # -- reading ----------------------------------------------------------------------------------------------------
+
+    def read(self, path: str) -> bytes:
+        with self._fd(split_relative(path), os.O_RDONLY) as fd:
+            chunks = []
+            while chunk := os.read(fd, 1 << 20):
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+    def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        return self.read(path).decode(encoding)
+
+    def list(self, path: str = "") -> list[FsEntry]:
+        """The entries directly inside a directory, sorted by name; symlinks are listed, not followed."""
+        parts = split_relative(path)
+        with self._fd(parts, os.O_RDONLY | os.O_DIRECTORY) as fd:
+            entries = []
+            with os.scandir(fd) as it:
+                for entry in it:
+                    st = entry.stat(follow_symlinks=False)
+                    entries.append(
+                        FsEntry(
+                            path=join((*parts, entry.name)),
+                            kind=FsEntryKind.of(st.st_mode),
+                            size=st.st_size,
+                            mode=stat_mod.S_IMODE(st.st_mode),
+                            modified=st.st_mtime,
+                        )
+                    )
+        return sorted(entries, key=lambda e: e.path)
+
+    def stat(self, path: str) -> FsMetadata:
+        """Metadata of a path itself (a symlink reports as a symlink)."""
+        parts = split_relative(path)
+        if parts:
+            with self._parent(path) as (parent, leaf):
+                st = os.stat(leaf, dir_fd=parent, follow_symlinks=False)
+        else:
+            with self._fd(parts, os.O_PATH) as fd:
+                st = os.fstat(fd)
+        return FsMetadata(
+            kind=FsEntryKind.of(st.st_mode),
+            size=st.st_size,
+            mode=stat_mod.S_IMODE(st.st_mode),
+            readonly=not st.st_mode & stat_mod.S_IWUSR,
+            modified=st.st_mtime,
+            created=getattr(st, "st_birthtime", None),
+        )
+
+    def exists(self, path: str) -> bool:
+        """True if the path exists beneath the root (symlinks followed while they stay beneath it)."""
+        try:
+            with self._fd(split_relative(path), os.O_PATH):
+                return True
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                return False
+            raise
+
+    # -- writing ----------------------------------------------------------------------------------------------------
+
+    def write(self, path: str, data: bytes) -> None:
+        """Create or replace a file (mode 0o644), creating missing parent directories."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
+        parts = split_relative(path)
+        if not parts:
+            raise IsADirectoryError(errno.EISDIR, "the volume root is a directory", path)
+        self._mkdirs(parts[:-1])
+        with self._fd(parts, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE) as fd:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+
+    def mkdir(self, path: str) -> None:
+        """Create a directory and any missing parents (like ``mkdir -p``)."""
+        parts = split_relative(path)
+        self._mkdirs(parts)
+
+    def remove_file(self, path: str) -> None:
+        """Remove a file or a symlink (never what a symlink points to)."""
+        with self._parent(path) as (parent, leaf):
+            os.unlink(leaf, dir_fd=parent)
+
+    def remove_dir(self, path: str) -> None:
+        """Remove a directory and everything in it; never the volume root."""
+        with self._parent(path) as (parent, leaf):
+            st = os.stat(leaf, dir_fd=parent, follow_symlinks=False)
+            if not stat_mod.S_ISDIR(st.st_mode):
+                raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
+            # rmtree with dir_fd uses its descriptor-based walk, which never follows symlinks.
+            shutil.rmtree(leaf, dir_fd=parent)
+
+    def rename(self, from_: str, to: str) -> None:
+        with self._parent(from_) as (src_dir, src_leaf), self._parent(to) as (dst_dir, dst_leaf):
+            os.rename(src_leaf, dst_leaf, src_dir_fd=src_dir, dst_dir_fd=dst_dir)
+
+    def copy(self, from_: str, to: str) -> None:
+        """Copy a file's contents and mode to a new or replaced file (parents created)."""
+        src_parts, dst_parts = split_relative(from_), split_relative(to)
+        if not dst_parts:
+            raise IsADirectoryError(errno.EISDIR, "the volume root is a directory", to)
+        with self._fd(src_parts, os.O_RDONLY) as src:
+            st = os.fstat(src)
+            if not stat_mod.S_ISREG(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, "only files can be copied", from_)
+            self._mkdirs(dst_parts[:-1])
+            with self._fd(dst_parts, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat_mod.S_IMODE(st.st_mode)) as dst:
+                remaining = st.st_size
+                while remaining > 0:
+                    copied = os.copy_file_range(src, dst, remaining)
+                    if copied == 0:
+                        break
+                    remaining -= copied
+                os.fchmod(dst, stat_mod.S_IMODE(st.st_mode))
+
+
+__all__ = ["FsEntry", "FsEntryKind", "FsMetadata", "PathEscapeError", "VolumeFs"]

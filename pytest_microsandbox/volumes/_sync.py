@@ -1,0 +1,171 @@
+"""The synchronous volume API (``pytest_microsandbox.sync``), used by the fixtures and by plain test code."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pytest_microsandbox._home import msb_home
+from pytest_microsandbox.errors import InvalidConfigError, VolumeNotFoundError
+from pytest_microsandbox.mounts import DiskImageFormat, MountConfig, MountKind
+from pytest_microsandbox.store import VolumeRecord
+from pytest_microsandbox.volumes._fs import VolumeFs
+from pytest_microsandbox.volumes._manager import DISK_IMAGE, VolumeKind, VolumeManager, used_bytes
+
+Home = str | os.PathLike[str] | None
+
+
+class VolumeHandle:
+    """A recorded volume: its metadata, its files (``fs``) and its removal."""
+
+    def __init__(self, record: VolumeRecord, manager: VolumeManager) -> None:
+        self._record = record
+        self._manager = manager
+        self._used_bytes: int | None = None
+
+    def __repr__(self) -> str:
+        return f"VolumeHandle(name={self.name!r}, kind={self.kind.value!r}, path={str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self._record.name
+
+    @property
+    def kind(self) -> VolumeKind:
+        return VolumeKind(self._record.kind)
+
+    @property
+    def quota_mib(self) -> int | None:
+        return self._record.quota_mib
+
+    @property
+    def size_mib(self) -> int | None:
+        return self._record.size_mib
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return dict(self._record.labels)
+
+    @property
+    def created_at(self) -> int:
+        """Milliseconds since the epoch."""
+        return self._record.created_at
+
+    @property
+    def path(self) -> Path:
+        return self._manager.path_of(self.name)
+
+    @property
+    def disk_image(self) -> Path | None:
+        return self.path / DISK_IMAGE if self.kind == VolumeKind.DISK else None
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes the volume occupies on the host's disk (measured once per handle)."""
+        if self._used_bytes is None:
+            self._used_bytes = used_bytes(self.path)
+        return self._used_bytes
+
+    @property
+    def fs(self) -> VolumeFs:
+        if self.kind == VolumeKind.DISK:
+            raise InvalidConfigError(
+                f"volume {self.name} is a disk volume (an ext4 image): its files are reachable inside a sandbox only"
+            )
+        return VolumeFs(self.path)
+
+    def mount(self, *, readonly: bool = False, noexec: bool = False, nosuid: bool = False,
+              nodev: bool = False) -> MountConfig:
+        """A ``MountConfig`` that mounts this volume into a sandbox."""
+        return Volume.named(self.name, readonly=readonly, noexec=noexec, nosuid=nosuid, nodev=nodev)
+
+    def remove(self) -> None:
+        self._manager.remove(self.name)
+
+
+class Volume:
+    """A named volume just created, and the static entry points of the volume API."""
+
+    def __init__(self, record: VolumeRecord, manager: VolumeManager) -> None:
+        self._handle = VolumeHandle(record, manager)
+
+    def __repr__(self) -> str:
+        return f"Volume(name={self.name!r}, path={str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self._handle.name
+
+    @property
+    def path(self) -> Path:
+        return self._handle.path
+
+    @property
+    def handle(self) -> VolumeHandle:
+        return self._handle
+
+    @property
+    def fs(self) -> VolumeFs:
+        return self._handle.fs
+
+    # -- management -------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def create(
+        name: str,
+        *,
+        kind: VolumeKind | str = VolumeKind.DIRECTORY,
+        size_mib: int | None = None,
+        quota_mib: int | None = None,
+        labels: dict[str, str] | None = None,
+        home: Home = None,
+    ) -> Volume:
+        manager = VolumeManager(msb_home(home))
+        record = manager.create(name, kind=kind, size_mib=size_mib, quota_mib=quota_mib, labels=labels)
+        return Volume(record, manager)
+
+    @staticmethod
+    def get(name: str, *, home: Home = None) -> VolumeHandle:
+        manager = VolumeManager(msb_home(home))
+        record = manager.get(name)
+        if record is None:
+            raise VolumeNotFoundError(name)
+        return VolumeHandle(record, manager)
+
+    @staticmethod
+    def list(*, home: Home = None) -> list[VolumeHandle]:
+        manager = VolumeManager(msb_home(home))
+        return [VolumeHandle(r, manager) for r in manager.list()]
+
+    @staticmethod
+    def remove(name: str, *, home: Home = None) -> None:
+        VolumeManager(msb_home(home)).remove(name)
+
+    # -- mount configurations ---------------------------------------------------------------------------------------
+
+    @staticmethod
+    def bind(path: str | os.PathLike[str], *, readonly: bool = False, noexec: bool = False, nosuid: bool = False,
+             nodev: bool = False, quota_mib: int | None = None) -> MountConfig:
+        """Share a host directory (or file) with the sandbox."""
+        return MountConfig(MountKind.BIND, bind=os.fspath(path), quota_mib=quota_mib, readonly=readonly,
+                           noexec=noexec, nosuid=nosuid, nodev=nodev)
+
+    @staticmethod
+    def named(name: str, *, readonly: bool = False, noexec: bool = False, nosuid: bool = False,
+              nodev: bool = False) -> MountConfig:
+        """Mount a named volume."""
+        return MountConfig(MountKind.NAMED, named=name, readonly=readonly, noexec=noexec, nosuid=nosuid, nodev=nodev)
+
+    @staticmethod
+    def tmpfs(*, size_mib: int | None = None, readonly: bool = False, noexec: bool = False, nosuid: bool = False,
+              nodev: bool = False) -> MountConfig:
+        """A fresh in-memory filesystem, optionally limited to ``size_mib``."""
+        return MountConfig(MountKind.TMPFS, size_mib=size_mib, readonly=readonly, noexec=noexec, nosuid=nosuid,
+                           nodev=nodev)
+
+    @staticmethod
+    def disk(path: str | os.PathLike[str], *, format: DiskImageFormat | str | None = None, fstype: str | None = None,
+             readonly: bool = False, noexec: bool = False, nosuid: bool = False, nodev: bool = False) -> MountConfig:
+        """Attach a disk image (raw, qcow2 or vmdk; the format defaults to what the extension says)."""
+        return MountConfig(MountKind.DISK, disk=os.fspath(path), format=format, fstype=fstype,  # type: ignore[arg-type]
+                           readonly=readonly, noexec=noexec, nosuid=nosuid, nodev=nodev)
