@@ -1,0 +1,149 @@
+"""Several processes racing on one name, and processes killed mid-create: the store and the disk stay consistent."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pytest_microsandbox import sync
+from pytest_microsandbox.errors import VolumeAlreadyExistsError, VolumeNotFoundError
+from pytest_microsandbox.store import Store
+
+
+def assert_consistent(home: Path) -> None:
+    """Every recorded volume is whole, every directory is recorded, and no transitional leftovers remain."""
+    names = {h.name for h in sync.Volume.list(home=home)}  # list() reaps first
+    volumes_dir = home / "volumes"
+    on_disk = set(os.listdir(volumes_dir)) if volumes_dir.exists() else set()
+    assert on_disk == names, f"directories {on_disk} vs records {names}"
+    assert Store(home).transitional_volume_names() == set()
+    for name in names:
+        handle = sync.Volume.get(name, home=home)
+        if handle.kind == "disk":
+            assert handle.disk_image is not None and handle.disk_image.stat().st_size == (handle.size_mib or 0) << 20
+
+
+def _race_create(home: str, barrier: multiprocessing.synchronize.Barrier, results: multiprocessing.Queue) -> None:
+    barrier.wait()
+    try:
+        sync.Volume.create("contested", home=home)
+        results.put("won")
+    except VolumeAlreadyExistsError:
+        results.put("exists")
+
+
+def test_exactly_one_of_racing_creators_wins(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(6), ctx.Queue()
+    procs = [ctx.Process(target=_race_create, args=(str(home), barrier, results)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    outcomes = sorted(results.get(timeout=5) for _ in procs)
+    assert outcomes == ["exists"] * 5 + ["won"]
+    assert_consistent(home)
+
+
+def _churn(home: str, seed: int) -> None:
+    for i in range(25):
+        try:
+            if (i + seed) % 2:
+                sync.Volume.create("churn", home=home, kind="dir" if i % 3 else "disk",
+                                   size_mib=None if i % 3 else 8)
+            else:
+                sync.Volume.remove("churn", home=home)
+        except (VolumeAlreadyExistsError, VolumeNotFoundError):
+            pass
+
+
+def test_racing_create_and_remove_stay_consistent(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_churn, args=(str(home), seed)) for seed in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    assert_consistent(home)
+
+
+# A child that creates a volume and SIGKILLs itself at one chosen point of the sequence.
+CRASHER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pytest_microsandbox.volumes import _manager
+    from pytest_microsandbox.store import Store
+    from pytest_microsandbox import sync
+
+    point = sys.argv[2]
+    def die(*_a, **_k):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def after(fn):
+        def wrapper(*a, **k):
+            fn(*a, **k)
+            die()
+        return wrapper
+
+    if point == "after-claim":
+        Store.begin_volume_create = after(Store.begin_volume_create)
+    elif point == "during-mke2fs":
+        _manager._make_ext4 = die
+    elif point == "after-rename":
+        _manager.os.rename = after(os.rename)
+    elif point == "before-finish":
+        Store.finish_volume_create = die
+    elif point == "remove-after-mark":
+        sync.Volume.create("victim", home=sys.argv[1], kind="disk", size_mib=8)
+        Store.begin_volume_remove = after(Store.begin_volume_remove)
+        sync.Volume.remove("victim", home=sys.argv[1])
+    elif point == "remove-after-rename":
+        sync.Volume.create("victim", home=sys.argv[1], kind="disk", size_mib=8)
+        _manager.os.rename = after(os.rename)
+        sync.Volume.remove("victim", home=sys.argv[1])
+    sync.Volume.create("victim", home=sys.argv[1], kind="disk", size_mib=8)
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "point", ["after-claim", "during-mke2fs", "after-rename", "before-finish", "remove-after-mark",
+              "remove-after-rename"]
+)
+def test_process_killed_mid_operation_leaves_nothing_or_a_whole_volume(tmp_path: Path, point: str) -> None:
+    home = tmp_path / "home"
+    proc = subprocess.run([sys.executable, "-c", CRASHER, str(home), point], cwd=Path(__file__).parents[2],
+                          timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert_consistent(home)
+    # Interrupted creations are rolled back and interrupted removals finished: the name is free again.
+    assert [h.name for h in sync.Volume.list(home=home)] == []
+    sync.Volume.create("victim", home=home)
+
+
+def test_random_kills_during_create(tmp_path: Path) -> None:
+    """SIGKILL at arbitrary moments of a real create (no injection): always consistent afterwards."""
+    home = tmp_path / "home"
+    code = "import sys; from pytest_microsandbox import sync; " \
+           "sync.Volume.create('v', home=sys.argv[1], kind='disk', size_mib=64)"
+    for delay_ms in range(0, 400, 25):
+        proc = subprocess.Popen([sys.executable, "-c", code, str(home)], cwd=Path(__file__).parents[2])
+        try:
+            proc.wait(delay_ms / 1000)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert_consistent(home)
+        for handle in sync.Volume.list(home=home):
+            handle.remove()
