@@ -248,7 +248,7 @@ def test_directory_swapped_for_symlink_between_check_and_use(world: dict[str, Pa
     try:
         for i in range(400):
             for call in (lambda: fs.write("race/outside-inner.txt", b"pwned"),
-                         lambda: fs.write(f"race/new-{i}.txt", b"pwned"),
+                         lambda i=i: fs.write(f"race/new-{i}.txt", b"pwned"),
                          lambda: fs.remove_file("race/outside-inner.txt"),
                          lambda: fs.read("race/outside-inner.txt")):
                 try:

@@ -1,0 +1,7 @@
+"""``python -m pytest_microsandbox``: the ``msb`` command line."""
+
+import sys
+
+from pytest_microsandbox.cli import main
+
+sys.exit(main())

@@ -1,0 +1,86 @@
+"""The SQLite store: schema migrations, WAL, and process-liveness of records."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pytest_microsandbox.errors import SandboxNotFoundError, VolumeNotFoundError
+from pytest_microsandbox.store import SCHEMA_VERSION, ProcessIdentity, SandboxRecord, Store, VolumeRecord
+from pytest_microsandbox.store._liveness import process_start_ticks
+from pytest_microsandbox.store._schema import SchemaTooNewError, migrate
+
+
+def test_fresh_store_is_migrated_to_the_current_version_in_wal_mode(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    assert store.schema_version() == SCHEMA_VERSION >= 1
+    assert store.path == tmp_path / "db" / "msb.db"
+    conn = sqlite3.connect(store.path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"volumes", "sandboxes", "mounts"} <= tables
+
+
+def test_migration_is_idempotent(tmp_path: Path) -> None:
+    Store(tmp_path).schema_version()
+    conn = sqlite3.connect(tmp_path / "db" / "msb.db", isolation_level=None)
+    migrate(conn)
+    migrate(conn)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "msb.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaTooNewError, match="upgrade pytest-microsandbox"):
+        migrate(conn)
+
+
+def test_process_identity_detects_death_and_pid_reuse() -> None:
+    me = ProcessIdentity.current()
+    assert me.is_alive()
+    assert not ProcessIdentity(me.pid, me.start_ticks + 1).is_alive()  # same pid, another process
+    child = subprocess.Popen(["sleep", "30"])
+    ident = ProcessIdentity.of(child.pid)
+    assert ident.is_alive()
+    child.kill()
+    assert not ident.is_alive() or child.poll() is None  # a zombie counts as dead
+    child.wait()
+    assert not ident.is_alive()
+    assert process_start_ticks(ident.pid) is None or ProcessIdentity.of(ident.pid) != ident
+
+
+def test_sandbox_and_mount_records(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    me = ProcessIdentity.current()
+    store.begin_volume_create(VolumeRecord("v", "dir", None, None, {}, 1), me)
+    store.finish_volume_create("v")
+    store.add_sandbox(SandboxRecord(name="sb", backend="vm", owner=me, status="running", config={"cpus": 1}))
+    store.attach_volume("sb", "v", "/data", readonly=True, owner=me)
+    [mount] = store.mounts_of("v")
+    assert (mount.sandbox, mount.guest_path, mount.readonly, mount.owner) == ("sb", "/data", True, me)
+    store.update_sandbox("sb", status="stopped")
+    assert store.get_sandbox("sb").status == "stopped"  # type: ignore[union-attr]
+    assert [s.name for s in store.list_sandboxes()] == ["sb"]
+    store.remove_sandbox("sb")
+    assert store.mounts_of("v") == []  # cascaded
+    with pytest.raises(SandboxNotFoundError):
+        store.update_sandbox("sb", status="running")
+    with pytest.raises(VolumeNotFoundError):
+        store.attach_volume("sb", "missing", "/x", readonly=False, owner=me)
+
+
+def test_reap_dead_mounts(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    me = ProcessIdentity.current()
+    store.begin_volume_create(VolumeRecord("v", "dir", None, None, {}, 1), me)
+    store.finish_volume_create("v")
+    store.add_sandbox(SandboxRecord(name="sb", backend="vm", owner=me, status="running"))
+    store.attach_volume("sb", "v", "/a", readonly=False, owner=me)
+    store.attach_volume("sb", "v", "/b", readonly=False, owner=ProcessIdentity(me.pid, me.start_ticks - 1))
+    assert store.reap_dead_mounts() == 1
+    assert [m.guest_path for m in store.mounts_of("v")] == ["/a"]
