@@ -2,8 +2,83 @@
 
 from __future__ import annotations
 
+import signal
+from typing import Any
+
 import pytest
 
+from pytest_microsandbox import _options, fixtures, hookspecs
+from pytest_microsandbox._home import msb_home
+from pytest_microsandbox._reaper import sweep_leftover_volumes
+from pytest_microsandbox._run import RunContext
+from pytest_microsandbox.fixtures import RUN_KEY, SETTINGS_KEY
 
+_SIGTERM_KEY = pytest.StashKey[Any]()
+
+
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    _options.register(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "sandbox(**options): options for the sandbox fixture of this test")
+    config.addinivalue_line("markers", "sandbox(**options): options for this test's sandbox (image, memory, cpus, "
+                            "isolation, boot_timeout, keep, if_unavailable)")
+    settings = _options.resolve(config)
+    config.stash[SETTINGS_KEY] = settings
+    config.stash[RUN_KEY] = RunContext.for_config(config, msb_home(settings.home))
+    config.pluginmanager.register(fixtures, "microsandbox-fixtures")
+    _tear_down_on_sigterm(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    previous = config.stash.get(_SIGTERM_KEY, None)
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _tear_down_on_sigterm(config: pytest.Config) -> None:
+    """SIGTERM becomes a KeyboardInterrupt, so pytest runs every teardown as it does on a first Ctrl-C."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"received signal {signum}")
+
+    try:
+        config.stash[_SIGTERM_KEY] = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:
+        pass  # not the main thread (pytest run inside another program): leave signals alone
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: hand each worker this run's id and the controller's identity."""
+    run = node.config.stash[RUN_KEY]
+    node.workerinput["msb_run_id"] = run.run_id
+    node.workerinput["msb_controller"] = (run.controller.pid, run.controller.start_ticks)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    run = session.config.stash[RUN_KEY]
+    if run.is_controller:
+        sweep_leftover_volumes(run.home)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    run = session.config.stash[RUN_KEY]
+    if run.is_controller:
+        fixtures.remove_shared_volume(run)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    from _vmcore.host import detect_kvm
+
+    settings = config.stash[SETTINGS_KEY]
+    run = config.stash[RUN_KEY]
+    kvm = detect_kvm()
+    kernel = settings.kernel or "auto"
+    return (f"microsandbox: isolation={settings.isolation}, kvm={kvm.kind}, kernel={kernel}, "
+            f"image={settings.image}, home={run.home}")

@@ -7,6 +7,7 @@ processes (xdist workers): SQLite's write lock (``BEGIN IMMEDIATE``) serialises 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from pytest_microsandbox.errors import (
 from pytest_microsandbox.store._liveness import ProcessIdentity
 from pytest_microsandbox.store._schema import SCHEMA_VERSION, migrate
 
-__all__ = ["ProcessIdentity", "SCHEMA_VERSION", "MountRecord", "SandboxRecord", "Store", "VolumeRecord"]
+__all__ = ["SCHEMA_VERSION", "Event", "MountRecord", "ProcessIdentity", "SandboxRecord", "Store", "VolumeRecord"]
 
 _BUSY_TIMEOUT_S = 30.0
 _migrated: set[Path] = set()
@@ -63,6 +64,19 @@ class MountRecord:
     guest_path: str
     readonly: bool
     owner: ProcessIdentity
+
+
+@dataclass(frozen=True)
+class Event:
+    at: int
+    kind: str
+    subject: str
+    pid: int
+
+
+def _log_event(conn: sqlite3.Connection, kind: str, subject: str) -> None:
+    conn.execute("INSERT INTO events (at, kind, subject, pid) VALUES (?, ?, ?, ?)", (now_ms(), kind, subject,
+                                                                                     os.getpid()))
 
 
 def _volume_from_row(row: sqlite3.Row) -> VolumeRecord:
@@ -134,6 +148,15 @@ class Store:
                 raise
             conn.execute("COMMIT")
 
+    def events(self, subject: str | None = None) -> list[Event]:
+        """The audit log, oldest first (optionally for one volume or sandbox name)."""
+        with self._read() as conn:
+            if subject is None:
+                rows = conn.execute("SELECT * FROM events ORDER BY id").fetchall()
+            else:
+                rows = conn.execute("SELECT * FROM events WHERE subject=? ORDER BY id", (subject,)).fetchall()
+        return [Event(r["at"], r["kind"], r["subject"], r["pid"]) for r in rows]
+
     def schema_version(self) -> int:
         with self._read() as conn:
             return conn.execute("PRAGMA user_version").fetchone()[0]
@@ -163,10 +186,12 @@ class Store:
 
     def finish_volume_create(self, name: str) -> None:
         with self._write() as conn:
-            conn.execute(
+            done = conn.execute(
                 "UPDATE volumes SET state='ready', owner_pid=NULL, owner_start=NULL WHERE name=? AND state='creating'",
                 (name,),
             )
+            if done.rowcount:
+                _log_event(conn, "volume.created", name)
 
     def begin_volume_remove(self, name: str, owner: ProcessIdentity) -> VolumeRecord:
         """Mark a ready volume ``removing`` after checking, under the write lock, that no live sandbox mounts it."""
@@ -191,7 +216,10 @@ class Store:
     def delete_volume_row(self, name: str) -> None:
         """Drop a volume's row once its files are gone (ends a ``removing``, or rolls back a ``creating``)."""
         with self._write() as conn:
+            removing = conn.execute("SELECT 1 FROM volumes WHERE name=? AND state='removing'", (name,)).fetchone()
             conn.execute("DELETE FROM volumes WHERE name=? AND state != 'ready'", (name,))
+            if removing:
+                _log_event(conn, "volume.removed", name)
 
     def get_volume(self, name: str) -> VolumeRecord | None:
         with self._read() as conn:

@@ -43,6 +43,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX mounts_by_volume ON mounts (volume_name);
     """,
+    # 2: an append-only audit log of lifecycle events (``msb events``, and tests that count creations/removals).
+    """
+    CREATE TABLE events (
+        id          INTEGER PRIMARY KEY,
+        at          INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        subject     TEXT NOT NULL,
+        pid         INTEGER NOT NULL
+    );
+    CREATE INDEX events_by_subject ON events (subject);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -84,3 +84,15 @@ def test_reap_dead_mounts(tmp_path: Path) -> None:
     store.attach_volume("sb", "v", "/b", readonly=False, owner=ProcessIdentity(me.pid, me.start_ticks - 1))
     assert store.reap_dead_mounts() == 1
     assert [m.guest_path for m in store.mounts_of("v")] == ["/a"]
+
+
+def test_events_log_creations_and_removals(tmp_path: Path) -> None:
+    from pytest_microsandbox.sync import Volume
+
+    Volume.create("a", home=tmp_path)
+    Volume.create("b", home=tmp_path)
+    Volume.remove("a", home=tmp_path)
+    events = Store(tmp_path).events()
+    assert [(e.kind, e.subject) for e in events] == [
+        ("volume.created", "a"), ("volume.created", "b"), ("volume.removed", "a")]
+    assert [e.kind for e in Store(tmp_path).events("a")] == ["volume.created", "volume.removed"]

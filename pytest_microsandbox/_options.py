@@ -1,0 +1,149 @@
+"""The plugin's settings: each one a ``--msb-*`` option, an ``msb_*`` ini key and an ``MSB_*`` environment variable.
+
+Precedence: a test's ``sandbox`` marker, then the command line, then the environment, then the ini file, then the
+default. A bad value is a ``pytest.UsageError`` naming where it came from.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import pytest
+
+from pytest_microsandbox._validate import parse_size_mib
+from pytest_microsandbox.errors import InvalidConfigError
+
+KEEP_CHOICES = ("never", "on-failure", "always")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError("must be positive")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be positive")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+def _default_if_unavailable() -> str:
+    # On CI a missing engine is a failure, so a broken runner cannot turn a suite silently green.
+    return "fail" if os.environ.get("CI") else "skip"
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # the settings field, e.g. "boot_timeout" -> --msb-boot-timeout, msb_boot_timeout, MSB_BOOT_TIMEOUT
+    help: str
+    parse: Callable[[str], Any]
+    default: str | Callable[[], str] | None = None
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        return "--msb-" + self.name.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return "msb_" + self.name
+
+    @property
+    def env(self) -> str:
+        return "MSB_" + self.name.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("image", "image of the sandboxes: a registry reference (python:3.12), oci:DIR, docker-archive:FILE, "
+           "dir:ROOTFS, or host (default)", str, "host", "IMAGE"),
+    Option("home", "state directory (default ~/.microsandbox)", str, None, "DIR"),
+    Option("kernel", "guest kernel: a kernel image or a libkrunfw .so (default: found automatically)", str, None,
+           "PATH"),
+    Option("memory", "guest memory in MiB, or with a unit (512, 1G)", lambda t: parse_size_mib(t, "memory"), "512",
+           "SIZE"),
+    Option("cpus", "guest vCPUs", _positive_int, "1", "N"),
+    Option("isolation", "vm (a KVM guest) or namespace (Linux namespaces: weaker, explicit opt-in)",
+           _choice("vm", "namespace"), "vm", "KIND"),
+    Option("boot_timeout", "seconds a sandbox may take to become ready", _positive_float, "60", "SECONDS"),
+    Option("keep", "leave sandboxes running after the test: never, on-failure or always",
+           _choice(*KEEP_CHOICES), "never", "WHEN"),
+    Option("if_unavailable", "when the sandbox engine cannot run here: skip the test or fail it "
+           "(default skip, but fail when CI is set)", _choice("skip", "fail"), _default_if_unavailable, "ACTION"),
+)
+_BY_NAME = {o.name: o for o in OPTIONS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    image: str
+    home: str | None
+    kernel: str | None
+    memory: int
+    cpus: int
+    isolation: str
+    boot_timeout: float
+    keep: str
+    if_unavailable: str
+
+    def with_marker(self, marker: pytest.Mark | None) -> Settings:
+        """These settings with a ``@pytest.mark.sandbox(...)`` marker's keywords applied on top."""
+        if marker is None:
+            return self
+        if marker.args:
+            raise InvalidConfigError("@pytest.mark.sandbox takes keyword arguments only, e.g. sandbox(image='...')")
+        aliases = {"memory_mib": "memory"}
+        changes: dict[str, Any] = {}
+        for key, value in marker.kwargs.items():
+            name = aliases.get(key, key)
+            if name not in _BY_NAME or name == "home":
+                raise InvalidConfigError(f"@pytest.mark.sandbox: unknown option {key!r}")
+            changes[name] = _parse(_BY_NAME[name], str(value), f"@pytest.mark.sandbox({key}=...)")
+        return replace(self, **changes)
+
+
+def register(parser: pytest.Parser) -> None:
+    group = parser.getgroup("microsandbox", "microVM sandboxes (pytest-microsandbox)")
+    for option in OPTIONS:
+        group.addoption(option.flag, dest="msb_" + option.name, default=None, metavar=option.metavar,
+                        help=f"{option.help} [env {option.env}, ini {option.ini}]")
+        parser.addini(option.ini, help=option.help, default=None)
+
+
+def _parse(option: Option, text: str, source: str) -> Any:
+    try:
+        return option.parse(text)
+    except (ValueError, InvalidConfigError) as err:
+        raise pytest.UsageError(f"{source}: invalid value {text!r}: {err}") from None
+
+
+def resolve(config: pytest.Config, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Settings from the command line, environment, ini file and defaults, in that order of precedence."""
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        candidates = [
+            (config.getoption("msb_" + option.name), option.flag),
+            (environ.get(option.env) or None, f"environment variable {option.env}"),
+            (config.getini(option.ini) or None, f"ini option {option.ini}"),
+        ]
+        text, source = next(((v, s) for v, s in candidates if v is not None), (None, "default"))
+        if text is None:
+            default = option.default() if callable(option.default) else option.default
+            text = default
+        values[option.name] = None if text is None else _parse(option, str(text), source)
+    assert {f.name for f in fields(Settings)} == set(values)
+    return Settings(**values)

@@ -1,0 +1,132 @@
+"""The plugin's fixtures: named volumes (per test and shared across xdist workers) and mount configurations."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import filelock
+import pytest
+
+from pytest_microsandbox._options import Settings
+from pytest_microsandbox._run import RunContext
+from pytest_microsandbox.errors import InvalidConfigError, VolumeInUseError, VolumeNotFoundError
+from pytest_microsandbox.mounts import MountConfig
+from pytest_microsandbox.store import Store
+from pytest_microsandbox.volumes._manager import VolumeKind
+from pytest_microsandbox.volumes._sync import Volume, VolumeHandle
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+RUN_KEY = pytest.StashKey[RunContext]()
+
+NamedVolumeFactory = Callable[..., VolumeHandle]
+
+
+@pytest.fixture(scope="session")
+def msb_settings(pytestconfig: pytest.Config) -> Settings:
+    """The resolved ``--msb-*`` settings of this run."""
+    return pytestconfig.stash[SETTINGS_KEY]
+
+
+@pytest.fixture(scope="session")
+def msb_run(pytestconfig: pytest.Config) -> RunContext:
+    """This run's id, worker name and state directory."""
+    return pytestconfig.stash[RUN_KEY]
+
+
+@pytest.fixture
+def msb_sandbox_settings(request: pytest.FixtureRequest, msb_settings: Settings) -> Settings:
+    """This test's sandbox settings: the run's, with its ``@pytest.mark.sandbox(...)`` applied on top."""
+    return msb_settings.with_marker(request.node.get_closest_marker("sandbox"))
+
+
+@pytest.fixture
+def named_volume_factory(request: pytest.FixtureRequest, msb_run: RunContext) -> Iterator[NamedVolumeFactory]:
+    """Create fresh named volumes (``msb-<run>-<worker>-<n>``) for this test; all are removed at its teardown."""
+    created: list[VolumeHandle] = []
+
+    def make(*, kind: VolumeKind | str = VolumeKind.DIRECTORY, size_mib: int | None = None,
+             quota_mib: int | None = None, labels: dict[str, str] | None = None) -> VolumeHandle:
+        all_labels = {**(labels or {}), **msb_run.labels("named_volume")}
+        volume = Volume.create(msb_run.next_name(), kind=kind, size_mib=size_mib, quota_mib=quota_mib,
+                               labels=all_labels, home=msb_run.home)
+        created.append(volume.handle)
+        request.config.hook.pytest_microsandbox_volume_created(volume=volume.handle, request=request)
+        return volume.handle
+
+    yield make
+    in_use: list[VolumeInUseError] = []
+    for handle in reversed(created):
+        try:
+            handle.remove()
+        except VolumeNotFoundError:
+            pass  # the test removed it itself
+        except VolumeInUseError as err:
+            in_use.append(err)  # the rule is enforced: a mounted volume is not removed behind a sandbox's back
+    if in_use:
+        raise in_use[0]
+
+
+@pytest.fixture
+def named_volume(named_volume_factory: NamedVolumeFactory) -> VolumeHandle:
+    """A fresh, empty directory volume for this test, removed at its teardown."""
+    return named_volume_factory()
+
+
+@pytest.fixture(scope="session")
+def shared_volume(pytestconfig: pytest.Config, msb_run: RunContext,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[VolumeHandle]:
+    """One volume for the whole run, shared by all xdist workers: created and populated once (under a file lock
+    beside the workers' temp directories), removed once at the end of the run by the controlling process."""
+    lock_path = tmp_path_factory.getbasetemp().parent / f"msb-{msb_run.run_id}-shared.lock"
+    name = msb_run.shared_volume_name
+    with filelock.FileLock(lock_path):  # the lock file is never deleted: deleting it would break the lock
+        try:
+            handle = Volume.get(name, home=msb_run.home)
+        except VolumeNotFoundError:
+            labels = msb_run.labels("shared_volume", owner=msb_run.controller)
+            handle = Volume.create(name, labels=labels, home=msb_run.home).handle
+            try:
+                pytestconfig.hook.pytest_microsandbox_populate_shared_volume(volume=handle, config=pytestconfig)
+            except BaseException:
+                handle.remove()
+                raise
+    yield handle
+    mounted_here = [m for m in Store(msb_run.home).mounts_of(name) if m.owner.is_alive()
+                    and _sandbox_worker(msb_run, m.sandbox) == msb_run.worker]
+    if mounted_here:
+        raise VolumeInUseError(name, mounted_here[0].sandbox)
+
+
+def _sandbox_worker(run: RunContext, sandbox: str) -> str | None:
+    record = Store(run.home).get_sandbox(sandbox)
+    if record is None or record.run_id != run.run_id:
+        return None
+    return record.config.get("worker")
+
+
+def remove_shared_volume(run: RunContext) -> None:
+    """End of run (controller only): remove the shared volume if a worker made one."""
+    try:
+        Volume.remove(run.shared_volume_name, home=run.home)
+    except VolumeNotFoundError:
+        pass
+
+
+@pytest.fixture
+def tmpfs_mount() -> Callable[..., MountConfig]:
+    """Build tmpfs mounts: ``tmpfs_mount(size_mib=64, noexec=True)``."""
+    return Volume.tmpfs
+
+
+@pytest.fixture
+def bind_mount() -> Callable[..., MountConfig]:
+    """Build bind mounts of existing host paths: ``bind_mount(tmp_path, readonly=True)``."""
+
+    def make(path: str | os.PathLike[str], **options: bool) -> MountConfig:
+        if not Path(path).exists():
+            raise InvalidConfigError(f"bind mount source does not exist: {path}")
+        return Volume.bind(path, **options)
+
+    return make

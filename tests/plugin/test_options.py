@@ -1,0 +1,146 @@
+"""``--msb-*`` options, their ini keys and environment variables, the marker, and their precedence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pytest_microsandbox._options import OPTIONS
+
+DUMP_SETTINGS = """
+import dataclasses, json
+
+def test_dump(msb_sandbox_settings, tmp_path_factory):
+    print("SETTINGS=" + json.dumps(dataclasses.asdict(msb_sandbox_settings)))
+"""
+
+
+def settings_of(result: pytest.RunResult) -> dict:
+    line = next(ln for ln in result.outlines if "SETTINGS=" in ln)
+    return json.loads(line.partition("SETTINGS=")[2].rstrip(".FE"))
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    for option in OPTIONS:
+        monkeypatch.delenv(option.env, raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("MSB_HOME", str(tmp_path / "home"))
+
+
+def test_defaults(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MSB_HOME")
+    pytester.makepyfile(DUMP_SETTINGS)
+    settings = settings_of(pytester.runpytest("-s"))
+    assert settings == {"image": "host", "home": None, "kernel": None, "memory": 512, "cpus": 1,
+                        "isolation": "vm", "boot_timeout": 60.0, "keep": "never", "if_unavailable": "skip"}
+
+
+def test_if_unavailable_defaults_to_fail_on_ci(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    pytester.makepyfile(DUMP_SETTINGS)
+    assert settings_of(pytester.runpytest("-s"))["if_unavailable"] == "fail"
+
+
+@pytest.mark.parametrize(
+    "flag,value,field,expected",
+    [
+        ("--msb-image", "python:3.12", "image", "python:3.12"),
+        ("--msb-kernel", "/boot/vmlinuz", "kernel", "/boot/vmlinuz"),
+        ("--msb-memory", "1G", "memory", 1024),
+        ("--msb-cpus", "2", "cpus", 2),
+        ("--msb-isolation", "namespace", "isolation", "namespace"),
+        ("--msb-boot-timeout", "2.5", "boot_timeout", 2.5),
+        ("--msb-keep", "on-failure", "keep", "on-failure"),
+        ("--msb-if-unavailable", "fail", "if_unavailable", "fail"),
+    ],
+)
+def test_each_option_from_cli_env_and_ini(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, flag: str,
+                                          value: str, field: str, expected: object) -> None:
+    pytester.makepyfile(DUMP_SETTINGS)
+    assert settings_of(pytester.runpytest("-s", f"{flag}={value}"))[field] == expected
+    env = "MSB_" + field.upper()
+    monkeypatch.setenv(env, value)
+    assert settings_of(pytester.runpytest("-s"))[field] == expected
+    monkeypatch.delenv(env)
+    pytester.makeini(f"[pytest]\nmsb_{field} = {value}\n")
+    assert settings_of(pytester.runpytest("-s"))[field] == expected
+
+
+def test_precedence_marker_cli_env_ini(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makeini("[pytest]\nmsb_image = from-ini\nmsb_cpus = 3\nmsb_memory = 128\nmsb_keep = always\n")
+    monkeypatch.setenv("MSB_IMAGE", "from-env")
+    monkeypatch.setenv("MSB_CPUS", "4")
+    monkeypatch.setenv("MSB_MEMORY", "256")
+    pytester.makepyfile(
+        """
+        import dataclasses, json, pytest
+
+        @pytest.mark.sandbox(image="from-marker", memory_mib=64)
+        def test_dump(msb_sandbox_settings):
+            print("SETTINGS=" + json.dumps(dataclasses.asdict(msb_sandbox_settings)))
+        """
+    )
+    settings = settings_of(pytester.runpytest("-s", "--msb-image=from-cli", "--msb-cpus=5"))
+    assert settings["image"] == "from-marker"  # marker beats the command line
+    assert settings["memory"] == 64  # marker beats the environment
+    assert settings["cpus"] == 5  # command line beats the environment
+    assert settings["keep"] == "always"  # ini applies when nothing else says
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--msb-memory=lots"], "--msb-memory: invalid value 'lots'"),
+        (["--msb-cpus=0"], "--msb-cpus: invalid value '0'"),
+        (["--msb-isolation=container"], "expected one of vm, namespace"),
+        (["--msb-keep=sometimes"], "expected one of never, on-failure, always"),
+        (["--msb-boot-timeout=-1"], "--msb-boot-timeout: invalid value '-1'"),
+        (["--msb-if-unavailable=ignore"], "expected one of skip, fail"),
+    ],
+)
+def test_bad_values_are_usage_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest(*args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{message}*"])
+
+
+def test_bad_env_and_ini_values_name_their_source(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makepyfile("def test_x():\n    pass\n")
+    monkeypatch.setenv("MSB_CPUS", "many")
+    result = pytester.runpytest()
+    result.stderr.fnmatch_lines(["*environment variable MSB_CPUS: invalid value 'many'*"])
+    monkeypatch.delenv("MSB_CPUS")
+    pytester.makeini("[pytest]\nmsb_keep = maybe\n")
+    result = pytester.runpytest()
+    result.stderr.fnmatch_lines(["*ini option msb_keep: invalid value 'maybe'*"])
+
+
+def test_bad_marker_errors_the_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.sandbox(gpus=2)
+        def test_x(msb_sandbox_settings):
+            pass
+        """
+    )
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*unknown option 'gpus'*"])
+
+
+def test_report_header(pytester: pytest.Pytester, tmp_path) -> None:
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest("--msb-image=alpine:3.20", "--msb-isolation=namespace")
+    result.stdout.fnmatch_lines([f"microsandbox: isolation=namespace, kvm=*, kernel=auto, image=alpine:3.20, "
+                                 f"home={tmp_path / 'home'}"])
+
+
+def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
+    result = pytester.runpytest("--help")
+    for option in OPTIONS:
+        result.stdout.fnmatch_lines([f"*{option.flag}*"])
