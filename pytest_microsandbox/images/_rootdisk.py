@@ -93,11 +93,10 @@ def _apply_meta(root: Path, disk: Path, meta: RootMeta) -> None:
                 continue
             else:
                 host_uid, host_gid, host_mode = host.st_uid, host.st_gid, host.st_mode
-            # The inode keeps ids as low and high 16-bit halves.
-            if host_uid != entry.uid:
-                lines += [f"sif {quoted} uid {entry.uid & 0xFFFF}", f"sif {quoted} uid_high {entry.uid >> 16}"]
+            if host_uid != entry.uid:  # debugfs's "uid" sets both 16-bit halves
+                lines.append(f"sif {quoted} uid {entry.uid}")
             if host_gid != entry.gid:
-                lines += [f"sif {quoted} gid {entry.gid & 0xFFFF}", f"sif {quoted} gid_high {entry.gid >> 16}"]
+                lines.append(f"sif {quoted} gid {entry.gid}")
             if host_mode != entry.mode and not stat.S_ISLNK(entry.mode):
                 lines.append(f"sif {quoted} mode 0{entry.mode:o}")
             for index, (name, value) in enumerate(entry.xattrs.items()):

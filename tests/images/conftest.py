@@ -1,0 +1,199 @@
+"""Fixtures for the image tests: Debian's ``docker-registry`` on 127.0.0.1 (own config, storage and log; no
+systemd), and a token-auth proxy of ours in front of it that also counts requests."""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import http.server
+import re
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REGISTRY_BIN = shutil.which("docker-registry")
+_CONFIG = """version: 0.1
+log:
+  level: info
+  formatter: text
+storage:
+  filesystem:
+    rootdirectory: {data}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+"""
+_ACCESS = re.compile(r'"(GET|HEAD) (/v2/[^ ]+) HTTP/[0-9.]+" (\d{3}) ')
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningRegistry:
+    host: str  # 127.0.0.1:PORT
+    data: Path
+    log: Path
+    process: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def blob_gets(self, repo: str) -> Counter:
+        """How many times each blob of ``repo`` was served (status 200), from the registry's access log."""
+        counts: Counter = Counter()
+        for method, path, status in _ACCESS.findall(self.log.read_text(errors="replace")):
+            match = re.fullmatch(rf"/v2/{re.escape(repo)}/blobs/(sha256:[0-9a-f]{{64}})", path)
+            if method == "GET" and status == "200" and match:
+                counts[match.group(1)] += 1
+        return counts
+
+    def blob_file(self, digest: str) -> Path:
+        hexd = digest.split(":")[1]
+        return self.data / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+
+
+def _start_registry(base: Path) -> RunningRegistry:
+    data = base / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    for _ in range(5):
+        port = _free_port()
+        config = base / "config.yml"
+        config.write_text(_CONFIG.format(data=data, port=port))
+        log = base / f"registry-{port}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as resp:
+                    if resp.status == 200:
+                        return RunningRegistry(f"127.0.0.1:{port}", data, log, proc)
+            except OSError:
+                time.sleep(0.05)
+        _stop(proc)
+    raise RuntimeError(f"docker-registry did not start; see {log}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory):
+    if REGISTRY_BIN is None:
+        pytest.skip("docker-registry is not installed (apt-get install docker-registry; see .ci/apt.d/registry.txt)")
+    running = _start_registry(tmp_path_factory.mktemp("registry"))
+    yield running
+    _stop(running.process)
+
+
+# -- a token-auth proxy -----------------------------------------------------------------------------------
+@dataclass
+class AuthProxy:
+    host: str
+    username: str
+    password: str
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (path, authorization header kind)
+    tokens_issued: int = 0
+
+
+def _make_handler(proxy: AuthProxy, upstream: str):
+    expected = "Basic " + base64.b64encode(f"{proxy.username}:{proxy.password}".encode()).decode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _reply(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            auth = self.headers.get("Authorization", "")
+            proxy.requests.append((self.path, auth.split(" ")[0]))
+            url = urllib.parse.urlsplit(self.path)
+            if url.path == "/token":
+                if auth != expected:
+                    self._reply(401, b'{"details":"bad credentials"}', {"Content-Type": "application/json"})
+                    return
+                scope = urllib.parse.parse_qs(url.query).get("scope", [""])[0]
+                proxy.tokens_issued += 1
+                token = base64.urlsafe_b64encode(scope.encode()).decode()
+                self._reply(200, ('{"token": "%s", "expires_in": 300}' % token).encode(),
+                            {"Content-Type": "application/json"})
+                return
+            repo = re.match(r"/v2/(.+)/(?:manifests|blobs)/", url.path)
+            scope = f"repository:{repo.group(1)}:pull" if repo else "registry:catalog:*"
+            if auth != "Bearer " + base64.urlsafe_b64encode(scope.encode()).decode():
+                challenge = (f'Bearer realm="http://{proxy.host}/token",service="msb-test",scope="{scope}"')
+                self._reply(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
+                            {"WWW-Authenticate": challenge, "Content-Type": "application/json"})
+                return
+            conn = http.client.HTTPConnection(upstream, timeout=30)
+            try:
+                conn.request("GET", self.path, headers={"Accept": self.headers.get("Accept", "*/*")})
+                resp = conn.getresponse()
+                body = resp.read()
+                headers = {k: v for k, v in resp.getheaders()
+                           if k.lower() in ("content-type", "docker-content-digest")}
+                self._reply(resp.status, body, headers)
+            finally:
+                conn.close()
+
+    return Handler
+
+
+@pytest.fixture(scope="session")
+def auth_registry(registry: RunningRegistry):
+    """The registry behind bearer-token auth: ``/token`` wants Basic user:secret and returns a scoped token."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    proxy = AuthProxy(f"127.0.0.1:{server.server_address[1]}", "tester", "s3cret")
+    server.RequestHandlerClass = _make_handler(proxy, registry.host)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield proxy
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def docker_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Every image test gets its own empty DOCKER_CONFIG (never the user's); tests write config.json as needed."""
+    directory = tmp_path / "docker-config"
+    directory.mkdir()
+    monkeypatch.setenv("DOCKER_CONFIG", str(directory))
+    return directory / "config.json"
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "msb-home"
