@@ -70,7 +70,7 @@ class RegistryClient:
 
         def fetch() -> tuple[bytes, str | None]:
             with self._open(url, repository, {"Accept": ACCEPT}) as resp:
-                raw = resp.read(_MANIFEST_LIMIT + 1)
+                raw = _read_small(resp, _MANIFEST_LIMIT + 1)
                 if len(raw) > _MANIFEST_LIMIT:
                     raise ImageError(f"{repository}:{reference}: manifest larger than {_MANIFEST_LIMIT} bytes")
                 return raw, resp.headers.get("Content-Type")
@@ -94,18 +94,6 @@ class RegistryClient:
                 return write_verified(dest, _chunks(resp), digest, size, on_bytes)
 
         return self._retrying(fetch)
-
-    def fetch_blob_bytes(self, repository: str, digest: str, limit: int = _MANIFEST_LIMIT) -> bytes:
-        url = self.base + f"{repository}/blobs/{digest}"
-
-        def fetch() -> bytes:
-            with self._open(url, repository, {}) as resp:
-                return resp.read(limit + 1)
-
-        raw = self._retrying(fetch)
-        if len(raw) > limit:
-            raise ImageError(f"blob {digest}: larger than {limit} bytes")
-        return check_bytes(raw, digest)
 
     # -- plumbing -----------------------------------------------------------------------------------------
     def _retrying(self, func: Callable[[], object]):  # type: ignore[no-untyped-def]
@@ -193,10 +181,23 @@ class RegistryClient:
         self._tokens[scope_key] = token
 
 
+def _read_small(resp: http.client.HTTPResponse, limit: int) -> bytes:
+    try:
+        raw = resp.read(limit)
+    except (OSError, http.client.HTTPException) as err:
+        raise _Transient(f"response interrupted: {err}") from None
+    if resp.length and len(raw) < limit:
+        raise _Transient(f"response cut short ({resp.length} bytes missing)")
+    return raw
+
+
 def _chunks(resp: http.client.HTTPResponse) -> Iterator[bytes]:
     try:
         while chunk := resp.read(CHUNK):
             yield chunk
+        # read(amt) returns b"" at EOF even when Content-Length promised more: check what is missing.
+        if resp.length:
+            raise _Transient(f"blob stream cut short ({resp.length} bytes missing)")
     except (TimeoutError, OSError, http.client.HTTPException) as err:
         raise _Transient(f"blob stream interrupted: {err}") from None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import http.client
 import http.server
+import json
 import re
 import shutil
 import socket
@@ -117,6 +118,8 @@ class AuthProxy:
     password: str
     requests: list[tuple[str, str]] = field(default_factory=list)  # (path, authorization header kind)
     tokens_issued: int = 0
+    fail_next: int = 0  # answer this many authorised requests with 503
+    truncate_next: int = 0  # cut this many authorised blob responses off halfway
 
 
 def _make_handler(proxy: AuthProxy, upstream: str):
@@ -147,7 +150,7 @@ def _make_handler(proxy: AuthProxy, upstream: str):
                 scope = urllib.parse.parse_qs(url.query).get("scope", [""])[0]
                 proxy.tokens_issued += 1
                 token = base64.urlsafe_b64encode(scope.encode()).decode()
-                self._reply(200, ('{"token": "%s", "expires_in": 300}' % token).encode(),
+                self._reply(200, json.dumps({"token": token, "expires_in": 300}).encode(),
                             {"Content-Type": "application/json"})
                 return
             repo = re.match(r"/v2/(.+)/(?:manifests|blobs)/", url.path)
@@ -157,6 +160,10 @@ def _make_handler(proxy: AuthProxy, upstream: str):
                 self._reply(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
                             {"WWW-Authenticate": challenge, "Content-Type": "application/json"})
                 return
+            if proxy.fail_next > 0:
+                proxy.fail_next -= 1
+                self._reply(503, b"try later", {"Content-Type": "text/plain"})
+                return
             conn = http.client.HTTPConnection(upstream, timeout=30)
             try:
                 conn.request("GET", self.path, headers={"Accept": self.headers.get("Accept", "*/*")})
@@ -164,6 +171,14 @@ def _make_handler(proxy: AuthProxy, upstream: str):
                 body = resp.read()
                 headers = {k: v for k, v in resp.getheaders()
                            if k.lower() in ("content-type", "docker-content-digest")}
+                if proxy.truncate_next > 0 and "/blobs/" in self.path and resp.status == 200:
+                    proxy.truncate_next -= 1
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2])
+                    self.close_connection = True
+                    return
                 self._reply(resp.status, body, headers)
             finally:
                 conn.close()
