@@ -70,6 +70,9 @@ class ImageCache:
         self.tmp = self.root / "tmp"
         for path in (self.blobs, self.store, self.refs, self.locks, self.tmp):
             path.mkdir(parents=True, exist_ok=True)
+        # Unpacked roots keep the image's permission bits (world-writable /tmp and all): only we may enter.
+        if self.root.stat().st_mode & 0o077:
+            os.chmod(self.root, 0o700)
 
     # -- locks --------------------------------------------------------------------------------------------
     @contextmanager

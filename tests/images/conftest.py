@@ -8,106 +8,22 @@ import http.client
 import http.server
 import json
 import re
-import shutil
-import socket
-import subprocess
 import threading
-import time
 import urllib.parse
-import urllib.request
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
-REGISTRY_BIN = shutil.which("docker-registry")
-_CONFIG = """version: 0.1
-log:
-  level: info
-  formatter: text
-storage:
-  filesystem:
-    rootdirectory: {data}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:{port}
-"""
-_ACCESS = re.compile(r'"(GET|HEAD) (/v2/[^ ]+) HTTP/[0-9.]+" (\d{3}) ')
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class RunningRegistry:
-    host: str  # 127.0.0.1:PORT
-    data: Path
-    log: Path
-    process: subprocess.Popen
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
-
-    def blob_gets(self, repo: str) -> Counter:
-        """How many times each blob of ``repo`` was served (status 200), from the registry's access log."""
-        counts: Counter = Counter()
-        for method, path, status in _ACCESS.findall(self.log.read_text(errors="replace")):
-            match = re.fullmatch(rf"/v2/{re.escape(repo)}/blobs/(sha256:[0-9a-f]{{64}})", path)
-            if method == "GET" and status == "200" and match:
-                counts[match.group(1)] += 1
-        return counts
-
-    def blob_file(self, digest: str) -> Path:
-        hexd = digest.split(":")[1]
-        return self.data / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
-
-
-def _start_registry(base: Path) -> RunningRegistry:
-    data = base / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    for _ in range(5):
-        port = _free_port()
-        config = base / "config.yml"
-        config.write_text(_CONFIG.format(data=data, port=port))
-        log = base / f"registry-{port}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as resp:
-                    if resp.status == 200:
-                        return RunningRegistry(f"127.0.0.1:{port}", data, log, proc)
-            except OSError:
-                time.sleep(0.05)
-        _stop(proc)
-    raise RuntimeError(f"docker-registry did not start; see {log}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+from _oci_testkit import REGISTRY_BIN, RunningRegistry, start_registry, stop_registry
 
 
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory):
     if REGISTRY_BIN is None:
         pytest.skip("docker-registry is not installed (apt-get install docker-registry; see .ci/apt.d/registry.txt)")
-    running = _start_registry(tmp_path_factory.mktemp("registry"))
+    running = start_registry(tmp_path_factory.mktemp("registry"))
     yield running
-    _stop(running.process)
+    stop_registry(running.process)
 
 
 # -- a token-auth proxy -----------------------------------------------------------------------------------
