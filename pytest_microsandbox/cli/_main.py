@@ -13,9 +13,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msb", description="microVM sandboxes and volumes for tests")
     parser.add_argument("--home", help="state directory (default: $MSB_HOME or ~/.microsandbox)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from pytest_microsandbox.cli import doctor, volume
+    from pytest_microsandbox.cli import doctor, image, volume
 
     volume.register(sub)
+    image.register(sub)
     doctor.register(sub)
     return parser
 

@@ -1,0 +1,145 @@
+"""Pull (or import) an image into the cache and build its root disk: the one entry point the sandbox uses."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from pytest_microsandbox.errors import ImageError
+from pytest_microsandbox.images._cache import CachedImage, ImageCache
+from pytest_microsandbox.images._manifest import ImageConfig, Platform, host_platform, parse_config
+from pytest_microsandbox.images._meta import RootMeta
+from pytest_microsandbox.images._progress import ProgressCallback, ProgressEvent
+from pytest_microsandbox.images._reference import (
+    DockerArchiveRef,
+    HostRef,
+    ImageRef,
+    OciLayoutRef,
+    RegistryRef,
+    RootfsDirRef,
+    parse_reference,
+)
+from pytest_microsandbox.images._rootdisk import build_ext4
+from pytest_microsandbox.images._sources import (
+    ResolvedImage,
+    resolve_docker_archive,
+    resolve_oci_layout,
+    resolve_registry,
+)
+from pytest_microsandbox.images._unpack import LayerUnpacker
+
+
+def pull_image(reference: str | ImageRef, *, home: str | os.PathLike[str] | None = None,
+               platform: Platform | None = None, insecure: Iterable[str] | None = None,
+               progress: ProgressCallback | None = None, allow_devices: bool = False,
+               policy: str = "always") -> CachedImage:
+    """Make ``reference`` a cached image with a root disk and return it.
+
+    ``policy``: ``always`` asks the source again (a tag may have moved); ``missing`` uses the image a name
+    already points at when it is cached. Concurrent calls (threads, processes, xdist workers) fetch each blob
+    and build each image once. Raises ImageError (InvalidConfigError for a malformed reference).
+    """
+    if policy not in ("always", "missing"):
+        raise ImageError(f"unknown pull policy {policy!r} (always|missing)")
+    ref = parse_reference(reference) if isinstance(reference, str) else reference
+    if isinstance(ref, HostRef):
+        raise ImageError("the 'host' image is the host's own root: the sandbox resolves it, nothing is pulled")
+    cache = ImageCache(home)
+    name = str(ref)
+    if policy == "missing":
+        known = cache.lookup(name)
+        image = cache.get(known) if known else None
+        if image is not None:
+            return image
+    if isinstance(ref, RootfsDirRef):
+        digest = _import_dir(cache, ref)
+    else:
+        want = platform or host_platform()
+        if isinstance(ref, RegistryRef):
+            resolved = resolve_registry(ref, want, insecure)
+        elif isinstance(ref, OciLayoutRef):
+            resolved = resolve_oci_layout(ref, want)
+        elif isinstance(ref, DockerArchiveRef):
+            resolved = resolve_docker_archive(ref, cache)
+        else:  # pragma: no cover - the union is exhaustive
+            raise ImageError(f"unsupported image reference {ref!r}")
+        digest = resolved.digest
+        if cache.get(digest) is None:
+            _build(cache, resolved, progress, allow_devices)
+    cache.tag(name, digest)
+    image = cache.get(digest)
+    if image is None:
+        raise ImageError(f"{name}: image {digest} vanished from the cache (removed concurrently?)")
+    if progress:
+        progress(ProgressEvent("done", digest, 1, 1))
+    return image
+
+
+def _build(cache: ImageCache, resolved: ResolvedImage, progress: ProgressCallback | None,
+           allow_devices: bool) -> None:
+    digest, manifest = resolved.digest, resolved.manifest
+    with cache.lock(f"image-{digest.split(':', 1)[1]}"):
+        if cache.get(digest) is not None:
+            return  # another process built it while we waited
+        config_path = cache.ensure_blob(manifest.config.digest,
+                                        lambda dest: resolved.fetch(manifest.config, dest, None))
+        config = parse_config(config_path.read_bytes())
+        layer_paths = []
+        for desc in manifest.layers:
+            on_bytes = _download_meter(progress, desc.digest, desc.size)
+            layer_paths.append(cache.ensure_blob(desc.digest,
+                                                 lambda dest, d=desc, cb=on_bytes: resolved.fetch(d, dest, cb)))
+        with cache.building(digest) as work:
+            rootfs = work / "rootfs"
+            rootfs.mkdir()
+            meta = RootMeta()
+            with LayerUnpacker(rootfs, meta, allow_devices=allow_devices) as unpacker:
+                for index, (desc, path) in enumerate(zip(manifest.layers, layer_paths, strict=True)):
+                    with open(path, "rb") as blob:
+                        unpacker.apply(blob, label=f"layer {desc.digest}")
+                    if progress:
+                        progress(ProgressEvent("unpack", desc.digest, index + 1, len(manifest.layers)))
+            meta.save(work / "rootfs.meta.json")
+            if progress:
+                progress(ProgressEvent("build", digest, 0, 1))
+            build_ext4(rootfs, work / "root.ext4", meta)
+            cache.write_record(work, digest, config, [d.digest for d in manifest.layers], manifest.config.digest)
+
+
+def _download_meter(progress: ProgressCallback | None, digest: str, total: int):  # type: ignore[no-untyped-def]
+    if progress is None:
+        return None
+    done = 0
+
+    def on_bytes(count: int) -> None:
+        nonlocal done
+        done += count
+        progress(ProgressEvent("download", digest, done, total))
+
+    return on_bytes
+
+
+def _import_dir(cache: ImageCache, ref: RootfsDirRef) -> str:
+    """Key a root directory by its path and every entry's stat (cheap, and changes when its content does)."""
+    root = ref.path
+    if not root.is_dir():
+        raise ImageError(f"{ref}: not a directory")
+    hasher = hashlib.sha256(f"dir:{root}\0".encode())
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames) + dirnames:
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            hasher.update(f"{os.path.relpath(full, root)}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0{st.st_size}\0"
+                          f"{st.st_mtime_ns}\0{st.st_ino}\n".encode("utf-8", "surrogateescape"))
+    digest = "sha256:" + hasher.hexdigest()
+    if cache.get(digest) is not None:
+        return digest
+    with cache.lock(f"image-{hasher.hexdigest()}"):
+        if cache.get(digest) is None:
+            with cache.building(digest) as work:
+                build_ext4(root, work / "root.ext4", None)
+                cache.write_record(work, digest, ImageConfig(), [], None, rootfs=Path(root))
+    return digest
