@@ -1,8 +1,10 @@
 """pytest-microsandbox: a real microVM for every test."""
 
 from pytest_microsandbox.errors import (
+    AgentError,
     BootError,
     ExecError,
+    ExecTimeoutError,
     ImageError,
     InvalidConfigError,
     KvmUnavailableError,
@@ -15,8 +17,10 @@ from pytest_microsandbox.errors import (
 )
 
 __all__ = [
+    "AgentError",
     "BootError",
     "ExecError",
+    "ExecTimeoutError",
     "ImageError",
     "InvalidConfigError",
     "KvmUnavailableError",
