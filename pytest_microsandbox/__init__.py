@@ -5,8 +5,10 @@ the same names with blocking methods.
 """
 
 from pytest_microsandbox.errors import (
+    AgentError,
     BootError,
     ExecError,
+    ExecTimeoutError,
     ImageError,
     InvalidConfigError,
     KvmUnavailableError,
@@ -23,9 +25,11 @@ from pytest_microsandbox.mounts import DiskImageFormat, MountConfig, MountKind
 from pytest_microsandbox.volumes import FsEntry, FsEntryKind, FsMetadata, Volume, VolumeFs, VolumeHandle, VolumeKind
 
 __all__ = [
+    "AgentError",
     "BootError",
     "DiskImageFormat",
     "ExecError",
+    "ExecTimeoutError",
     "FsEntry",
     "FsEntryKind",
     "FsMetadata",

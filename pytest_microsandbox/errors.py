@@ -10,7 +10,9 @@
     ├── SandboxError
     │   ├── SandboxNotFoundError
     │   ├── BootError                   the guest died or never became ready (carries the console tail)
-    │   └── ExecError                   a command could not be run (not: it ran and failed)
+    │   ├── ExecError                   a command could not be run (not: it ran and failed)
+    │   │   └── ExecTimeoutError            it ran past its timeout and was killed (carries the partial result)
+    │   └── AgentError                  the guest agent connection broke or refused a request
     ├── ImageError
     └── KvmUnavailableError         this host cannot run the vm backend (the message says why)
 """
@@ -76,6 +78,22 @@ class BootError(SandboxError):
 
 class ExecError(SandboxError):
     """A command could not be run in the guest (a non-zero exit is a result, not this error)."""
+
+
+class ExecTimeoutError(ExecError, TimeoutError):
+    """A command ran past its timeout and was killed; ``result`` holds what it printed until then."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class AgentError(SandboxError):
+    """The guest agent connection broke, or the agent refused a request (``code`` is its error code)."""
+
+    def __init__(self, message: str, code: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class ImageError(MicrosandboxError):

@@ -1,0 +1,121 @@
+"""The synchronous agent client: exec, shell, files, ping, boot and shutdown over one connection.
+
+Many threads may use one client at once; each request runs on its own stream.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pytest_microsandbox.agent import _ops
+from pytest_microsandbox.agent._connection import AgentConnection, Transport
+from pytest_microsandbox.agent._exec import ExecHandle, ExecRequest, OutputCallback, ensure_str_argv, exec_payload
+from pytest_microsandbox.agent._ops import AgentInfo, GuestFsEntry
+from pytest_microsandbox.agent._wire import Msg
+from pytest_microsandbox.agent.result import ExecResult
+
+#: how long control requests (hello, stat, mkdir, ...) may take before we call the agent unresponsive
+DEFAULT_REQUEST_TIMEOUT = 60.0
+
+
+class GuestFs:
+    """Files inside the guest. Errors are ``OSError`` subclasses carrying the guest's errno."""
+
+    def __init__(self, conn: AgentConnection, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+        self._conn = conn
+        self._timeout = timeout
+
+    def read(self, path: str) -> bytes:
+        return _ops.read(self._conn, path).result(self._timeout)
+
+    def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        return self.read(path).decode(encoding)
+
+    def write(
+        self, path: str, data: bytes | str, *, mode: int = 0o644, parents: bool = True, append: bool = False
+    ) -> int:
+        raw = data.encode() if isinstance(data, str) else bytes(data)
+        return _ops.write(self._conn, path, raw, mode=mode, parents=parents, append=append).result(self._timeout)
+
+    def list(self, path: str) -> list[GuestFsEntry]:
+        return _ops.listdir(self._conn, path).result(self._timeout)
+
+    def stat(self, path: str) -> GuestFsEntry:
+        return _ops.stat(self._conn, path).result(self._timeout)
+
+    def exists(self, path: str) -> bool:
+        return _ops.exists(self._conn, path).result(self._timeout)
+
+    def mkdir(self, path: str, *, mode: int = 0o755, parents: bool = True) -> None:
+        _ops.mkdir(self._conn, path, mode=mode, parents=parents).result(self._timeout)
+
+    def remove(self, path: str, *, recursive: bool = False) -> None:
+        _ops.remove(self._conn, path, recursive=recursive).result(self._timeout)
+
+
+class AgentClient:
+    """Talks to one agent over ``transport`` (a connected socket or a byte-stream fd); closes it on ``close``."""
+
+    def __init__(self, transport: Transport, *, owns_transport: bool = True,
+                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+        self._conn = AgentConnection(transport, owns_transport=owns_transport)
+        self._timeout = request_timeout
+        self.fs = GuestFs(self._conn, request_timeout)
+
+    @property
+    def connection(self) -> AgentConnection:
+        return self._conn
+
+    def hello(self) -> AgentInfo:
+        return _ops.hello(self._conn).result(self._timeout)
+
+    def ping(self, data: bytes = b"") -> bytes:
+        return _ops.ping(self._conn, data).result(self._timeout)
+
+    def boot(self, config: bytes) -> None:
+        """Apply a boot config (see ``BootConfig.encode``) once."""
+        _ops.boot(self._conn, config).result(self._timeout)
+
+    def start(
+        self,
+        *argv: str | os.PathLike[str],
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        stdin: bytes | str | None = None,
+        stdin_stream: bool = False,
+        pty: bool = False,
+        timeout: float | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+    ) -> ExecHandle:
+        """Start a command and return at once. ``stdin`` bytes are fed and closed; ``stdin_stream=True`` keeps
+        stdin open for ``write_stdin``; neither gives it /dev/null. Callbacks run on the client's reader thread."""
+        args = ensure_str_argv(argv)
+        payload = exec_payload(args, env=env, cwd=cwd, stdin=stdin, stdin_stream=stdin_stream, pty=pty,
+                               timeout=timeout)
+        request = ExecRequest(args, on_stdout, on_stderr)
+        self._conn.open(request, Msg.EXEC, payload)
+        return ExecHandle(self._conn, request, timeout)
+
+    def exec(self, *argv: str | os.PathLike[str], **options) -> ExecResult:
+        """Run a command to its end. A non-zero exit is a result; ``ExecError`` means it could not run,
+        ``ExecTimeoutError`` that it ran past ``timeout`` and was killed."""
+        handle = self.start(*argv, **options)
+        return handle.wait()
+
+    def shell(self, command: str, **options) -> ExecResult:
+        return self.exec("/bin/sh", "-c", command, **options)
+
+    def shutdown(self) -> None:
+        """Ask the agent to power the guest off (or to exit, when it is not PID 1)."""
+        _ops.shutdown(self._conn).result(self._timeout)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> AgentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,72 @@
+"""Boot config encoding, and what a native (non PID 1) agent accepts of it."""
+
+from __future__ import annotations
+
+import pytest
+
+from pytest_microsandbox.agent import AgentClient, BootConfig, GuestMount
+from pytest_microsandbox.agent._wire import Fields, Tag
+from pytest_microsandbox.errors import AgentError, InvalidConfigError
+
+
+def test_encode_full_plan() -> None:
+    cfg = BootConfig(
+        root=GuestMount("block_serial", source="rootfs", fstype="ext4"),
+        mounts=[
+            GuestMount("virtiofs", "/data", "vol0", readonly=True, noexec=True),
+            GuestMount("tmpfs", "/scratch", size_mib=64, mode=0o1777, nosuid=True, nodev=True),
+        ],
+        hostname="sb-1",
+        env={"A": "1"},
+        workdir="/work",
+        restricted=True,
+    )
+    f = Fields(cfg.encode())
+    assert f.str(Tag.HOSTNAME) == "sb-1" and f.int(Tag.RESTRICTED) == 1 and f.str(Tag.CWD) == "/work"
+    root = Fields(f.raw(Tag.ROOT))
+    assert (root.int(Tag.SOURCE_KIND), root.str(Tag.SOURCE), root.raw(Tag.TARGET)) == (3, "rootfs", None)
+    data, scratch = (Fields(m) for m in f.all(Tag.MOUNT))
+    assert (data.str(Tag.TARGET), data.int(Tag.FLAGS)) == ("/data", 1 | 2)
+    assert (scratch.int(Tag.SIZE_MIB), scratch.int(Tag.MODE), scratch.int(Tag.FLAGS)) == (64, 0o1777, 4 | 8)
+    assert f.all(Tag.ENV) == [b"A=1"]
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        BootConfig(mounts=[GuestMount("nfs", "/x", "s")]),
+        BootConfig(mounts=[GuestMount("virtiofs", "relative", "tag")]),
+        BootConfig(mounts=[GuestMount("virtiofs", "/", "tag")]),
+        BootConfig(mounts=[GuestMount("virtiofs", "/x")]),
+        BootConfig(mounts=[GuestMount("virtiofs", "/x", "t", size_mib=5)]),
+        BootConfig(mounts=[GuestMount("tmpfs", "/x", size_mib=0)]),
+        BootConfig(root=GuestMount("tmpfs")),
+        BootConfig(hostname=""),
+        BootConfig(env={"A=B": "c"}),
+        BootConfig(workdir="relative"),
+    ],
+)
+def test_invalid_plans(cfg: BootConfig) -> None:
+    with pytest.raises(InvalidConfigError):
+        cfg.encode()
+
+
+def test_native_boot_applies_env_and_workdir(client: AgentClient, tmp_path) -> None:
+    client.boot(BootConfig(env={"FROM_BOOT": "yes", "PATH": "/usr/bin:/bin"}, workdir=str(tmp_path)).encode())
+    assert client.hello().booted
+    r = client.shell("echo $FROM_BOOT; pwd")
+    assert r.stdout == f"yes\n{tmp_path}\n"
+    with pytest.raises(AgentError, match="already applied"):
+        client.boot(BootConfig().encode())
+
+
+def test_native_boot_refuses_mounts(client: AgentClient) -> None:
+    with pytest.raises(PermissionError, match="PID 1"):
+        client.boot(BootConfig(mounts=[GuestMount("tmpfs", "/scratch")]).encode())
+    assert not client.hello().booted
+
+
+def test_native_restricted_sets_no_new_privs(client: AgentClient) -> None:
+    client.boot(BootConfig(restricted=True).encode())
+    r = client.exec("grep", "NoNewPrivs", "/proc/self/status")
+    assert r.stdout.split() == ["NoNewPrivs:", "1"]

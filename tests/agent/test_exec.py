@@ -1,0 +1,202 @@
+"""Exec over the native socketpair: output, exit codes, signals, stdin, big output, concurrency, timeouts, kill."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import threading
+import time
+
+import pytest
+
+from pytest_microsandbox.agent import AgentClient
+from pytest_microsandbox.errors import ExecError, ExecTimeoutError
+
+
+def test_echo(client: AgentClient) -> None:
+    r = client.exec("echo", "hello", "world")
+    assert (r.exit_code, r.stdout, r.stderr, r.signal) == (0, "hello world\n", "", None)
+    assert r.ok and r.duration > 0 and r.pid
+
+
+@pytest.mark.parametrize("code", [0, 1, 2, 42, 255])
+def test_exit_codes(client: AgentClient, code: int) -> None:
+    r = client.shell(f"echo out; echo err >&2; exit {code}")
+    assert (r.exit_code, r.stdout, r.stderr, r.signal) == (code, "out\n", "err\n", None)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL, signal.SIGSEGV])
+def test_killed_by_signal(client: AgentClient, sig: signal.Signals) -> None:
+    r = client.shell(f"kill -{int(sig)} $$")
+    assert r.exit_code is None and r.signal == sig
+    assert sig.name in r.describe()
+
+
+def test_stdin_bytes(client: AgentClient) -> None:
+    data = bytes(range(256)) * 1000
+    r = client.exec("cat", stdin=data)
+    assert r.stdout_bytes == data
+
+
+def test_stdin_empty_and_null(client: AgentClient) -> None:
+    assert client.exec("cat", stdin=b"").stdout == ""
+    assert client.exec("cat").stdout == ""  # /dev/null: does not hang
+
+
+def test_stdin_stream(client: AgentClient) -> None:
+    h = client.start("sh", "-c", "while read line; do echo got:$line; done", stdin_stream=True)
+    for i in range(3):
+        h.write_stdin(f"{i}\n")
+    h.close_stdin()
+    assert h.wait(30).stdout == "got:0\ngot:1\ngot:2\n"
+
+
+def test_stdin_stream_larger_than_pipe(client: AgentClient) -> None:
+    data = b"x" * (3 << 20)
+    h = client.start("sha256sum", stdin_stream=True)
+    h.write_stdin(data)
+    h.close_stdin()
+    assert h.wait(60).stdout.split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_ten_mib_of_output(client: AgentClient) -> None:
+    size = 10 << 20
+    r = client.shell(f"yes 0123456789abcdef | head -c {size}; echo done >&2")
+    assert len(r.stdout_bytes) == size
+    assert r.stdout_bytes == (b"0123456789abcdef\n" * (size // 17 + 1))[:size]
+    assert r.stderr == "done\n"
+
+
+def test_output_interleaving_kept_per_stream(client: AgentClient) -> None:
+    r = client.shell("for i in 1 2 3; do echo o$i; echo e$i >&2; done")
+    assert (r.stdout, r.stderr) == ("o1\no2\no3\n", "e1\ne2\ne3\n")
+
+
+def test_fifty_concurrent_execs(client: AgentClient) -> None:
+    handles = [client.start("sh", "-c", f"sleep 0.2; echo {i}; exit {i % 7}") for i in range(50)]
+    results = [h.wait(60) for h in handles]
+    assert [r.stdout for r in results] == [f"{i}\n" for i in range(50)]
+    assert [r.exit_code for r in results] == [i % 7 for i in range(50)]
+    assert len({r.pid for r in results}) == 50
+
+
+def test_concurrent_execs_from_threads(client: AgentClient) -> None:
+    out: dict[int, str] = {}
+
+    def run(i: int) -> None:
+        out[i] = client.exec("echo", str(i)).stdout
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert out == {i: f"{i}\n" for i in range(20)}
+
+
+def test_timeout_kills_the_process_group(client: AgentClient) -> None:
+    with pytest.raises(ExecTimeoutError) as info:
+        client.shell("echo before; sleep 30 & sleep 30; echo never", timeout=0.5)
+    partial = info.value.result
+    assert partial.timed_out and partial.signal == signal.SIGKILL and partial.stdout == "before\n"
+    # the background sleep was in the same process group: nothing of it is left holding the pipe
+    assert client.exec("true").exit_code == 0
+
+
+def test_timeout_not_reached(client: AgentClient) -> None:
+    r = client.exec("echo", "quick", timeout=30)
+    assert r.stdout == "quick\n" and not r.timed_out
+
+
+def test_kill(client: AgentClient) -> None:
+    h = client.start("sleep", "60")
+    assert h.pid() > 0
+    h.kill(signal.SIGTERM)
+    r = h.wait(30)
+    assert r.signal == signal.SIGTERM and r.exit_code is None
+
+
+def test_kill_after_exit_is_harmless(client: AgentClient) -> None:
+    h = client.start("true")
+    h.wait(30)
+    h.kill()
+    assert client.exec("echo", "alive").stdout == "alive\n"
+
+
+def test_background_child_does_not_block_exit(client: AgentClient) -> None:
+    r = client.shell("sleep 30 & echo started", timeout=20)
+    assert r.exit_code == 0 and r.stdout == "started\n"
+
+
+def test_command_not_found(client: AgentClient) -> None:
+    with pytest.raises(ExecError, match="No such file"):
+        client.exec("/definitely/not/here")
+
+
+def test_bad_cwd(client: AgentClient) -> None:
+    with pytest.raises(ExecError, match="No such file"):
+        client.exec("true", cwd="/definitely/not/here")
+
+
+def test_env_and_cwd(client: AgentClient, tmp_path) -> None:
+    r = client.shell("echo $GREETING; pwd", env={"GREETING": "hi there"}, cwd=str(tmp_path))
+    assert r.stdout == f"hi there\n{tmp_path}\n"
+
+
+def test_path_is_searched(client: AgentClient) -> None:
+    assert client.exec("sh", "-c", "command -v sh").exit_code == 0
+
+
+def test_pty(client: AgentClient) -> None:
+    r = client.exec("sh", "-c", "test -t 0 && test -t 1 && stty size", pty=True)
+    assert r.exit_code == 0
+    assert r.stdout.strip() == "24 80"
+
+
+def test_streaming_callbacks(client: AgentClient) -> None:
+    seen_out: list[bytes] = []
+    seen_err: list[bytes] = []
+    r = client.shell("echo a; echo b >&2; echo c", on_stdout=seen_out.append, on_stderr=seen_err.append)
+    assert b"".join(seen_out) == b"a\nc\n" == r.stdout_bytes
+    assert b"".join(seen_err) == b"b\n"
+
+
+def test_invalid_argv_is_a_config_error(client: AgentClient) -> None:
+    from pytest_microsandbox.errors import InvalidConfigError
+
+    with pytest.raises(InvalidConfigError):
+        client.exec()
+    with pytest.raises(InvalidConfigError):
+        client.exec("true", env={"A=B": "x"})
+
+
+def test_ping_and_hello(client: AgentClient) -> None:
+    assert client.ping(b"\x00\xffpayload") == b"\x00\xffpayload"
+    info = client.hello()
+    assert info.version == 1 and info.name == "msb-agent" and not info.booted and info.kernel_release
+
+
+def test_shutdown_ends_a_native_agent(native_agent, client: AgentClient) -> None:
+    client.shutdown()
+    assert native_agent.proc.wait(10) == 0
+
+
+def _alive(pid: int) -> bool:
+    """Running (not gone, not a zombie waiting for a reaper)."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_host_hangup_kills_running_commands(native_agent, client: AgentClient) -> None:
+    h = client.start("sleep", "60")
+    pid = h.pid()
+    assert _alive(pid)
+    native_agent.stop()
+    assert native_agent.proc.returncode == 0
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(pid)
