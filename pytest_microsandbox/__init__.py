@@ -21,7 +21,7 @@ from pytest_microsandbox.errors import (
     VolumeInUseError,
     VolumeNotFoundError,
 )
-from pytest_microsandbox.mounts import DiskImageFormat, MountConfig, MountKind
+from pytest_microsandbox.mounts import DiskImageFormat, MountConfig, MountKind, NamedVolumeMode
 from pytest_microsandbox.volumes import FsEntry, FsEntryKind, FsMetadata, Volume, VolumeFs, VolumeHandle, VolumeKind
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "MicrosandboxError",
     "MountConfig",
     "MountKind",
+    "NamedVolumeMode",
     "PathEscapeError",
     "SandboxError",
     "SandboxNotFoundError",

@@ -12,9 +12,8 @@ import pytest
 from pytest_microsandbox._options import Settings
 from pytest_microsandbox._run import RunContext
 from pytest_microsandbox.errors import InvalidConfigError, VolumeInUseError, VolumeNotFoundError
-from pytest_microsandbox.mounts import MountConfig
+from pytest_microsandbox.mounts import MountConfig, VolumeKind
 from pytest_microsandbox.store import Store
-from pytest_microsandbox.volumes._manager import VolumeKind
 from pytest_microsandbox.volumes._sync import Volume, VolumeHandle
 
 SETTINGS_KEY = pytest.StashKey[Settings]()

@@ -21,6 +21,19 @@ class MountKind(enum.StrEnum):
     DISK = "disk"
 
 
+class VolumeKind(enum.StrEnum):
+    DIRECTORY = "dir"
+    DISK = "disk"
+
+
+class NamedVolumeMode(enum.StrEnum):
+    """What mounting a named volume does when it does not exist yet."""
+
+    EXISTING = "existing"  # it must exist (the default)
+    CREATE = "create"  # it must not exist: the sandbox creates it
+    ENSURE_EXISTS = "ensure-exists"  # created if missing, used as it is otherwise
+
+
 class DiskImageFormat(enum.StrEnum):
     RAW = "raw"
     QCOW2 = "qcow2"
@@ -36,11 +49,11 @@ class DiskImageFormat(enum.StrEnum):
 # Which optional fields each kind accepts; every kind takes the four flags.
 _ALLOWED = {
     MountKind.BIND: {"bind", "quota_mib"},
-    MountKind.NAMED: {"named"},
+    MountKind.NAMED: {"named", "named_mode", "named_kind", "quota_mib", "size_mib"},
     MountKind.TMPFS: {"size_mib"},
     MountKind.DISK: {"disk", "format", "fstype"},
 }
-_OPTIONAL = ("bind", "named", "quota_mib", "size_mib", "disk", "format", "fstype")
+_OPTIONAL = ("bind", "named", "named_mode", "named_kind", "quota_mib", "size_mib", "disk", "format", "fstype")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +63,8 @@ class MountConfig:
     kind: MountKind
     bind: str | None = None
     named: str | None = None
+    named_mode: NamedVolumeMode | None = None
+    named_kind: VolumeKind | None = None
     quota_mib: int | None = None
     size_mib: int | None = None
     disk: str | None = None
@@ -80,6 +95,14 @@ class MountConfig:
 
     def _check_named(self) -> None:
         validate_volume_name(self.named)
+        mode = _enum_field(self, "named_mode", NamedVolumeMode, "named volume mode")
+        kind = _enum_field(self, "named_kind", VolumeKind, "volume kind")
+        creates = mode in (NamedVolumeMode.CREATE, NamedVolumeMode.ENSURE_EXISTS)
+        if not creates and (kind or self.quota_mib is not None or self.size_mib is not None):
+            raise InvalidConfigError("kind, size_mib and quota_mib of a named mount apply only when it may create the "
+                                     "volume (mode=NamedVolumeMode.CREATE or ENSURE_EXISTS)")
+        validate_mib(self.quota_mib, "quota_mib")
+        validate_mib(self.size_mib, "size_mib")
 
     def _check_tmpfs(self) -> None:
         validate_mib(self.size_mib, "tmpfs size_mib")
@@ -90,12 +113,7 @@ class MountConfig:
         if self.format is None:
             object.__setattr__(self, "format", DiskImageFormat.from_path(path))
         else:
-            try:
-                object.__setattr__(self, "format", DiskImageFormat(self.format))
-            except ValueError:
-                raise InvalidConfigError(
-                    f"unknown disk image format {self.format!r} (expected raw, qcow2 or vmdk)"
-                ) from None
+            _enum_field(self, "format", DiskImageFormat, "disk image format")
         if self.fstype is not None and not (isinstance(self.fstype, str) and _FSTYPE.match(self.fstype)):
             raise InvalidConfigError(f"invalid filesystem type {self.fstype!r}")
 
@@ -111,6 +129,19 @@ class MountConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MountConfig:
         return cls(**data)
+
+
+def _enum_field(config: MountConfig, name: str, enum_type: type[enum.StrEnum], what: str) -> enum.StrEnum | None:
+    value = getattr(config, name)
+    if value is None:
+        return None
+    try:
+        member = enum_type(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in enum_type)
+        raise InvalidConfigError(f"unknown {what} {value!r} (expected {choices})") from None
+    object.__setattr__(config, name, member)
+    return member
 
 
 def _host_path(value: object, what: str) -> str:

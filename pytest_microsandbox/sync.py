@@ -5,9 +5,8 @@
     vol.fs.write("hello.txt", b"hi")
 """
 
-from pytest_microsandbox.mounts import DiskImageFormat, MountConfig, MountKind
+from pytest_microsandbox.mounts import DiskImageFormat, MountConfig, MountKind, NamedVolumeMode, VolumeKind
 from pytest_microsandbox.volumes._fs import FsEntry, FsEntryKind, FsMetadata, VolumeFs
-from pytest_microsandbox.volumes._manager import VolumeKind
 from pytest_microsandbox.volumes._sync import Volume, VolumeHandle
 
 __all__ = [
@@ -17,6 +16,7 @@ __all__ = [
     "FsMetadata",
     "MountConfig",
     "MountKind",
+    "NamedVolumeMode",
     "Volume",
     "VolumeFs",
     "VolumeHandle",

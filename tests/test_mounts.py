@@ -46,7 +46,10 @@ def test_explicit_disk_format_and_fstype() -> None:
         (lambda: Volume.tmpfs(size_mib=1.5), "whole number"),  # type: ignore[arg-type]
         (lambda: Volume.tmpfs(readonly="yes"), "True or False"),  # type: ignore[arg-type]
         (lambda: MountConfig(MountKind.TMPFS, bind="/x"), "do not take bind"),
-        (lambda: MountConfig(MountKind.NAMED, named="v", size_mib=3), "do not take size_mib"),
+        (lambda: MountConfig(MountKind.NAMED, named="v", size_mib=3), "apply only when it may create"),
+        (lambda: MountConfig(MountKind.TMPFS, named_mode="create"), "do not take named_mode"),
+        (lambda: Volume.named("v", mode="sometimes"), "unknown named volume mode"),
+        (lambda: Volume.named("v", mode="create", kind="tape"), "unknown volume kind"),
         (lambda: MountConfig("nfs"), "unknown mount kind"),  # type: ignore[arg-type]
     ],
 )

@@ -9,11 +9,10 @@ import asyncio
 import os
 from pathlib import Path
 
-from pytest_microsandbox.mounts import MountConfig
+from pytest_microsandbox.mounts import MountConfig, VolumeKind
 from pytest_microsandbox.volumes import _sync
 from pytest_microsandbox.volumes._fs import FsEntry, FsMetadata
 from pytest_microsandbox.volumes._fs import VolumeFs as SyncVolumeFs
-from pytest_microsandbox.volumes._manager import VolumeKind
 
 Home = str | os.PathLike[str] | None
 
@@ -134,6 +133,10 @@ class Volume:
     @staticmethod
     async def remove(name: str, *, home: Home = None) -> None:
         await asyncio.to_thread(_sync.Volume.remove, name, home=home)
+
+    @staticmethod
+    async def for_mount(config: MountConfig, *, home: Home = None) -> VolumeHandle:
+        return VolumeHandle(await asyncio.to_thread(_sync.Volume.for_mount, config, home=home))
 
     bind = staticmethod(_sync.Volume.bind)
     named = staticmethod(_sync.Volume.named)

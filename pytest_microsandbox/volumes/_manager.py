@@ -8,7 +8,6 @@ finished (remove) by the next call: a volume is either whole or absent.
 
 from __future__ import annotations
 
-import enum
 import os
 import shutil
 import subprocess
@@ -17,16 +16,12 @@ from pathlib import Path
 
 from pytest_microsandbox._validate import validate_mib, validate_volume_name
 from pytest_microsandbox.errors import InvalidConfigError, VolumeError
+from pytest_microsandbox.mounts import VolumeKind
 from pytest_microsandbox.store import ProcessIdentity, Store, VolumeRecord, now_ms
 
 DISK_IMAGE = "disk.raw"
 _CREATING = ".creating-"
 _REMOVING = ".removing-"
-
-
-class VolumeKind(enum.StrEnum):
-    DIRECTORY = "dir"
-    DISK = "disk"
 
 
 def _validate_labels(labels: object) -> dict[str, str]:

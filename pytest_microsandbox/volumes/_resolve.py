@@ -21,13 +21,15 @@ _ESCAPE_ERRNOS = {errno.EXDEV}
 
 
 def split_relative(path: str) -> tuple[str, ...]:
-    """Lexically normalise a volume path into components; absolute paths and ``..`` above the root escape."""
+    """Lexically normalise a volume path into components; ``..`` above the root escapes.
+
+    A leading ``/`` names the volume's root, as in the seeds (``fs.write("/requirements.txt", ...)``): paths are
+    always relative to the volume, never to the host.
+    """
     if not isinstance(path, str):
         raise TypeError(f"volume paths are str, not {type(path).__name__}")
     if "\0" in path:
         raise ValueError("volume paths must not contain NUL bytes")
-    if path.startswith("/"):
-        raise PathEscapeError(path)
     parts: list[str] = []
     for part in path.split("/"):
         if part in ("", "."):

@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 from pytest_microsandbox._home import msb_home
-from pytest_microsandbox.errors import InvalidConfigError, VolumeNotFoundError
-from pytest_microsandbox.mounts import DiskImageFormat, MountConfig, MountKind
+from pytest_microsandbox.errors import InvalidConfigError, VolumeAlreadyExistsError, VolumeNotFoundError
+from pytest_microsandbox.mounts import DiskImageFormat, MountConfig, MountKind, NamedVolumeMode, VolumeKind
 from pytest_microsandbox.store import VolumeRecord
 from pytest_microsandbox.volumes._fs import VolumeFs
-from pytest_microsandbox.volumes._manager import DISK_IMAGE, VolumeKind, VolumeManager, used_bytes
+from pytest_microsandbox.volumes._manager import DISK_IMAGE, VolumeManager, used_bytes
 
 Home = str | os.PathLike[str] | None
 
@@ -151,10 +151,30 @@ class Volume:
                            noexec=noexec, nosuid=nosuid, nodev=nodev)
 
     @staticmethod
-    def named(name: str, *, readonly: bool = False, noexec: bool = False, nosuid: bool = False,
-              nodev: bool = False) -> MountConfig:
-        """Mount a named volume."""
-        return MountConfig(MountKind.NAMED, named=name, readonly=readonly, noexec=noexec, nosuid=nosuid, nodev=nodev)
+    def named(name: str, *, mode: NamedVolumeMode | str | None = None, kind: VolumeKind | str | None = None,
+              size_mib: int | None = None, quota_mib: int | None = None, readonly: bool = False,
+              noexec: bool = False, nosuid: bool = False, nodev: bool = False) -> MountConfig:
+        """Mount a named volume; ``mode`` says whether the sandbox may create it (``kind``, ``size_mib`` and
+        ``quota_mib`` are then its creation options)."""
+        return MountConfig(MountKind.NAMED, named=name, named_mode=mode, named_kind=kind,  # type: ignore[arg-type]
+                           size_mib=size_mib, quota_mib=quota_mib, readonly=readonly, noexec=noexec, nosuid=nosuid,
+                           nodev=nodev)
+
+    @staticmethod
+    def for_mount(config: MountConfig, *, home: Home = None) -> VolumeHandle:
+        """The volume a named mount refers to, created first where its mode asks for that."""
+        if config.kind != MountKind.NAMED or config.named is None:
+            raise InvalidConfigError(f"not a named mount: {config!r}")
+        mode = config.named_mode or NamedVolumeMode.EXISTING
+        if mode != NamedVolumeMode.EXISTING:
+            options = {"kind": config.named_kind or VolumeKind.DIRECTORY, "size_mib": config.size_mib,
+                       "quota_mib": config.quota_mib}
+            try:
+                return Volume.create(config.named, home=home, **options).handle  # type: ignore[arg-type]
+            except VolumeAlreadyExistsError:
+                if mode == NamedVolumeMode.CREATE:
+                    raise
+        return Volume.get(config.named, home=home)
 
     @staticmethod
     def tmpfs(*, size_mib: int | None = None, readonly: bool = False, noexec: bool = False, nosuid: bool = False,

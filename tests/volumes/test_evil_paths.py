@@ -50,10 +50,13 @@ EVIL_PATHS = [
     ("link-out-dir-up", "link-out-dir/../outside.txt"),
     ("link-dotdot-target", "link-dotdot"),
     ("link-dotdot-target-child", "link-dotdot/outside.txt"),
+    ("abs-dotdot-deep", "/inner/../../outside.txt"),
+    ("abs-link-out-dir", "/link-out-dir/outside-inner.txt"),
+    ("abs-dotdot-only", "/.."),
 ]
 
 # Paths that name the volume root itself: refused by every method that would change or remove what it names.
-ROOT_ALIASES = ["", ".", "a/..", "inner/..", "./", "inner/deeper/../.."]
+ROOT_ALIASES = ["", "/", ".", "a/..", "inner/..", "./", "//", "/inner/..", "inner/deeper/../.."]
 
 
 @pytest.fixture(params=["openat2", "walk"])
@@ -167,7 +170,7 @@ def test_evil_path_never_leaves_root(tmp_path: Path, use_openat2: bool, name: st
         assert (base / "outside-dir" / "outside-inner.txt").read_bytes() == SENTINEL
 
 
-@pytest.mark.parametrize("path", ["../outside.txt", "missing/../../../outside.txt", "/etc/passwd", "link-out-file",
+@pytest.mark.parametrize("path", ["../outside.txt", "missing/../../../outside.txt", "/../etc/passwd", "link-out-file",
                                   "link-out-dir/outside-inner.txt", "link-etc/passwd", "link-up/outside.txt",
                                   "link-proc/self/root/etc/passwd"])
 def test_reads_through_escapes_raise_path_escape(world: dict[str, Path], use_openat2: bool, path: str) -> None:
@@ -180,7 +183,7 @@ def test_reads_through_escapes_raise_path_escape(world: dict[str, Path], use_ope
 
 def test_escape_error_is_typed(world: dict[str, Path], use_openat2: bool) -> None:
     fs = VolumeFs(world["root"], use_openat2=use_openat2)
-    for path in ("../x", "missing/../../../x", "/etc/passwd", "link-out-file", "link-out-dir/outside-inner.txt"):
+    for path in ("../x", "missing/../../../x", "/../etc/passwd", "link-out-file", "link-out-dir/outside-inner.txt"):
         with pytest.raises(PathEscapeError, match="escapes volume root"):
             fs.read(path)
 
@@ -198,8 +201,19 @@ def test_root_aliases_are_refused_for_remove_dir_and_rename(world: dict[str, Pat
     with pytest.raises(InvalidConfigError, match="volume root"):
         fs.remove_file(alias)
     assert (world["root"] / "inner" / "ok.txt").read_bytes() == b"inside"
-    with pytest.raises(PathEscapeError):
-        fs.remove_dir("/")
+
+
+def test_leading_slash_names_the_volume_root_never_the_host(world: dict[str, Path], use_openat2: bool) -> None:
+    """As in the seeds (``fs.write("/requirements.txt", ...)``): an absolute path is relative to the volume."""
+    fs = VolumeFs(world["root"], use_openat2=use_openat2)
+    assert fs.read("/inner/ok.txt") == b"inside"
+    host_passwd = Path("/etc/passwd").read_bytes()
+    fs.write("/etc/passwd", b"volume's own")
+    assert (world["root"] / "etc" / "passwd").read_bytes() == b"volume's own"
+    assert Path("/etc/passwd").read_bytes() == host_passwd
+    assert [e.path for e in fs.list("/etc")] == ["etc/passwd"]
+    fs.remove_dir("/etc")
+    assert Path("/etc/passwd").read_bytes() == host_passwd
 
 
 def test_symlink_leaf_is_removed_not_followed(world: dict[str, Path], use_openat2: bool) -> None:

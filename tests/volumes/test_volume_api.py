@@ -142,3 +142,18 @@ def test_handle_mount_and_static_mount_builders(home: Path) -> None:
     assert msb.Volume.tmpfs(size_mib=64).kind == "tmpfs"
     assert msb.Volume.bind("/srv", nodev=True).bind == "/srv"
     assert msb.Volume.disk("/x/img.vmdk").format == msb.DiskImageFormat.VMDK
+
+
+def test_named_mount_modes(home: Path) -> None:
+    existing = msb.Volume.named("cache")
+    with pytest.raises(VolumeNotFoundError):
+        sync.Volume.for_mount(existing)
+    created = sync.Volume.for_mount(msb.Volume.named("cache", mode=msb.NamedVolumeMode.CREATE, quota_mib=64))
+    assert created.quota_mib == 64
+    with pytest.raises(VolumeAlreadyExistsError):
+        sync.Volume.for_mount(msb.Volume.named("cache", mode="create"))
+    assert sync.Volume.for_mount(existing).name == "cache"
+    ensured = sync.Volume.for_mount(msb.Volume.named("disk", mode="ensure-exists", kind="disk", size_mib=8))
+    assert ensured.kind == "disk"
+    assert sync.Volume.for_mount(msb.Volume.named("disk", mode="ensure-exists")).size_mib == 8
+    assert asyncio.run(msb.Volume.for_mount(existing)).name == "cache"
