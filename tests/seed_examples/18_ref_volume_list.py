@@ -1,0 +1,7 @@
+# Source: superradcompany/microsandbox docs/sdk/python/volumes.mdx @ 75338142ce86dee4ef9ec868ebd8385f510e812e (Python SDK Volume API reference, pre-cloud, kind: str)
+#   also: superradcompany/microsandbox docs/sdk/python/volumes.mdx @ 8a393635bac48abbd694ce2e62811e7e3fb5d20d (Python SDK Volume API reference, newest, VolumeKind/NamedVolumeMode, cloud badges)
+# Section: Volume.list() > Example (identical in both versions)
+# Verbatim code block (top-level await: run inside an async function / asyncio.run).
+
+for v in await Volume.list():
+    print(v.name, v.used_bytes)
