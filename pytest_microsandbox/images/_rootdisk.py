@@ -136,7 +136,7 @@ def _run(argv: list[str], what: str) -> str:
     return done.stderr
 
 
-def build_erofs(root: Path, dest: Path, label: str = "msb-root") -> Path:
+def build_erofs(root: Path, dest: Path) -> Path:
     """An EROFS image of ``root`` (host ownership, forced to root): for comparing build speed with ext4."""
     tool = shutil.which("mkfs.erofs")
     if not tool:
@@ -144,7 +144,7 @@ def build_erofs(root: Path, dest: Path, label: str = "msb-root") -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{dest.name}-", dir=dest.parent)
     os.close(fd)
     try:
-        _run([tool, "--all-root", f"-L{label}", tmp, str(root)], "mkfs.erofs")
+        _run([tool, "--quiet", "--all-root", tmp, str(root)], "mkfs.erofs")
         os.chmod(tmp, 0o444)
         os.rename(tmp, dest)
     except BaseException:

@@ -178,3 +178,20 @@ def test_corrupt_layer_data_is_an_image_error(box):
         apply(box, b"\x1f\x8b" + b"not gzip at all" * 10)
     with pytest.raises(ImageError, match="cannot unpack"):
         apply(box, b"\x28\xb5\x2f\xfd" + b"\x00" * 64)
+
+
+def test_directory_replaced_by_symlink_midway_is_followed_afterwards(box):
+    # Resolved parents are cached between entries; replacing one must not leave writes going to the old place.
+    apply(box, layer([Entry("d/x", data=b"1"), Entry("e", "dir", mode=0o755), Entry("d", "symlink", target="e"),
+                      Entry("d/y", data=b"2")]).data,
+          layer([Entry("e/z", data=b"3"), Entry("e", "symlink", target="/f"), Entry("e/w", data=b"4")]).data)
+    assert os.readlink(box / "d") == "e" and os.readlink(box / "e") == "/f"
+    assert sorted(os.listdir(box / "f")) == ["w"]  # e/y, e/z went with the directory e
+
+
+def test_many_directories_stay_within_fd_budget(box):
+    entries = [Entry(f"d{n}/f", data=b"x") for n in range(300)] + [Entry(f"d{n}/g", data=b"y") for n in range(300)]
+    before = len(os.listdir("/proc/self/fd"))
+    apply(box, layer(entries).data)
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert len(os.listdir(box)) == 300 and (box / "d299/g").read_bytes() == b"y"
