@@ -164,7 +164,11 @@ class LayerUnpacker:
             if existing is None:
                 os.mkdir(base, (perm & 0o777) | 0o700, dir_fd=parent.fd)
             else:
-                os.chmod(base, (perm & 0o777) | 0o700, dir_fd=parent.fd, follow_symlinks=False)
+                fd = os.open(base, _DIR_FLAGS, dir_fd=parent.fd)
+                try:
+                    os.fchmod(fd, (perm & 0o777) | 0o700)
+                finally:
+                    os.close(fd)
             meta.mode |= stat.S_IFDIR
         elif member.isreg():
             fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,

@@ -195,3 +195,11 @@ def test_many_directories_stay_within_fd_budget(box):
     apply(box, layer(entries).data)
     assert len(os.listdir("/proc/self/fd")) == before
     assert len(os.listdir(box)) == 300 and (box / "d299/g").read_bytes() == b"y"
+
+
+def test_directory_entry_again_updates_mode_and_owner_keeps_content(box):
+    meta = apply(box, layer([Entry("srv", "dir", mode=0o755), Entry("srv/data", data=b"d")]).data,
+                 layer([Entry("srv", "dir", mode=0o1777, uid=7, gid=8)]).data)
+    assert (box / "srv/data").read_bytes() == b"d"
+    assert os.lstat(box / "srv").st_mode & 0o777 == 0o777
+    assert (meta.entries["/srv"].mode, meta.entries["/srv"].uid) == (stat.S_IFDIR | 0o1777, 7)
