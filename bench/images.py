@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "images")]
 
-from _oci_testkit import Blob, LAYER_TYPES, image, push_image, start_registry, stop_registry  # noqa: E402
+from _oci_testkit import LAYER_TYPES, Blob, image, push_image, start_registry, stop_registry  # noqa: E402
 
 from pytest_microsandbox.images import ProgressEvent, pull_image  # noqa: E402
 from pytest_microsandbox.images._meta import RootMeta  # noqa: E402

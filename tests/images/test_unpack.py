@@ -203,3 +203,14 @@ def test_directory_entry_again_updates_mode_and_owner_keeps_content(box):
     assert (box / "srv/data").read_bytes() == b"d"
     assert os.lstat(box / "srv").st_mode & 0o777 == 0o777
     assert (meta.entries["/srv"].mode, meta.entries["/srv"].uid) == (stat.S_IFDIR | 0o1777, 7)
+
+
+def test_awkward_names_still_get_their_ownership(box, tmp_path):
+    names = ['say "hi"', "back\\slash", "tab\there", "caf\u00e9", "raw\udcff"]
+    meta = apply(box, layer([Entry(f"d/{n}", data=b"x", uid=4242, gid=77, mode=0o640) for n in names]).data)
+    disk = build_ext4(box, tmp_path / "names.ext4", meta)
+    listing = subprocess.run(["debugfs", "-R", "ls -p /d", str(disk)], capture_output=True).stdout
+    rows = [line.strip(b"/").split(b"/") for line in listing.splitlines() if line.count(b"/") == 7]
+    owned = {fields[4]: (fields[1], fields[2], fields[3]) for fields in rows}
+    for name in names:
+        assert owned[os.fsencode(name)] == (b"100640", b"4242", b"77"), name
