@@ -50,15 +50,15 @@ def pull_image(reference: str | ImageRef, *, home: str | os.PathLike[str] | None
         raise ImageError("the 'host' image is the host's own root: the sandbox resolves it, nothing is pulled")
     cache = ImageCache(home)
     name = str(ref)
+    want = platform or host_platform()
     if policy == "missing":
         known = cache.lookup(name)
         image = cache.get(known) if known else None
-        if image is not None:
+        if image is not None and image.config.architecture in ("", want.architecture):
             return image
     if isinstance(ref, RootfsDirRef):
         digest = _import_dir(cache, ref)
     else:
-        want = platform or host_platform()
         if isinstance(ref, RegistryRef):
             resolved = resolve_registry(ref, want, insecure)
         elif isinstance(ref, OciLayoutRef):

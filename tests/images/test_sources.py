@@ -127,3 +127,14 @@ def test_empty_image_builds_a_disk(tmp_path, home):
     layout = write_oci_layout(tmp_path / "layout", {"latest": image([])})
     img = pull_image(f"oci:{layout}", home=home)
     assert img.disk.stat().st_size > 0 and img.layers == ()
+
+
+def test_policy_missing_reuses_only_an_image_of_the_wanted_platform(tmp_path, home, images):
+    amd, arm = images
+    idx = index({"linux/amd64": amd, "linux/arm64/v8": arm})
+    layout = write_oci_layout(tmp_path / "layout", {"multi": (idx, {"a": amd, "b": arm})})
+    ref = f"oci:{layout}:multi"
+    arm_img = pull_image(ref, home=home, platform=Platform("linux", "arm64", "v8"))
+    assert pull_image(ref, home=home, platform=Platform("linux", "arm64"), policy="missing").digest == arm_img.digest
+    amd_img = pull_image(ref, home=home, platform=Platform("linux", "amd64"), policy="missing")
+    assert amd_img.digest == amd.manifest.digest
