@@ -174,8 +174,9 @@ class ImageCache:
 
     def tag(self, reference: str, digest: str) -> None:
         dest = self._ref_file(reference)
-        tmp = dest.with_name(f".tmp-{os.getpid()}-{dest.name}")
-        tmp.write_text(json.dumps({"reference": reference, "digest": digest}))
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.refs)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps({"reference": reference, "digest": digest}))
         os.rename(tmp, dest)
 
     def lookup(self, reference: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -55,6 +56,29 @@ def write_verified(dest: Path, chunks: Iterable[bytes], digest: str, size: int |
         _unlink_quietly(tmp)
         raise
     return dest
+
+
+class HashingReader(io.RawIOBase):
+    """Reads a file while hashing it, so a cached blob is re-verified by the pass that uses it."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
+        data = self._raw.read(len(buffer))
+        buffer[: len(data)] = data
+        self._hash.update(data)
+        return len(data)
+
+    def finish(self) -> str:
+        """Hash whatever the consumer left unread (a gzip trailer, tar padding) and return the digest."""
+        while chunk := self._raw.read(CHUNK):
+            self._hash.update(chunk)
+        return "sha256:" + self._hash.hexdigest()
 
 
 def read_chunks(stream: BinaryIO, chunk_size: int = CHUNK) -> Iterable[bytes]:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from pytest_microsandbox.errors import ImageError
 from pytest_microsandbox.images._cache import CachedImage, ImageCache
+from pytest_microsandbox.images._digest import HashingReader, sha256_bytes
 from pytest_microsandbox.images._manifest import ImageConfig, Platform, host_platform, parse_config
 from pytest_microsandbox.images._meta import RootMeta
 from pytest_microsandbox.images._progress import ProgressCallback, ProgressEvent
@@ -48,15 +50,15 @@ def pull_image(reference: str | ImageRef, *, home: str | os.PathLike[str] | None
         raise ImageError("the 'host' image is the host's own root: the sandbox resolves it, nothing is pulled")
     cache = ImageCache(home)
     name = str(ref)
+    want = platform or host_platform()
     if policy == "missing":
         known = cache.lookup(name)
         image = cache.get(known) if known else None
-        if image is not None:
+        if image is not None and image.config.architecture in ("", want.architecture):
             return image
     if isinstance(ref, RootfsDirRef):
         digest = _import_dir(cache, ref)
     else:
-        want = platform or host_platform()
         if isinstance(ref, RegistryRef):
             resolved = resolve_registry(ref, want, insecure)
         elif isinstance(ref, OciLayoutRef):
@@ -85,7 +87,7 @@ def _build(cache: ImageCache, resolved: ResolvedImage, progress: ProgressCallbac
             return  # another process built it while we waited
         config_path = cache.ensure_blob(manifest.config.digest,
                                         lambda dest: resolved.fetch(manifest.config, dest, None))
-        config = parse_config(config_path.read_bytes())
+        config = parse_config(_verified_cached(cache, config_path, manifest.config.digest))
         layer_paths = []
         for desc in manifest.layers:
             on_bytes = _download_meter(progress, desc.digest, desc.size)
@@ -98,7 +100,14 @@ def _build(cache: ImageCache, resolved: ResolvedImage, progress: ProgressCallbac
             with LayerUnpacker(rootfs, meta, allow_devices=allow_devices) as unpacker:
                 for index, (desc, path) in enumerate(zip(manifest.layers, layer_paths, strict=True)):
                     with open(path, "rb") as blob:
-                        unpacker.apply(blob, label=f"layer {desc.digest}")
+                        # Re-verified on the way through: a cached blob may have rotted since it was fetched.
+                        reader = HashingReader(blob)
+                        try:
+                            unpacker.apply(io.BufferedReader(reader), label=f"layer {desc.digest}")
+                        finally:
+                            if reader.finish() != desc.digest:
+                                _discard_blob(path)
+                                raise ImageError(f"cached blob {desc.digest} is corrupt: removed, pull again")
                     if progress:
                         progress(ProgressEvent("unpack", desc.digest, index + 1, len(manifest.layers)))
             meta.save(work / "rootfs.meta.json")
@@ -106,6 +115,21 @@ def _build(cache: ImageCache, resolved: ResolvedImage, progress: ProgressCallbac
                 progress(ProgressEvent("build", digest, 0, 1))
             build_ext4(rootfs, work / "root.ext4", meta)
             cache.write_record(work, digest, config, [d.digest for d in manifest.layers], manifest.config.digest)
+
+
+def _verified_cached(cache: ImageCache, path: Path, digest: str) -> bytes:
+    raw = path.read_bytes()
+    if sha256_bytes(raw) != digest:
+        _discard_blob(path)
+        raise ImageError(f"cached blob {digest} is corrupt: removed, pull again")
+    return raw
+
+
+def _discard_blob(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 def _download_meter(progress: ProgressCallback | None, digest: str, total: int):  # type: ignore[no-untyped-def]

@@ -55,7 +55,8 @@ class RegistryClient:
     def __init__(self, registry: str, api_host: str, *, insecure: Iterable[str] = (),
                  credentials: Credentials | None = None, timeout: float = 60.0, attempts: int = 4) -> None:
         self.registry = registry
-        plain = is_loopback(api_host) or api_host in set(insecure) or registry in set(insecure)
+        allowed = set(insecure)
+        plain = is_loopback(api_host) or api_host in allowed or registry in allowed
         self.base = f"{'http' if plain else 'https'}://{api_host}/v2/"
         self.credentials = credentials if credentials is not None else load_credentials(registry)
         self.timeout = timeout

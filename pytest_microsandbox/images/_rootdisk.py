@@ -68,24 +68,54 @@ def build_ext4(root: Path, dest: Path, meta: RootMeta | None = None, label: str 
 
 
 def _quotable(path: str) -> bool:
+    """Whether debugfs's command parser can take ``path`` inside double quotes."""
     return all(ch.isprintable() and ch not in '"\\' for ch in path)
+
+
+class _Specs:
+    """How debugfs names each path: ``"path"`` when quotable, else ``<inode>`` found by listing the parent."""
+
+    def __init__(self, disk: Path) -> None:
+        self.disk = disk
+        self._listings: dict[str, dict[bytes, int]] = {}
+
+    def __call__(self, path: str) -> str | None:
+        if _quotable(path):
+            return f'"{path}"'
+        parent, _, name = path.rpartition("/")
+        parent = parent or "/"
+        if not _quotable(parent) or "\n" in name:
+            return None
+        if parent not in self._listings:
+            self._listings[parent] = self._list(parent)
+        ino = self._listings[parent].get(os.fsencode(name))
+        return f"<{ino}>" if ino else None
+
+    def _list(self, parent: str) -> dict[bytes, int]:
+        done = subprocess.run([_tool("debugfs"), "-R", f'ls -p "{parent}"', str(self.disk)], capture_output=True,
+                              timeout=120)
+        found: dict[bytes, int] = {}
+        for line in done.stdout.split(b"\n"):  # "/ino/mode/uid/gid/name/size/": names never hold "/"
+            fields = line.strip().strip(b"/").split(b"/")
+            if len(fields) == 6 and fields[0].isdigit():
+                found[fields[4]] = int(fields[0])
+        return found
 
 
 def _apply_meta(root: Path, disk: Path, meta: RootMeta) -> None:
     lines: list[str] = []
-    xattr_files: list[str] = []
     skipped = 0
+    spec_of = _Specs(disk)
     with tempfile.TemporaryDirectory(prefix="msb-debugfs-") as scratch:
         for path, entry in sorted(meta.entries.items()):
-            if not _quotable(path):
-                skipped += 1
-                continue
-            quoted = f'"{path}"'
             host = _host_stat(root, path)
             if entry.rdev is not None:
+                parent, _, name = path.rpartition("/")
                 if host is not None:
                     continue  # a later layer put a real file there
-                parent, _, name = path.rpartition("/")
+                if not _quotable(path):
+                    skipped += 1
+                    continue
                 kind = "c" if stat.S_ISCHR(entry.mode) else "b"
                 lines += [f'cd "{parent or "/"}"', f'mknod "{name}" {kind} {entry.rdev[0]} {entry.rdev[1]}', "cd /"]
                 host_uid, host_gid, host_mode = -1, -1, -1
@@ -93,26 +123,33 @@ def _apply_meta(root: Path, disk: Path, meta: RootMeta) -> None:
                 continue
             else:
                 host_uid, host_gid, host_mode = host.st_uid, host.st_gid, host.st_mode
+            changes = []
             if host_uid != entry.uid:  # debugfs's "uid" sets both 16-bit halves
-                lines.append(f"sif {quoted} uid {entry.uid}")
+                changes.append(f"uid {entry.uid}")
             if host_gid != entry.gid:
-                lines.append(f"sif {quoted} gid {entry.gid}")
+                changes.append(f"gid {entry.gid}")
             if host_mode != entry.mode and not stat.S_ISLNK(entry.mode):
-                lines.append(f"sif {quoted} mode 0{entry.mode:o}")
+                changes.append(f"mode 0{entry.mode:o}")
+            if not changes and not entry.xattrs:
+                continue
+            spec = spec_of(path)
+            if spec is None:
+                skipped += 1
+                continue
+            lines += [f"sif {spec} {change}" for change in changes]
             for index, (name, value) in enumerate(entry.xattrs.items()):
                 if not _quotable(name):
                     continue
-                value_file = os.path.join(scratch, f"x{len(xattr_files)}.{index}")
+                value_file = os.path.join(scratch, f"x{len(lines)}.{index}")
                 Path(value_file).write_bytes(value)
-                xattr_files.append(value_file)
-                lines.append(f'ea_set -f "{value_file}" {quoted} "{name}"')
+                lines.append(f'ea_set -f "{value_file}" {spec} "{name}"')
         if skipped:
-            warnings.warn(f"{skipped} paths with quotes or control characters keep default ownership in the disk",
+            warnings.warn(f"{skipped} entries with unrepresentable names keep default ownership in the disk",
                           stacklevel=3)
         if not lines:
             return
         script = os.path.join(scratch, "script")
-        Path(script).write_text("\n".join(lines) + "\n")
+        Path(script).write_text("\n".join(lines) + "\n", encoding="utf-8", errors="surrogateescape")
         out = _run([_tool("debugfs"), "-w", "-f", script, str(disk)], "debugfs")
     errors = [ln for ln in out.splitlines() if ln and not ln.startswith("debugfs") and "Allocated inode" not in ln]
     if errors:
@@ -136,7 +173,7 @@ def _run(argv: list[str], what: str) -> str:
     return done.stderr
 
 
-def build_erofs(root: Path, dest: Path, label: str = "msb-root") -> Path:
+def build_erofs(root: Path, dest: Path) -> Path:
     """An EROFS image of ``root`` (host ownership, forced to root): for comparing build speed with ext4."""
     tool = shutil.which("mkfs.erofs")
     if not tool:
@@ -144,7 +181,7 @@ def build_erofs(root: Path, dest: Path, label: str = "msb-root") -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{dest.name}-", dir=dest.parent)
     os.close(fd)
     try:
-        _run([tool, "--all-root", f"-L{label}", tmp, str(root)], "mkfs.erofs")
+        _run([tool, "--quiet", "--all-root", tmp, str(root)], "mkfs.erofs")
         os.chmod(tmp, 0o444)
         os.rename(tmp, dest)
     except BaseException:

@@ -20,6 +20,7 @@ import os
 import shutil
 import stat
 import tarfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -30,6 +31,7 @@ from pytest_microsandbox.images._meta import EntryMeta, RootMeta
 _WHITEOUT = ".wh."
 _OPAQUE = ".wh..wh..opq"
 _MAX_LINKS = 40
+_DIR_CACHE = 64  # open directory fds kept between entries (tar members come grouped by directory)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -92,10 +94,17 @@ class LayerUnpacker:
         self.allow_devices = allow_devices
         self._root_fd = os.open(root, _DIR_FLAGS)
         self._created: set[str] = set()
+        # Parent directories already resolved, by their names in the layer. Valid until something is removed
+        # or replaced (the only way a resolved path can change); evicted fds wait in _retired until the
+        # current member is done with them.
+        self._dirs: OrderedDict[tuple[str, ...], _Dir] = OrderedDict()
+        self._retired: list[_Dir] = []
         if self.meta.get("/") is None:
             self.meta.set("/", EntryMeta(0, 0, stat.S_IFDIR | 0o755))
 
     def close(self) -> None:
+        self._forget_dirs()
+        self._close_retired()
         if self._root_fd >= 0:
             os.close(self._root_fd)
             self._root_fd = -1
@@ -113,7 +122,10 @@ class LayerUnpacker:
         try:
             with tarfile.open(fileobj=open_layer(blob), mode="r|") as tar:
                 for member in tar:
-                    self._apply_member(tar, member, stats)
+                    try:
+                        self._apply_member(tar, member, stats)
+                    finally:
+                        self._close_retired()
         except (tarfile.TarError, EOFError, OSError, ValueError) as err:
             if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ImageError(f"{label}: no space left while unpacking") from None
@@ -136,11 +148,7 @@ class LayerUnpacker:
         if (member.ischr() or member.isblk()) and not self.allow_devices:
             stats.devices_skipped += 1
             return
-        parent = self._resolve_dir(parent_parts, create=True)
-        try:
-            self._place(tar, member, parent, base)
-        finally:
-            self._close(parent)
+        self._place(tar, member, self._parent(parent_parts), base)
         stats.entries += 1
 
     def _place(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent: _Dir, base: str) -> None:
@@ -156,7 +164,11 @@ class LayerUnpacker:
             if existing is None:
                 os.mkdir(base, (perm & 0o777) | 0o700, dir_fd=parent.fd)
             else:
-                os.chmod(base, (perm & 0o777) | 0o700, dir_fd=parent.fd, follow_symlinks=False)
+                fd = os.open(base, _DIR_FLAGS, dir_fd=parent.fd)
+                try:
+                    os.fchmod(fd, (perm & 0o777) | 0o700)
+                finally:
+                    os.close(fd)
             meta.mode |= stat.S_IFDIR
         elif member.isreg():
             fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
@@ -226,6 +238,7 @@ class LayerUnpacker:
             self._close(parent)
 
     def _remove(self, parent: _Dir, name: str, st: os.stat_result | None) -> None:
+        self._forget_dirs()
         if st is not None:
             if stat.S_ISDIR(st.st_mode):
                 shutil.rmtree(name, dir_fd=parent.fd)
@@ -234,6 +247,28 @@ class LayerUnpacker:
         self.meta.remove_tree(parent.child(name))
 
     # -- in-root resolution -------------------------------------------------------------------------------
+    def _parent(self, parts: list[str]) -> _Dir:
+        """The directory ``parts`` names (created as needed), from the cache when resolved before; borrowed."""
+        key = tuple(parts)
+        found = self._dirs.get(key)
+        if found is not None:
+            self._dirs.move_to_end(key)
+            return found
+        opened = self._resolve_dir(parts, create=True)
+        assert opened is not None
+        self._dirs[key] = opened
+        if len(self._dirs) > _DIR_CACHE:
+            self._retired.append(self._dirs.popitem(last=False)[1])
+        return opened
+
+    def _forget_dirs(self) -> None:
+        self._retired.extend(self._dirs.values())
+        self._dirs.clear()
+
+    def _close_retired(self) -> None:
+        while self._retired:
+            os.close(self._retired.pop().fd)
+
     def _resolve_dir(self, parts: list[str], *, create: bool) -> _Dir | None:  # type: ignore[return]
         """Open the directory ``parts`` names, resolving symlinks in root; create missing ones when asked.
         Returns None (create=False) when it does not exist."""

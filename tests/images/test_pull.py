@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -156,8 +158,6 @@ _CONCURRENT = textwrap.dedent("""
 
 
 def test_two_processes_pulling_at_once_fetch_each_blob_once(registry, home, tmp_path):
-    import os
-
     big = layer([Entry("big.bin", data=os.urandom(3 << 20))], "gzip")
     small = layer([Entry("small", data=b"s")], "zstd")
     img = image([big, small])
@@ -170,13 +170,16 @@ def test_two_processes_pulling_at_once_fetch_each_blob_once(registry, home, tmp_
             [sys.executable, "-c", _CONCURRENT, f"{registry.host}/msb/concurrent:v1", str(home),
              str(tmp_path / f"ready{n}"), str(go)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env={**os.environ, "PYTHONPATH": str(root)}))
-    deadline = __import__("time").monotonic() + 30
+    deadline = time.monotonic() + 30
     while not all((tmp_path / f"ready{n}").exists() for n in range(2)):
-        assert __import__("time").monotonic() < deadline, "workers did not start"
-        __import__("time").sleep(0.01)
+        assert time.monotonic() < deadline, "workers did not start"
+        time.sleep(0.01)
     go.touch()
     outputs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
     assert {out.decode().strip() for out, _ in outputs} == {img.manifest.digest}
     gets = registry.blob_gets("msb/concurrent")
     assert gets == {img.config.digest: 1, big.digest: 1, small.digest: 1}
+    cache = home / "images"  # built once: one store entry, no leftover build
+    assert [p.name for p in (cache / "store").iterdir()] == [img.manifest.digest.split(":")[1]]
+    assert list((cache / "tmp").iterdir()) == []

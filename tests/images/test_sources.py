@@ -103,3 +103,38 @@ def test_rootfs_directory(tmp_path, home):
 def test_host_is_recognised_but_not_pulled(home):
     with pytest.raises(ImageError, match="sandbox resolves it"):
         pull_image("host", home=home)
+
+
+def test_cached_blob_gone_bad_is_detected_removed_and_refetched(tmp_path, home, images):
+    from pytest_microsandbox.images import ImageCache
+
+    amd, _ = images
+    layout = write_oci_layout(tmp_path / "layout", {"latest": amd})
+    first = pull_image(f"oci:{layout}", home=home)
+    cache = ImageCache(home)
+    cache.remove(first.digest)
+    cached = cache.blob_path(amd.layers[0].digest)
+    cached.chmod(0o644)
+    cached.write_bytes(cached.read_bytes()[:-8] + b"\0" * 8)  # bit rot in the gzip trailer
+    with pytest.raises(ImageError, match=f"cached blob {amd.layers[0].digest} is corrupt"):
+        pull_image(f"oci:{layout}", home=home)
+    assert not cached.exists() and cache.get(first.digest) is None
+    again = pull_image(f"oci:{layout}", home=home)
+    assert again.digest == first.digest and cached.exists()
+
+
+def test_empty_image_builds_a_disk(tmp_path, home):
+    layout = write_oci_layout(tmp_path / "layout", {"latest": image([])})
+    img = pull_image(f"oci:{layout}", home=home)
+    assert img.disk.stat().st_size > 0 and img.layers == ()
+
+
+def test_policy_missing_reuses_only_an_image_of_the_wanted_platform(tmp_path, home, images):
+    amd, arm = images
+    idx = index({"linux/amd64": amd, "linux/arm64/v8": arm})
+    layout = write_oci_layout(tmp_path / "layout", {"multi": (idx, {"a": amd, "b": arm})})
+    ref = f"oci:{layout}:multi"
+    arm_img = pull_image(ref, home=home, platform=Platform("linux", "arm64", "v8"))
+    assert pull_image(ref, home=home, platform=Platform("linux", "arm64"), policy="missing").digest == arm_img.digest
+    amd_img = pull_image(ref, home=home, platform=Platform("linux", "amd64"), policy="missing")
+    assert amd_img.digest == amd.manifest.digest

@@ -178,3 +178,39 @@ def test_corrupt_layer_data_is_an_image_error(box):
         apply(box, b"\x1f\x8b" + b"not gzip at all" * 10)
     with pytest.raises(ImageError, match="cannot unpack"):
         apply(box, b"\x28\xb5\x2f\xfd" + b"\x00" * 64)
+
+
+def test_directory_replaced_by_symlink_midway_is_followed_afterwards(box):
+    # Resolved parents are cached between entries; replacing one must not leave writes going to the old place.
+    apply(box, layer([Entry("d/x", data=b"1"), Entry("e", "dir", mode=0o755), Entry("d", "symlink", target="e"),
+                      Entry("d/y", data=b"2")]).data,
+          layer([Entry("e/z", data=b"3"), Entry("e", "symlink", target="/f"), Entry("e/w", data=b"4")]).data)
+    assert os.readlink(box / "d") == "e" and os.readlink(box / "e") == "/f"
+    assert sorted(os.listdir(box / "f")) == ["w"]  # e/y, e/z went with the directory e
+
+
+def test_many_directories_stay_within_fd_budget(box):
+    entries = [Entry(f"d{n}/f", data=b"x") for n in range(300)] + [Entry(f"d{n}/g", data=b"y") for n in range(300)]
+    before = len(os.listdir("/proc/self/fd"))
+    apply(box, layer(entries).data)
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert len(os.listdir(box)) == 300 and (box / "d299/g").read_bytes() == b"y"
+
+
+def test_directory_entry_again_updates_mode_and_owner_keeps_content(box):
+    meta = apply(box, layer([Entry("srv", "dir", mode=0o755), Entry("srv/data", data=b"d")]).data,
+                 layer([Entry("srv", "dir", mode=0o1777, uid=7, gid=8)]).data)
+    assert (box / "srv/data").read_bytes() == b"d"
+    assert os.lstat(box / "srv").st_mode & 0o777 == 0o777
+    assert (meta.entries["/srv"].mode, meta.entries["/srv"].uid) == (stat.S_IFDIR | 0o1777, 7)
+
+
+def test_awkward_names_still_get_their_ownership(box, tmp_path):
+    names = ['say "hi"', "back\\slash", "tab\there", "caf\u00e9", "raw\udcff"]
+    meta = apply(box, layer([Entry(f"d/{n}", data=b"x", uid=4242, gid=77, mode=0o640) for n in names]).data)
+    disk = build_ext4(box, tmp_path / "names.ext4", meta)
+    listing = subprocess.run(["debugfs", "-R", "ls -p /d", str(disk)], capture_output=True).stdout
+    rows = [line.strip(b"/").split(b"/") for line in listing.splitlines() if line.count(b"/") == 7]
+    owned = {fields[4]: (fields[1], fields[2], fields[3]) for fields in rows}
+    for name in names:
+        assert owned[os.fsencode(name)] == (b"100640", b"4242", b"77"), name
