@@ -18,9 +18,9 @@ from typing import Any
 
 from pytest_microsandbox.agent._wire import (
     CHUNK_SIZE,
-    FrameDecoder,
     Fields,
     Frame,
+    FrameDecoder,
     Msg,
     ProtoError,
     Tag,
