@@ -135,9 +135,7 @@ def pvh_elf(kernel: RawKernel, memory_mib: int = 512) -> bytes:
     tramp_off = 0x1000
     kernel_off = tramp_off + SEGMENT_SIZE
     ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
-    header = ident + struct.pack(
-        "<HHIQQQIHHHHHH", 2, 62, 1, BASE, ehsize, 0, 0, ehsize, phentsize, phnum, 64, 0, 0
-    )
+    header = ident + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, BASE, ehsize, 0, 0, ehsize, phentsize, phnum, 64, 0, 0)
 
     def phdr(ptype: int, flags: int, off: int, addr: int, size: int, align: int) -> bytes:
         return struct.pack("<IIQQQQQQ", ptype, flags, off, addr, addr, size, size, align)

@@ -51,16 +51,25 @@ def busybox_rootfs(root: Path, marker: str) -> Path:
 
 
 def make_ext4(source: Path, image: Path, size_mib: int = 16) -> Path:
-    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(source), str(image), f"{size_mib}M"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["mke2fs", "-q", "-F", "-t", "ext4", "-d", str(source), str(image), f"{size_mib}M"],
+        check=True,
+        capture_output=True,
+    )
     return image
 
 
 class QemuGuest:
     """Boot, connect, and on ``stop`` power off (or kill) the guest. ``console`` is the guest's hvc0 output."""
 
-    def __init__(self, workdir: Path, kernel_elf: Path, boot_config: bytes | None = None,
-                 disks: Sequence[tuple[Path, str, bool]] = (), memory_mib: int = 512) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        kernel_elf: Path,
+        boot_config: bytes | None = None,
+        disks: Sequence[tuple[Path, str, bool]] = (),
+        memory_mib: int = 512,
+    ) -> None:
         self.workdir = workdir
         files: dict[str, bytes | InitramfsFile] = dict(busybox_files())
         if boot_config is not None:
@@ -70,19 +79,44 @@ class QemuGuest:
         self.console_path = workdir / "console.log"
         sock_path = workdir / "agent.sock"
         cmd = [
-            QEMU, "-machine", "microvm,acpi=off", "-accel", "tcg", "-m", str(memory_mib), "-smp", "1",
-            "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-            "-kernel", str(kernel_elf), "-initrd", str(initrd),
-            "-append", f"console=hvc0 panic=-1 reboot=t MSB_AGENT_PORT=name:{AGENT_PORT}",
-            "-device", "virtio-serial-device",
-            "-chardev", f"file,id=con,path={self.console_path}", "-device", "virtconsole,chardev=con",
-            "-chardev", f"socket,id=agent,path={sock_path},server=on,wait=on",
-            "-device", f"virtserialport,chardev=agent,name={AGENT_PORT}",
+            QEMU,
+            "-machine",
+            "microvm,acpi=off",
+            "-accel",
+            "tcg",
+            "-m",
+            str(memory_mib),
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+            "-no-reboot",
+            "-kernel",
+            str(kernel_elf),
+            "-initrd",
+            str(initrd),
+            "-append",
+            f"console=hvc0 panic=-1 reboot=t MSB_AGENT_PORT=name:{AGENT_PORT}",
+            "-device",
+            "virtio-serial-device",
+            "-chardev",
+            f"file,id=con,path={self.console_path}",
+            "-device",
+            "virtconsole,chardev=con",
+            "-chardev",
+            f"socket,id=agent,path={sock_path},server=on,wait=on",
+            "-device",
+            f"virtserialport,chardev=agent,name={AGENT_PORT}",
         ]
         for i, (image, serial, readonly) in enumerate(disks):
             ro = ",readonly=on" if readonly else ""
-            cmd += ["-drive", f"id=d{i},file={image},format=raw,if=none{ro}",
-                    "-device", f"virtio-blk-device,drive=d{i},serial={serial}"]
+            cmd += [
+                "-drive",
+                f"id=d{i},file={image},format=raw,if=none{ro}",
+                "-device",
+                f"virtio-blk-device,drive=d{i},serial={serial}",
+            ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir)
         self.client = self._connect(sock_path)
 

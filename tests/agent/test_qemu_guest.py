@@ -84,8 +84,13 @@ def test_guest_boot_plan_applied(initramfs_guest: QemuGuest) -> None:
     assert scratch.split()[2] == "tmpfs"
     opts = scratch.split()[3].split(",")
     assert {"noexec", "nosuid", "nodev", "size=8192k", "mode=700"} <= set(opts)
-    for fs_type, target in (("proc", "/proc"), ("sysfs", "/sys"), ("devtmpfs", "/dev"), ("devpts", "/dev/pts"),
-                            ("tmpfs", "/tmp")):
+    for fs_type, target in (
+        ("proc", "/proc"),
+        ("sysfs", "/sys"),
+        ("devtmpfs", "/dev"),
+        ("devpts", "/dev/pts"),
+        ("tmpfs", "/tmp"),
+    ):
         assert any(line.split()[1:3] == [target, fs_type] for line in mounts.splitlines()), (target, mounts)
 
 
@@ -128,8 +133,9 @@ def test_guest_overlay_root_from_block_device(kernel, tmp_path) -> None:
         env={"PATH": "/bin"},
         restricted=True,
     )
-    guest = QemuGuest(tmp_path, kernel[0], plan.encode(), disks=[(root_img, "msb-root", True),
-                                                                  (data_img, "msb-data", True)])
+    guest = QemuGuest(
+        tmp_path, kernel[0], plan.encode(), disks=[(root_img, "msb-root", True), (data_img, "msb-data", True)]
+    )
     try:
         c = guest.client
         assert c.hello().booted, guest.console

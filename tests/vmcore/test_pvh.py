@@ -17,12 +17,13 @@ FAKE = pvh.RawKernel(b"\x90" * 4096 + b"Linux version 6.1.2-test (x@y) #1", 0x10
 
 
 def phdrs(elf: bytes) -> list[tuple[int, int, int, int, int]]:
-    phoff, = struct.unpack_from("<Q", elf, 32)
+    (phoff,) = struct.unpack_from("<Q", elf, 32)
     phentsize, phnum = struct.unpack_from("<HH", elf, 54)
     out = []
     for i in range(phnum):
-        ptype, _flags, off, _vaddr, paddr, filesz, _memsz, _align = struct.unpack_from("<IIQQQQQQ", elf,
-                                                                                       phoff + i * phentsize)
+        ptype, _flags, off, _vaddr, paddr, filesz, _memsz, _align = struct.unpack_from(
+            "<IIQQQQQQ", elf, phoff + i * phentsize
+        )
         out.append((ptype, off, paddr, filesz, _align))
     return out
 
@@ -30,8 +31,8 @@ def phdrs(elf: bytes) -> list[tuple[int, int, int, int, int]]:
 def test_elf_layout() -> None:
     elf = pvh.pvh_elf(FAKE, memory_mib=256)
     assert elf[:4] == b"\x7fELF" and elf[4] == 2 and struct.unpack_from("<H", elf, 18)[0] == 62
-    (t_load, t_off, t_addr, t_size, _), (k_load, k_off, k_addr, k_size, _), (n_type, n_off, _, n_size, n_align) = (
-        phdrs(elf)
+    (t_load, t_off, t_addr, t_size, _), (k_load, k_off, k_addr, k_size, _), (n_type, n_off, _, n_size, n_align) = phdrs(
+        elf
     )
     assert (t_load, k_load, n_type) == (1, 1, 4)
     assert (t_addr, t_size) == (pvh.BASE, pvh.SEGMENT_SIZE)
