@@ -18,9 +18,9 @@ from typing import Any
 
 from pytest_microsandbox.agent._wire import (
     CHUNK_SIZE,
-    FrameDecoder,
     Fields,
     Frame,
+    FrameDecoder,
     Msg,
     ProtoError,
     Tag,
@@ -188,8 +188,13 @@ class AgentConnection:
             request.on_frame(frame)
         except WireError as e:
             request.fail(AgentError(f"malformed answer to {request.what}: {e}"))
-        except Exception as e:  # a user callback raised: fail that request only
+        except Exception as e:  # a user callback raised: fail that request only, and stop what it runs
             request.fail(e)
+            if frame.type in (Msg.STDOUT, Msg.STDERR):
+                try:
+                    self.send(Msg.KILL, frame.stream)
+                except AgentError:
+                    pass
 
     def _shutdown(self, reason: BaseException) -> None:
         with self._lock:

@@ -80,8 +80,13 @@ def hello(conn: AgentConnection) -> Future[AgentInfo]:
         version = f.int(Tag.VERSION, 0) or 0
         if version != PROTO_VERSION:
             raise AgentError(f"agent speaks protocol version {version}, we speak {PROTO_VERSION}")
-        return AgentInfo(version, f.int(Tag.PID, 0) or 0, f.str(Tag.NAME, "") or "", f.str(Tag.RELEASE, "") or "",
-                         bool(f.int(Tag.BOOTED, 0)))
+        return AgentInfo(
+            version,
+            f.int(Tag.PID, 0) or 0,
+            f.str(Tag.NAME, "") or "",
+            f.str(Tag.RELEASE, "") or "",
+            bool(f.int(Tag.BOOTED, 0)),
+        )
 
     payload = encode_fields([(Tag.VERSION, PROTO_VERSION)])
     return chain(_reply(conn, "hello", Msg.HELLO, payload, (Msg.HELLO_REPLY,)), convert)

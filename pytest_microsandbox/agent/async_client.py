@@ -93,8 +93,9 @@ class AsyncExecHandle:
             result = await _await(self.sync.future, limit)
         except TimeoutError:
             self.kill()
-            raise ExecTimeoutError(f"{self.sync._req.what}: no exit after {limit:.1f} s",
-                                   self.sync._req.result()) from None
+            raise ExecTimeoutError(
+                f"{self.sync._req.what}: no exit after {limit:.1f} s", self.sync._req.result()
+            ) from None
         return check_timeout(self.sync._req.what, result)
 
 
@@ -125,8 +126,7 @@ class AsyncAgentClient:
         on_stderr: OutputCallback | None = None,
     ) -> AsyncExecHandle:
         args = ensure_str_argv(argv)
-        payload = exec_payload(args, env=env, cwd=cwd, stdin=stdin, stdin_stream=stdin_stream, pty=pty,
-                               timeout=timeout)
+        payload = exec_payload(args, env=env, cwd=cwd, stdin=stdin, stdin_stream=stdin_stream, pty=pty, timeout=timeout)
         request = ExecRequest(args, _on_loop(on_stdout), _on_loop(on_stderr))
         self._conn.open(request, Msg.EXEC, payload)
         return AsyncExecHandle(ExecHandle(self._conn, request, timeout))

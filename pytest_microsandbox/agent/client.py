@@ -57,8 +57,9 @@ class GuestFs:
 class AgentClient:
     """Talks to one agent over ``transport`` (a connected socket or a byte-stream fd); closes it on ``close``."""
 
-    def __init__(self, transport: Transport, *, owns_transport: bool = True,
-                 request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
+    def __init__(
+        self, transport: Transport, *, owns_transport: bool = True, request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    ) -> None:
         self._conn = AgentConnection(transport, owns_transport=owns_transport)
         self._timeout = request_timeout
         self.fs = GuestFs(self._conn, request_timeout)
@@ -92,8 +93,7 @@ class AgentClient:
         """Start a command and return at once. ``stdin`` bytes are fed and closed; ``stdin_stream=True`` keeps
         stdin open for ``write_stdin``; neither gives it /dev/null. Callbacks run on the client's reader thread."""
         args = ensure_str_argv(argv)
-        payload = exec_payload(args, env=env, cwd=cwd, stdin=stdin, stdin_stream=stdin_stream, pty=pty,
-                               timeout=timeout)
+        payload = exec_payload(args, env=env, cwd=cwd, stdin=stdin, stdin_stream=stdin_stream, pty=pty, timeout=timeout)
         request = ExecRequest(args, on_stdout, on_stderr)
         self._conn.open(request, Msg.EXEC, payload)
         return ExecHandle(self._conn, request, timeout)

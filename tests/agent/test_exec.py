@@ -161,6 +161,15 @@ def test_streaming_callbacks(client: AgentClient) -> None:
     assert b"".join(seen_err) == b"b\n"
 
 
+def test_failing_callback_fails_its_exec_and_kills_it(client: AgentClient) -> None:
+    def explode(_chunk: bytes) -> None:
+        raise RuntimeError("callback broke")
+
+    with pytest.raises(RuntimeError, match="callback broke"):
+        client.exec("sh", "-c", "echo first; sleep 60", on_stdout=explode, timeout=30)
+    assert client.exec("echo", "still fine").stdout == "still fine\n"
+
+
 def test_invalid_argv_is_a_config_error(client: AgentClient) -> None:
     from pytest_microsandbox.errors import InvalidConfigError
 

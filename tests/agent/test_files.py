@@ -96,6 +96,9 @@ def test_errors(client: AgentClient, tmp_path) -> None:
         client.fs.read(str(tmp_path))
     with pytest.raises(FileNotFoundError):
         client.fs.list(str(tmp_path / "missing"))
+    with pytest.raises(OSError) as info:
+        client.fs.read("/dev/zero")  # not a regular file: refused rather than streamed forever
+    assert info.value.errno == errno.EINVAL
     with pytest.raises(FileNotFoundError):
         client.fs.write(str(tmp_path / "missing" / "f"), b"x", parents=False)
     with pytest.raises(InvalidConfigError):

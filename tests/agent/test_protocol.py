@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+from agent_harness import NativeAgent, RawPeer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,8 +18,6 @@ from pytest_microsandbox.agent._wire import (
     encode_fields,
     encode_frame,
 )
-
-from agent_harness import NativeAgent, RawPeer
 
 
 def error_code(frame) -> int:

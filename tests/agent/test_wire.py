@@ -1,4 +1,4 @@
-"""The host frame codec: round trips, and a fuzz of the decoder (it returns frames or raises WireError, nothing else)."""
+"""The host frame codec: round trips, and a fuzz of the decoder (frames or WireError, never anything else)."""
 
 from __future__ import annotations
 

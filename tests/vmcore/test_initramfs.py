@@ -32,8 +32,13 @@ def parse_newc(data: bytes) -> dict[str, tuple[int, bytes, tuple[int, int]]]:
 
 
 def test_layout() -> None:
-    image = build_initramfs({"etc/hostname": b"guest\n", "bin/tool": InitramfsFile(b"#!x", 0o755),
-                             "bin/sh": InitramfsFile(link_target="tool")})
+    image = build_initramfs(
+        {
+            "etc/hostname": b"guest\n",
+            "bin/tool": InitramfsFile(b"#!x", 0o755),
+            "bin/sh": InitramfsFile(link_target="tool"),
+        }
+    )
     entries = parse_newc(image)
     assert entries["init"][1] == agent_binary() and entries["init"][0] == stat.S_IFREG | 0o755
     assert entries["dev/console"][0] == stat.S_IFCHR | 0o600 and entries["dev/console"][2] == (5, 1)
@@ -72,8 +77,7 @@ def test_busybox_cpio_unpacks_it(tmp_path) -> None:
     assert {"init", "dev/console", "etc/motd", "bin/x", "proc", "tmp"} <= names
     out = tmp_path / "out"
     out.mkdir()
-    subprocess.run(["busybox", "cpio", "-i", "-d"], input=image.read_bytes(), cwd=out, check=True,
-                   capture_output=True)
+    subprocess.run(["busybox", "cpio", "-i", "-d"], input=image.read_bytes(), cwd=out, check=True, capture_output=True)
     assert (out / "etc" / "motd").read_bytes() == b"hi\n"
     assert (out / "init").read_bytes() == agent_binary()
     assert stat.S_IMODE((out / "bin" / "x").stat().st_mode) == 0o700

@@ -94,8 +94,9 @@ void fs_read_start(uint32_t stream, const uint8_t *p, size_t n) {
         return;
     int fd = open(r.path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0 || S_ISDIR(st.st_mode)) {
-        int e = fd < 0 ? errno : (S_ISDIR(st.st_mode) ? EISDIR : errno);
+    /* regular files only (/proc files are regular): a device like /dev/zero would stream forever */
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        int e = fd < 0 ? errno : (S_ISDIR(st.st_mode) ? EISDIR : S_ISREG(st.st_mode) ? errno : EINVAL);
         if (fd >= 0)
             close(fd);
         send_error(stream, e, "cannot read %s: %s", r.path, strerror(e));

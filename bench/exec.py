@@ -1,0 +1,90 @@
+"""Exec round trip and stdout throughput through the agent over a native socketpair, against peers measured in
+the same run: subprocess.run of the same command (fork/exec + pipes from Python, no protocol), and a ping through
+the agent (the protocol's floor). Prints a table of medians and ratios.
+
+    python3 bench/exec.py [--rounds 200] [--mib 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pytest_microsandbox.agent import AgentClient  # noqa: E402
+
+AGENT = Path(__file__).resolve().parents[1] / "_vmcore" / "guest" / "bin" / "agent"
+
+
+def median_of(fn: Callable[[], object], rounds: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=200)
+    ap.add_argument("--mib", type=int, default=64)
+    ap.add_argument("--throughput-rounds", type=int, default=7)
+    args = ap.parse_args()
+    if not AGENT.exists():
+        sys.exit(f"{AGENT} missing: run `python3 setup.py build_ext --inplace`")
+
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen([str(AGENT), "--fd", str(theirs.fileno())], pass_fds=[theirs.fileno()])
+    theirs.close()
+    client = AgentClient(ours)
+    size = args.mib << 20
+    big = ["head", "-c", str(size), "/dev/zero"]
+
+    def agent_big() -> None:
+        assert len(client.exec(*big).stdout_bytes) == size
+
+    def subprocess_big() -> None:
+        assert len(subprocess.run(big, capture_output=True, check=True).stdout) == size
+
+    def agent_fifty() -> None:
+        handles = [client.start("true") for _ in range(50)]
+        for h in handles:
+            h.wait(60)
+
+    rows = []
+    ping = median_of(lambda: client.ping(b"x"), args.rounds)
+    rt_agent = median_of(lambda: client.exec("true"), args.rounds)
+    rt_sub = median_of(lambda: subprocess.run(["true"], check=True), args.rounds)
+    rows.append(("exec `true` round trip", f"{rt_agent * 1e3:.3f} ms", f"{rt_sub * 1e3:.3f} ms", rt_agent / rt_sub))
+    rows.append(("ping round trip (protocol floor)", f"{ping * 1e3:.3f} ms", "-", None))
+    fifty = median_of(agent_fifty, max(5, args.rounds // 20), warmup=1)
+    rows.append(("50 concurrent `true` (one connection)", f"{fifty * 1e3:.1f} ms", f"{50 * rt_sub * 1e3:.1f} ms "
+                 "(50 x serial)", fifty / (50 * rt_sub)))
+    t_agent = median_of(agent_big, args.throughput_rounds, warmup=1)
+    t_sub = median_of(subprocess_big, args.throughput_rounds, warmup=1)
+    mib_agent, mib_sub = args.mib / t_agent, args.mib / t_sub
+    rows.append((f"stdout throughput ({args.mib} MiB)", f"{mib_agent:.0f} MiB/s", f"{mib_sub:.0f} MiB/s",
+                 mib_sub / mib_agent))
+
+    client.shutdown()
+    proc.wait(10)
+    client.close()
+
+    print(f"agent over a native socketpair vs subprocess.run, medians ({args.rounds} rounds; ratio = time / peer's)")
+    print(f"{'measure':<40} {'agent':>14} {'peer':>26} {'ratio':>7}")
+    for name, a, p, ratio in rows:
+        print(f"{name:<40} {a:>14} {p:>26} {('-' if ratio is None else f'{ratio:.2f}x'):>7}")
+
+
+if __name__ == "__main__":
+    main()
