@@ -42,7 +42,7 @@ CONSOLE_LOG_MAX = 4 << 20
 BASE_CMDLINE = "console=hvc0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd"
 # kvm_pvm emulates guest kernel mode and lacks some instructions; keep the kernel off them (see vcpu.pyx).
 PVM_CMDLINE = (
-    "noxsave clearcpuid=cx16,popcnt,smap,smep,umip,pku,fsgsbase,rdrand,rdseed,avx,avx2,avx512f,bmi1,bmi2,erms,"
+    "noxsave clearcpuid=cx16,popcnt,sse4_2,smap,smep,umip,pku,fsgsbase,rdrand,rdseed,avx,avx2,avx512f,bmi1,bmi2,erms,"
     "fsrm,movbe,adx,sha_ni,aes,pclmulqdq,gfni,vaes,vpclmulqdq,f16c,fma,rdpid,clwb,clflushopt "
     "initcall_blacklist=jent_mod_init,calibrate_xor_blocks,raid6_select_algo,ptp_kvm_init cryptomgr.notests"
 )

@@ -135,13 +135,14 @@ cdef class VirtioBlk(VirtioDevice):
 
     cdef uint32_t _rw(self, bint is_write, uint64_t sector, list data, uint64_t total, uint64_t status_addr) \
             except? 0xFFFFFFFF:
-        cdef uint64_t offset = sector * SECTOR, addr, length
+        cdef uint64_t offset, addr, length
         cdef long n
         cdef uint8_t *p
         if is_write and self.read_only:
             return self._finish(status_addr, S_IOERR, 0)
         if sector > self.capacity or total > (self.capacity - sector) * SECTOR:
             return self._finish(status_addr, S_IOERR, 0)
+        offset = sector * SECTOR
         for _, _, writable in data:
             if bool(writable) == bool(is_write):  # a read must only fill writable buffers, a write only read
                 return self._finish(status_addr, S_IOERR, 0)

@@ -6,6 +6,9 @@ Queues: 0/1 port 0 receive/transmit, 2/3 control receive/transmit, then 4+2k/5+2
 The control handshake (virtio 1.x, 5.3.6.2): the driver sends DEVICE_READY, we announce every port with
 DEVICE_ADD; for each PORT_READY we answer CONSOLE_PORT (port 0), PORT_NAME and PORT_OPEN.
 
+Without named ports the device offers no MULTIPORT: the kernel then makes hvc0 while it probes the device,
+instead of after the control handshake (which a workqueue runs later), so fewer early messages are lost.
+
 Host side: port 0's output goes to ``console_sink(bytes)``; a named port is a byte stream on a socketpair
 (``host_socket(name)`` gives the host end). A reader thread moves host bytes into the guest's receive buffers.
 A lock guards queue state, since that thread and the vCPU thread both touch it.
@@ -62,8 +65,9 @@ cdef class VirtioConsole(VirtioDevice):
 
     def __init__(self, port_names=(), console_sink=None):
         self.ports = [ConsolePort(0, "")] + [ConsolePort(i + 1, n) for i, n in enumerate(port_names)]
-        nqueues = 4 + 2 * (len(self.ports) - 1)
-        super().__init__(DEVICE_ID, F_MULTIPORT, [QUEUE_SIZE] * nqueues)
+        multiport = len(self.ports) > 1
+        nqueues = 4 + 2 * (len(self.ports) - 1) if multiport else 2
+        super().__init__(DEVICE_ID, F_MULTIPORT if multiport else 0, [QUEUE_SIZE] * nqueues)
         self.console_sink = console_sink
         self._ctrl_pending = []
         self._lock = threading.RLock()
