@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from _vmcore.host import detect_kvm
+from _vmcore.errors import KernelLoadError
+from _vmcore.host import KvmKind, detect_kvm
+from _vmcore.kernels import find_kernel
+
+_MEANING = {
+    KvmKind.HARDWARE: "microVMs run normally",
+    KvmKind.PVM: "guest kernels boot in kernel mode only; `vm` tests are skipped (use the namespace backend)",
+    KvmKind.NONE: "no microVMs on this host; `vm` tests are skipped (use the namespace backend)",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("doctor", help="report the KVM kind, kernel and state directory")
+    parser.add_argument("--kernel", help="kernel or libkrunfw .so to check (default: $MSB_KERNEL, then discovery)")
     parser.set_defaults(handler=run)
 
 
@@ -17,5 +26,11 @@ def run(args: argparse.Namespace) -> int:
 
     kvm = detect_kvm()
     print(f"kvm:    {kvm.kind} - {kvm.reason}")
+    print(f"        {_MEANING[kvm.kind]}")
+    try:
+        kernel = find_kernel(getattr(args, "kernel", None))
+        print(f"kernel: {kernel}")
+    except KernelLoadError as e:
+        print(f"kernel: none - {e}")
     print(f"home:   {msb_home(args.home)}")
     return 0

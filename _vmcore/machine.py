@@ -1,0 +1,326 @@
+"""A microVM built from a plain config: guest RAM, a kernel, virtio-mmio devices and one thread per vCPU.
+
+    cfg = MachineConfig(kernel="/path/libkrunfw.so.5", memory_mib=256,
+                        disks=[Disk("root.ext4", read_only=True)], cmdline_extra="root=/dev/vda ro")
+    with Machine(cfg) as m:
+        m.start()
+        m.wait_for_console("Run /init", timeout=300)
+
+Layout: RAM at guest physical 0 (at most 3 GiB, below the MMIO window); virtio-mmio devices at 0xd0000000 +
+4 KiB each with IRQs 5, 6, 7, 9, 10, ... (legacy PIC lines, raised through irqfd); i8042 at port 0x60, CMOS at
+0x70, an 8250 UART at 0x3f8 for kernels that have the driver. Guest reset (i8042 0xFE, triple fault) and
+poweroff stop every vCPU; ``exit_reason`` tells which.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+
+from _vmcore import bootparams, host, loader
+from _vmcore.bus import Bus
+from _vmcore.devices.cmos import Cmos
+from _vmcore.devices.i8042 import I8042
+from _vmcore.devices.uart8250 import Uart8250
+from _vmcore.devices.virtio_blk import VirtioBlk
+from _vmcore.devices.virtio_console import VirtioConsole
+from _vmcore.devices.virtio_mmio import MMIO_SIZE, MmioTransport
+from _vmcore.errors import BootError, VmmError
+from _vmcore.kvm import Vm, new_eventfd
+from _vmcore.memory import GuestMemory
+from _vmcore.vcpu import Vcpu
+
+MMIO_BASE = 0xD000_0000
+MAX_MEMORY_MIB = MMIO_BASE >> 20
+TSS_ADDR = 0xFFFB_D000
+IDENTITY_MAP_ADDR = 0xFFFB_C000
+DEVICE_IRQS = (5, 6, 7, 9, 10, 11, 12, 14, 15)
+CONSOLE_LOG_MAX = 4 << 20
+BASE_CMDLINE = "console=hvc0 reboot=k panic=-1 i8042.noaux i8042.nomux i8042.dumbkbd"
+# kvm_pvm emulates guest kernel mode and lacks some instructions; keep the kernel off them (see vcpu.pyx).
+PVM_CMDLINE = (
+    "noxsave clearcpuid=cx16,popcnt,sse4_2,smap,smep,umip,pku,fsgsbase,rdrand,rdseed,avx,avx2,avx512f,bmi1,bmi2,erms,"
+    "fsrm,movbe,adx,sha_ni,aes,pclmulqdq,gfni,vaes,vpclmulqdq,f16c,fma,rdpid,clwb,clflushopt "
+    "initcall_blacklist=jent_mod_init,calibrate_xor_blocks,raid6_select_algo,ptp_kvm_init cryptomgr.notests"
+)
+MSR_IA32_MISC_ENABLE = 0x1A0
+MSR_MTRR_DEF_TYPE = 0x2FF
+
+
+@dataclass(frozen=True)
+class Disk:
+    path: str
+    read_only: bool = False
+    serial: str = ""
+
+
+@dataclass
+class MachineConfig:
+    kernel: str
+    memory_mib: int = 256
+    vcpus: int = 1
+    cmdline_extra: str = ""
+    initramfs: bytes | None = None
+    disks: list[Disk] = field(default_factory=list)
+    console_ports: tuple[str, ...] = ()  # named virtio-console ports besides hvc0
+    extra_devices: list = field(default_factory=list)  # more VirtioDevice backends (e.g. virtio-fs)
+    console_log: str | None = None  # also append the console to this file
+    kvm_kind: str | None = None  # override host detection (hardware | kvm_pvm)
+
+    def validate(self) -> None:
+        if not 16 <= self.memory_mib <= MAX_MEMORY_MIB:
+            raise VmmError(f"memory_mib must be between 16 and {MAX_MEMORY_MIB}, not {self.memory_mib}")
+        if self.vcpus != 1:
+            raise VmmError("only one vCPU is supported for now (no MP table yet)")
+        if len(self.disks) + len(self.extra_devices) + 1 > len(DEVICE_IRQS):
+            raise VmmError(f"at most {len(DEVICE_IRQS)} virtio devices")
+
+
+class ConsoleLog:
+    """What the guest printed on hvc0 (and the UART), with the time each line completed."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self._buf = bytearray()
+        self._cond = threading.Condition()
+        self._file = open(path, "ab") if path else None
+        self.lines: list[tuple[float, str]] = []
+        self._partial = b""
+        self.first_byte_at: float | None = None
+
+    def write(self, data: bytes) -> None:
+        now = time.monotonic()
+        with self._cond:
+            if self.first_byte_at is None:
+                self.first_byte_at = now
+            self._buf += data
+            if len(self._buf) > CONSOLE_LOG_MAX:
+                del self._buf[: len(self._buf) - CONSOLE_LOG_MAX // 2]
+            *complete, self._partial = (self._partial + data).split(b"\n")
+            self.lines.extend((now, line.decode(errors="replace").rstrip("\r")) for line in complete)
+            if self._file:
+                self._file.write(data)
+                self._file.flush()
+            self._cond.notify_all()
+
+    def text(self) -> str:
+        with self._cond:
+            return self._buf.decode(errors="replace")
+
+    def tail(self, n: int = 40) -> str:
+        return "\n".join(self.text().splitlines()[-n:])
+
+    def wait_for(self, pattern: str, timeout: float, stop: threading.Event | None = None) -> re.Match | None:
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                m = rx.search(self._buf.decode(errors="replace"))
+                if m or (stop is not None and stop.is_set()):
+                    return m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(min(left, 0.5))
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()
+            self._file = None
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+
+class Machine:
+    """One VM. ``start()`` boots it on background threads; ``stop()``/``close()`` end it (idempotent)."""
+
+    def __init__(self, config: MachineConfig) -> None:
+        config.validate()
+        self.config = config
+        self.console = ConsoleLog(config.console_log)
+        self.exit_reason: str | None = None
+        self.stopped = threading.Event()
+        self.timings: dict[str, float] = {}
+        self._vm: Vm | None = None
+        self._mem: GuestMemory | None = None
+        self._vcpus: list[Vcpu] = []
+        self._threads: list[threading.Thread] = []
+        self._devices: list = []
+        self._fds: list[int] = []
+        self.transports: list[MmioTransport] = []
+        self.console_device: VirtioConsole | None = None
+        self.disks: list[VirtioBlk] = []
+        kind = config.kvm_kind or str(host.detect_kvm().kind)
+        self.pvm = kind == "kvm_pvm"
+        self.cmdline = ""
+
+    # ---- build ---------------------------------------------------------------------------------------------
+    def _build(self) -> None:
+        cfg = self.config
+        t0 = time.monotonic()
+        kernel = loader.load_kernel(cfg.kernel)
+        self.timings["kernel_loaded"] = time.monotonic() - t0
+        vm = self._vm = Vm()
+        vm.set_tss_addr(TSS_ADDR)
+        vm.set_identity_map_addr(IDENTITY_MAP_ADDR)
+        vm.create_irqchip()
+        mem = self._mem = GuestMemory(cfg.memory_mib << 20)
+        vm.add_memory(0, 0, mem)
+        kernel.place(mem)
+        self.pio, self.mmio = Bus("pio"), Bus("mmio")
+        self.i8042 = I8042(on_reset=lambda: self._request_stop("reset"))
+        self.pio.insert(0x60, 5, self.i8042)
+        self.pio.insert(0x70, 2, Cmos())
+        self.pio.insert(0x3F8, 8, Uart8250(self.console.write))
+
+        backends = []
+        self.console_device = VirtioConsole(cfg.console_ports, console_sink=self.console.write)
+        backends.append(self.console_device)
+        for disk in cfg.disks:
+            blk = VirtioBlk(disk.path, read_only=disk.read_only, serial=disk.serial)
+            self.disks.append(blk)
+            backends.append(blk)
+        backends.extend(cfg.extra_devices)
+        self._devices = backends
+        mmio_args = []
+        for i, dev in enumerate(backends):
+            irq = DEVICE_IRQS[i]
+            efd = new_eventfd()
+            self._fds.append(efd)
+            vm.register_irqfd(efd, irq)
+            transport = MmioTransport(dev, mem, efd)
+            self.transports.append(transport)
+            base = MMIO_BASE + i * MMIO_SIZE
+            self.mmio.insert(base, MMIO_SIZE, transport)
+            mmio_args.append(f"virtio_mmio.device=4K@{base:#x}:{irq}")
+
+        parts = [BASE_CMDLINE]
+        if self.pvm:
+            parts.append(PVM_CMDLINE)
+        parts.extend(mmio_args)
+        if cfg.cmdline_extra:
+            parts.append(cfg.cmdline_extra)
+        self.cmdline = " ".join(parts)
+        layout = bootparams.write_boot_layout(mem, self.cmdline, cfg.initramfs, kernel.setup_header, kernel.end)
+
+        cpuid = vm.supported_cpuid()
+        for index in range(cfg.vcpus):
+            vcpu = Vcpu(vm, index, mem, self.pio, self.mmio)
+            vcpu.pvm_quirks = self.pvm
+            vcpu.set_cpuid(self._cpuid_for(cpuid, index))
+            vcpu.set_msrs([(MSR_IA32_MISC_ENABLE, 1), (MSR_MTRR_DEF_TYPE, 0x806)])
+            vcpu.setup_lapic()
+            vcpu.setup_fpu()
+            vcpu.setup_long_mode(kernel.entry, layout["boot_params"], layout["gdt"], layout["gdt_limit"],
+                                 layout["idt"], layout["pml4"], layout["stack"])
+            self._vcpus.append(vcpu)
+        self.timings["built"] = time.monotonic() - t0
+
+    def _cpuid_for(self, entries: list, index: int) -> list:
+        out = []
+        for e in entries:
+            e = list(e)
+            fn = e[0]
+            if fn == 1:
+                e[5] |= 1 << 31  # hypervisor present
+                e[4] = (e[4] & 0x00FFFFFF) | (index << 24)  # initial APIC id
+                if self.pvm:
+                    e[5] &= ~(1 << 13)  # CX16: cmpxchg16b is not emulated by kvm_pvm
+            elif fn in (0xB, 0x1F):
+                e[6] = index  # x2APIC id
+            out.append(e)
+        return out
+
+    # ---- run -----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._vcpus:
+            raise VmmError("machine already started")
+        self.started_at = time.monotonic()
+        try:
+            self._build()
+        except BaseException:
+            self.close()
+            raise
+        for vcpu in self._vcpus:
+            t = threading.Thread(target=self._vcpu_main, args=(vcpu,), name=f"vcpu{vcpu.index}", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _vcpu_main(self, vcpu: Vcpu) -> None:
+        try:
+            reason = vcpu.run()
+        except Exception as e:  # never let a vCPU thread die silently
+            reason = f"error: {e}"
+        self._request_stop(reason, vcpu.detail)
+
+    def _request_stop(self, reason: str, detail: str = "") -> None:
+        if self.exit_reason is None:
+            self.exit_reason = reason
+            self.exit_detail = detail
+        for vcpu in self._vcpus:
+            vcpu.request_stop()
+        self.stopped.set()
+        self.console.wake()
+
+    def wait(self, timeout: float | None = None) -> str | None:
+        """Wait for the guest to stop; returns the exit reason, or None on timeout."""
+        self.stopped.wait(timeout)
+        return self.exit_reason
+
+    def wait_for_console(self, pattern: str, timeout: float) -> re.Match:
+        """Wait until the console matches ``pattern``; raise BootError (with the console tail) if the guest
+        stops first or the time runs out."""
+        m = self.console.wait_for(pattern, timeout, self.stopped)
+        if m is None:
+            m = self.console.wait_for(pattern, 0)
+        if m is None:
+            why = f"guest stopped ({self.exit_reason}: {getattr(self, 'exit_detail', '')})" if self.stopped.is_set() \
+                else f"not seen within {timeout:.0f} s"
+            raise BootError(f"waiting for {pattern!r}: {why}", self.console.tail(), self.exit_reason or "")
+        return m
+
+    def agent_socket(self, name: str):
+        if self.console_device is None:
+            raise VmmError("machine not started")
+        return self.console_device.host_socket(name)
+
+    @property
+    def device_errors(self) -> list[str]:
+        errs = [f"{type(t.device).__name__}: {t.device.error}" for t in self.transports if t.device.error]
+        for v in self._vcpus:
+            errs.extend(v.device_errors)
+        return errs
+
+    @property
+    def vcpus(self) -> list[Vcpu]:
+        return list(self._vcpus)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._request_stop(self.exit_reason or "stopped")
+        for t in self._threads:
+            t.join(timeout)
+
+    def close(self) -> None:
+        self.stop()
+        for dev in self._devices:
+            close = getattr(dev, "close", None)
+            if close:
+                close()
+        for v in self._vcpus:
+            v.close()
+        if self._vm is not None:
+            self._vm.close()
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+        self.console.close()
+
+    def __enter__(self) -> Machine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

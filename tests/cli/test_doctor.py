@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import argparse
+
+from pytest_microsandbox.cli import doctor
+
+
+def test_doctor_reports_kvm_and_kernel(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MSB_KERNEL", raising=False)
+    assert doctor.run(argparse.Namespace(home=str(tmp_path), kernel=None)) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("kvm:")
+    kernel_line = next(line for line in out.splitlines() if line.startswith("kernel:"))
+    assert "libkrunfw.so." in kernel_line
+
+
+def test_doctor_names_a_missing_kernel(tmp_path, capsys):
+    doctor.run(argparse.Namespace(home=str(tmp_path), kernel=str(tmp_path / "missing")))
+    assert "kernel: none" in capsys.readouterr().out
