@@ -16,8 +16,6 @@ class VmmError(Exception):
     """Base of every error the VMM core raises."""
 
 
-VmcoreError = VmmError  # the name the guest-side modules use
-
 
 class KvmError(VmmError):
     pass
