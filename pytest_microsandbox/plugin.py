@@ -7,6 +7,9 @@ from typing import Any
 
 import pytest
 
+from _vmcore.errors import KernelLoadError
+from _vmcore.host import detect_kvm
+from _vmcore.kernels import find_kernel
 from pytest_microsandbox import _options, fixtures, hookspecs
 from pytest_microsandbox._home import msb_home
 from pytest_microsandbox._reaper import sweep_leftover_volumes
@@ -74,11 +77,11 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    from _vmcore.host import detect_kvm
-
     settings = config.stash[SETTINGS_KEY]
     run = config.stash[RUN_KEY]
-    kvm = detect_kvm()
-    kernel = settings.kernel or "auto"
-    return (f"microsandbox: isolation={settings.isolation}, kvm={kvm.kind}, kernel={kernel}, "
+    try:
+        kernel = str(find_kernel(settings.kernel))
+    except KernelLoadError as err:
+        kernel = f"none ({err})"
+    return (f"microsandbox: isolation={settings.isolation}, kvm={detect_kvm().kind}, kernel={kernel}, "
             f"image={settings.image}, home={run.home}")

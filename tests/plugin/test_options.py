@@ -134,10 +134,19 @@ def test_bad_marker_errors_the_test(pytester: pytest.Pytester) -> None:
 
 
 def test_report_header(pytester: pytest.Pytester, tmp_path) -> None:
+    from _vmcore.host import detect_kvm
+    from _vmcore.kernels import find_kernel
+
     pytester.makepyfile("def test_x():\n    pass\n")
     result = pytester.runpytest("--msb-image=alpine:3.20", "--msb-isolation=namespace")
-    result.stdout.fnmatch_lines([f"microsandbox: isolation=namespace, kvm=*, kernel=auto, image=alpine:3.20, "
-                                 f"home={tmp_path / 'home'}"])
+    result.stdout.fnmatch_lines([f"microsandbox: isolation=namespace, kvm={detect_kvm().kind}, "
+                                 f"kernel={find_kernel()}, image=alpine:3.20, home={tmp_path / 'home'}"])
+
+
+def test_report_header_names_a_missing_kernel(pytester: pytest.Pytester, tmp_path) -> None:
+    pytester.makepyfile("def test_x():\n    pass\n")
+    result = pytester.runpytest(f"--msb-kernel={tmp_path / 'no-such-kernel'}")
+    result.stdout.fnmatch_lines(["microsandbox: *kernel=none (*no-such-kernel*"])
 
 
 def test_help_lists_every_option(pytester: pytest.Pytester) -> None:
