@@ -213,13 +213,31 @@ class Store:
             )
             return _volume_from_row(row)
 
-    def delete_volume_row(self, name: str) -> None:
-        """Drop a volume's row once its files are gone (ends a ``removing``, or rolls back a ``creating``)."""
+    def delete_volume_row(self, name: str, owner: ProcessIdentity) -> None:
+        """Drop a volume's row once its files are gone (ends a ``removing``, or rolls back a ``creating``) — only
+        while ``owner`` still holds that transition, so a newer claim on the name is never touched."""
         with self._write() as conn:
-            removing = conn.execute("SELECT 1 FROM volumes WHERE name=? AND state='removing'", (name,)).fetchone()
-            conn.execute("DELETE FROM volumes WHERE name=? AND state != 'ready'", (name,))
+            removing = conn.execute(
+                "SELECT 1 FROM volumes WHERE name=? AND state='removing' AND owner_pid=? AND owner_start=?",
+                (name, owner.pid, owner.start_ticks),
+            ).fetchone()
+            conn.execute(
+                "DELETE FROM volumes WHERE name=? AND state != 'ready' AND owner_pid=? AND owner_start=?",
+                (name, owner.pid, owner.start_ticks),
+            )
             if removing:
                 _log_event(conn, "volume.removed", name)
+
+    def claim_abandoned(self, record: VolumeRecord, owner: ProcessIdentity) -> bool:
+        """Take over a transition whose process died; exactly one of several racing reapers gets it."""
+        old = record.owner
+        with self._write() as conn:
+            done = conn.execute(
+                "UPDATE volumes SET owner_pid=?, owner_start=? WHERE name=? AND state=? "
+                "AND owner_pid IS ? AND owner_start IS ?",
+                (owner.pid, owner.start_ticks, record.name, record.state, old and old.pid, old and old.start_ticks),
+            )
+            return done.rowcount == 1
 
     def get_volume(self, name: str) -> VolumeRecord | None:
         with self._read() as conn:

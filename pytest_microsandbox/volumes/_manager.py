@@ -71,7 +71,7 @@ class VolumeManager:
             os.rename(staging, self.path_of(name))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-            self.store.delete_volume_row(name)
+            self.store.delete_volume_row(name, me)
             raise
         self.store.finish_volume_create(name)
         return record
@@ -89,19 +89,26 @@ class VolumeManager:
         """Remove a volume and its files; refuses (VolumeInUseError) while a live sandbox mounts it."""
         validate_volume_name(name)
         self.reap()
-        self.store.begin_volume_remove(name, ProcessIdentity.current())
-        self._discard(name)
+        me = ProcessIdentity.current()
+        self.store.begin_volume_remove(name, me)
+        self._discard(name, me)
 
     # -- crash recovery ---------------------------------------------------------------------------------------------
 
     def reap(self) -> None:
         """Roll back creations and finish removals whose process died, and delete their leftover directories."""
+        me = None
         for record in self.store.abandoned_volume_transitions():
-            self._discard(record.name)
+            me = me or ProcessIdentity.current()
+            if self.store.claim_abandoned(record, me):
+                self._discard(record.name, me)
         if not self.root.is_dir():
             return
+        # List first, then read the busy names: a creator records its claim before it makes its staging
+        # directory, so every staging directory listed here that is still in use has its name in ``busy``.
+        entries = list(os.scandir(self.root))
         busy = self.store.transitional_volume_names()
-        for entry in os.scandir(self.root):
+        for entry in entries:
             if entry.name.startswith(_REMOVING):
                 shutil.rmtree(entry.path, ignore_errors=True)
             elif entry.name.startswith(_CREATING):
@@ -109,7 +116,7 @@ class VolumeManager:
                 if volume not in busy:
                     shutil.rmtree(entry.path, ignore_errors=True)
 
-    def _discard(self, name: str) -> None:
+    def _discard(self, name: str, owner: ProcessIdentity) -> None:
         """Delete a volume's files (via a ``.removing-*`` rename, so a crash never leaves half a volume) and row."""
         target = self.path_of(name)
         doomed = self.root / f"{_REMOVING}{name}-{uuid.uuid4().hex[:12]}"
@@ -119,7 +126,7 @@ class VolumeManager:
             pass
         else:
             shutil.rmtree(doomed, ignore_errors=True)
-        self.store.delete_volume_row(name)
+        self.store.delete_volume_row(name, owner)
 
     # -- helpers ----------------------------------------------------------------------------------------------------
 

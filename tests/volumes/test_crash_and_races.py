@@ -66,10 +66,16 @@ def _churn(home: str, seed: int) -> None:
             pass
 
 
+def _reap_repeatedly(home: str) -> None:
+    for _ in range(60):
+        sync.Volume.list(home=home)  # every call reaps, racing the creators and removers
+
+
 def test_racing_create_and_remove_stay_consistent(tmp_path: Path) -> None:
     home = tmp_path / "home"
     ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_churn, args=(str(home), seed)) for seed in range(4)]
+    procs = [ctx.Process(target=_churn, args=(str(home), seed)) for seed in range(6)]
+    procs += [ctx.Process(target=_reap_repeatedly, args=(str(home),)) for _ in range(2)]
     for p in procs:
         p.start()
     for p in procs:
