@@ -182,7 +182,8 @@ def test_two_processes_pulling_at_once_fetch_each_blob_once(registry, home, tmp_
     deadline = time.monotonic() + 10  # the registry logs a request just after answering it
     while set(gets := registry.blob_gets("msb/concurrent")) != set(expected) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert gets == expected
+    time.sleep(0.2)  # let any late line of a duplicate fetch land too
+    assert registry.blob_gets("msb/concurrent") == expected
     cache = home / "images"  # built once: one store entry, no leftover build
     assert [p.name for p in (cache / "store").iterdir()] == [img.manifest.digest.split(":")[1]]
     assert list((cache / "tmp").iterdir()) == []
