@@ -58,7 +58,7 @@ def run_pull(args: argparse.Namespace) -> int:
 
 
 def run_ls(args: argparse.Namespace) -> int:
-    images = ImageCache(args.home).list()
+    images = ImageCache(args.home).list_images()
     if args.quiet:
         for image in images:
             print(image.digest)
@@ -74,7 +74,7 @@ def run_ls(args: argparse.Namespace) -> int:
 def _find(cache: ImageCache, text: str) -> str:
     candidate = text.removeprefix("sha256:")
     if len(candidate) >= 12 and all(c in "0123456789abcdef" for c in candidate):
-        matches = [i.digest for i in cache.list() if i.digest.split(":", 1)[1].startswith(candidate)]
+        matches = [i.digest for i in cache.list_images() if i.digest.split(":", 1)[1].startswith(candidate)]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:

@@ -44,7 +44,7 @@ class UnpackStats:
 
 def open_layer(stream: BinaryIO) -> BinaryIO:
     """Wrap a layer blob in the decompressor its magic bytes call for (gzip, zstd or none)."""
-    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type]
+    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type,type-var]
     head = buffered.peek(4)[:4]
     if head[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
@@ -269,7 +269,7 @@ class LayerUnpacker:
         while self._retired:
             os.close(self._retired.pop().fd)
 
-    def _resolve_dir(self, parts: list[str], *, create: bool) -> _Dir | None:  # type: ignore[return]
+    def _resolve_dir(self, parts: list[str], *, create: bool) -> _Dir | None:
         """Open the directory ``parts`` names, resolving symlinks in root; create missing ones when asked.
         Returns None (create=False) when it does not exist."""
         stack: list[int] = [os.dup(self._root_fd)]
@@ -289,7 +289,8 @@ class LayerUnpacker:
                 st = _lstat(part, stack[-1])
                 if st is None:
                     if not create:
-                        return _close_all(stack)
+                        _close_all(stack)
+                        return None
                     os.mkdir(part, 0o755, dir_fd=stack[-1])
                     path = "/" + "/".join([*names, part])
                     self.meta.set(path, EntryMeta(0, 0, stat.S_IFDIR | 0o755))
@@ -308,7 +309,8 @@ class LayerUnpacker:
                     continue
                 elif not stat.S_ISDIR(st.st_mode):
                     if not create:
-                        return _close_all(stack)
+                        _close_all(stack)
+                        return None
                     raise ImageError(f"layer path {'/'.join(parts)!r}: {part!r} is not a directory")
                 stack.append(os.open(part, _DIR_FLAGS, dir_fd=stack[-1]))
                 names.append(part)

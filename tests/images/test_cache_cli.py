@@ -49,7 +49,7 @@ def test_pull_ls_rm_prune(home, layout, capsys):
     assert not cache.blob_path(one.layers[0].digest).exists()
     assert cache.blob_path(two.layers[0].digest).exists() and cache.get(two.manifest.digest) is not None
     assert msb(home, "image", "prune", "--all") == 0
-    assert cache.list() == [] and list(cache.blobs.iterdir()) == []
+    assert cache.list_images() == [] and list(cache.blobs.iterdir()) == []
 
 
 def test_prune_removes_abandoned_build_but_not_one_in_progress(home, layout):
