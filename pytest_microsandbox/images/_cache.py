@@ -155,7 +155,7 @@ class ImageCache:
 
     def write_record(self, work: Path, digest: str, config: ImageConfig, layers: list[str],
                      config_digest: str | None = None, rootfs: Path | None = None) -> None:
-        size = sum(p.stat().st_size for p in work.glob("*.ext4"))
+        size = sum(p.stat().st_blocks * 512 for p in work.glob("*.ext4"))  # allocated: the disk is sparse
         doc = {"digest": digest, "config": config_to_json(config), "layers": layers, "config_digest": config_digest,
                "created": time.time(), "size": size, "rootfs": str(rootfs) if rootfs else None}
         (work / "image.json").write_text(json.dumps(doc, indent=1))
