@@ -96,13 +96,16 @@ def _build(cache: ImageCache, resolved: ResolvedImage, progress: ProgressCallbac
             rootfs = work / "rootfs"
             rootfs.mkdir()
             meta = RootMeta()
+            # diff_ids (digests of the uncompressed tars) are checked too when the config lists one per layer.
+            diff_ids = config.diff_ids if len(config.diff_ids) == len(manifest.layers) else ()
             with LayerUnpacker(rootfs, meta, allow_devices=allow_devices) as unpacker:
                 for index, (desc, path) in enumerate(zip(manifest.layers, layer_paths, strict=True)):
                     with open(path, "rb") as blob:
                         # Re-verified on the way through: a cached blob may have rotted since it was fetched.
                         reader = HashingReader(blob)
                         try:
-                            unpacker.apply(io.BufferedReader(reader), label=f"layer {desc.digest}")
+                            unpacker.apply(io.BufferedReader(reader), label=f"layer {desc.digest}",
+                                           diff_id=diff_ids[index] if diff_ids else None)
                         finally:
                             if reader.finish() != desc.digest:
                                 _discard_blob(path)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pytest_microsandbox.errors import ImageError
+from pytest_microsandbox.images._digest import HashingReader
 from pytest_microsandbox.images._meta import EntryMeta, RootMeta
 
 _WHITEOUT = ".wh."
@@ -116,16 +117,20 @@ class LayerUnpacker:
         self.close()
 
     # -- layers -------------------------------------------------------------------------------------------
-    def apply(self, blob: BinaryIO, label: str = "layer") -> UnpackStats:
+    def apply(self, blob: BinaryIO, label: str = "layer", diff_id: str | None = None) -> UnpackStats:
+        """Apply one layer blob; with ``diff_id`` (from the image config) the uncompressed tar must hash to it."""
         stats = UnpackStats()
         self._created = set()
         try:
-            with tarfile.open(fileobj=open_layer(blob), mode="r|") as tar:
+            content = HashingReader(open_layer(blob))
+            with tarfile.open(fileobj=content, mode="r|") as tar:  # type: ignore[call-overload]
                 for member in tar:
                     try:
                         self._apply_member(tar, member, stats)
                     finally:
                         self._close_retired()
+            if diff_id is not None and (actual := content.finish()) != diff_id:
+                raise ImageError(f"{label}: uncompressed content hashes to {actual}, not its diff_id {diff_id}")
         except (tarfile.TarError, EOFError, OSError, ValueError) as err:
             if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ImageError(f"{label}: no space left while unpacking") from None
