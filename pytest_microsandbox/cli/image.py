@@ -58,7 +58,7 @@ def run_pull(args: argparse.Namespace) -> int:
 
 
 def run_ls(args: argparse.Namespace) -> int:
-    images = ImageCache(args.home).list()
+    images = ImageCache(args.home).list_images()
     if args.quiet:
         for image in images:
             print(image.digest)
@@ -71,22 +71,24 @@ def run_ls(args: argparse.Namespace) -> int:
     return 0
 
 
-def _find(cache: ImageCache, text: str) -> str:
+def _find(cache: ImageCache, text: str) -> tuple[str, str | None]:
+    """(image digest, the name it was found by, or None when given an id)."""
     candidate = text.removeprefix("sha256:")
     if len(candidate) >= 12 and all(c in "0123456789abcdef" for c in candidate):
-        matches = [i.digest for i in cache.list() if i.digest.split(":", 1)[1].startswith(candidate)]
+        matches = [i.digest for i in cache.list_images() if i.digest.split(":", 1)[1].startswith(candidate)]
         if len(matches) == 1:
-            return matches[0]
+            return matches[0], None
         if len(matches) > 1:
             raise ImageError(f"ambiguous image id {text!r}")
     try:
         name = str(parse_reference(text))
     except ValueError:
         name = text
-    digest = cache.lookup(name) or cache.lookup(text)
-    if digest is None:
-        raise ImageError(f"image not found: {text}")
-    return digest
+    for key in (name, text):
+        digest = cache.lookup(key)
+        if digest is not None:
+            return digest, key
+    raise ImageError(f"image not found: {text}")
 
 
 def run_rm(args: argparse.Namespace) -> int:
@@ -94,10 +96,14 @@ def run_rm(args: argparse.Namespace) -> int:
     status = 0
     for text in args.images:
         try:
-            digest = _find(cache, text)
+            digest, name = _find(cache, text)
         except ImageError as err:
             print(f"msb: error: {err}", file=sys.stderr)
             status = 1
+            continue
+        if name is not None and len(cache.references_of(digest)) > 1:
+            cache.untag(name)  # as docker rmi: a name of an image with others only loses that name
+            print(f"untagged {name}")
             continue
         cache.remove(digest)
         print(f"removed {digest}")

@@ -73,16 +73,16 @@ def load_credentials(registry: str, config_path: Path | None = None) -> Credenti
         return None
     if not isinstance(doc, dict):
         return None
-    auths = doc.get("auths") if isinstance(doc.get("auths"), dict) else {}
+    auths: dict[str, object] = doc["auths"] if isinstance(doc.get("auths"), dict) else {}
     for key in _config_keys(registry):
         entry = auths.get(key)
         if isinstance(entry, dict):
             creds = _inline(entry)
             if creds:
                 return creds
-    helpers = doc.get("credHelpers") if isinstance(doc.get("credHelpers"), dict) else {}
-    helper = next((helpers[k] for k in _config_keys(registry) if isinstance(helpers.get(k), str)), None)
-    helper = helper or (doc.get("credsStore") if isinstance(doc.get("credsStore"), str) else None)
+    helpers: dict[str, object] = doc["credHelpers"] if isinstance(doc.get("credHelpers"), dict) else {}
+    named = [helpers.get(k) for k in _config_keys(registry)] + [doc.get("credsStore")]
+    helper = next((h for h in named if isinstance(h, str) and h), None)
     if helper:
         return _from_helper(helper, registry)
     return None
@@ -96,9 +96,9 @@ def _inline(entry: dict[str, object]) -> Credentials | None:
         except (ValueError, UnicodeDecodeError):
             return None
         return Credentials(user, password) if sep else None
-    user, password = entry.get("username"), entry.get("password")
-    if isinstance(user, str) and isinstance(password, str) and user:
-        return Credentials(user, password)
+    name, secret = entry.get("username"), entry.get("password")
+    if isinstance(name, str) and isinstance(secret, str) and name:
+        return Credentials(name, secret)
     return None
 
 

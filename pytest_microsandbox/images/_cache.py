@@ -20,7 +20,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,7 +100,7 @@ class ImageCache:
             raise ImageError(f"blob {digest}: fetch did not produce it")
         return path
 
-    def import_blob(self, chunks: Iterator[bytes]) -> str:
+    def import_blob(self, chunks: Iterable[bytes]) -> str:
         """Hash ``chunks`` into the cache whatever their digest is (local sources); returns the digest."""
         fd, tmp = tempfile.mkstemp(prefix=".tmp-import-", dir=self.blobs)
         hasher = hashlib.sha256()
@@ -155,12 +155,12 @@ class ImageCache:
 
     def write_record(self, work: Path, digest: str, config: ImageConfig, layers: list[str],
                      config_digest: str | None = None, rootfs: Path | None = None) -> None:
-        size = sum(p.stat().st_size for p in work.glob("*.ext4"))
+        size = sum(p.stat().st_blocks * 512 for p in work.glob("*.ext4"))  # allocated: the disk is sparse
         doc = {"digest": digest, "config": config_to_json(config), "layers": layers, "config_digest": config_digest,
                "created": time.time(), "size": size, "rootfs": str(rootfs) if rootfs else None}
         (work / "image.json").write_text(json.dumps(doc, indent=1))
 
-    def list(self) -> list[CachedImage]:
+    def list_images(self) -> list[CachedImage]:
         images = []
         for entry in sorted(self.store.iterdir()):
             image = self.get(f"sha256:{entry.name}") if len(entry.name) == 64 else None
@@ -221,7 +221,7 @@ class ImageCache:
         """Remove images without a name (every image with ``all_images``), abandoned builds, and blobs no image
         uses (only when no build is running). Returns (images removed, bytes freed from blobs and builds)."""
         removed = 0
-        for image in self.list():
+        for image in self.list_images():
             if all_images or not image.references:
                 self.remove(image.digest)
                 removed += 1
@@ -235,7 +235,7 @@ class ImageCache:
             _rmtree(build)
         if busy:
             return removed, freed
-        used = {d for image in self.list() for d in (*image.layers, image.config_digest) if d}
+        used = {d for image in self.list_images() for d in (*image.layers, image.config_digest) if d}
         stale = time.time() - 3600
         for blob in self.blobs.iterdir():
             temp = blob.name.startswith(".tmp-")

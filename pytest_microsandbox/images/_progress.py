@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ class ProgressEvent:
     total: int  # bytes or layers expected; 0 when unknown
 
 
+# Called from the pulling thread and from the download threads (a few layers are fetched at once).
 ProgressCallback = Callable[[ProgressEvent], None]
 
 
@@ -27,8 +29,13 @@ class TerminalProgress:
         self.stream = stream or sys.stderr
         self._last = 0.0
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._lock = threading.Lock()
 
     def __call__(self, event: ProgressEvent) -> None:
+        with self._lock:
+            self._draw(event)
+
+    def _draw(self, event: ProgressEvent) -> None:
         final = event.phase == "done" or (event.total and event.done >= event.total)
         now = time.monotonic()
         if not final and now - self._last < 0.1:

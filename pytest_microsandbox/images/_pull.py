@@ -6,12 +6,13 @@ import hashlib
 import io
 import os
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from pytest_microsandbox.errors import ImageError
 from pytest_microsandbox.images._cache import CachedImage, ImageCache
 from pytest_microsandbox.images._digest import HashingReader, sha256_bytes
-from pytest_microsandbox.images._manifest import ImageConfig, Platform, host_platform, parse_config
+from pytest_microsandbox.images._manifest import Descriptor, ImageConfig, Platform, host_platform, parse_config
 from pytest_microsandbox.images._meta import RootMeta
 from pytest_microsandbox.images._progress import ProgressCallback, ProgressEvent
 from pytest_microsandbox.images._reference import (
@@ -31,6 +32,8 @@ from pytest_microsandbox.images._sources import (
     resolve_registry,
 )
 from pytest_microsandbox.images._unpack import LayerUnpacker
+
+_PARALLEL_DOWNLOADS = 3
 
 
 def pull_image(reference: str | ImageRef, *, home: str | os.PathLike[str] | None = None,
@@ -88,22 +91,21 @@ def _build(cache: ImageCache, resolved: ResolvedImage, progress: ProgressCallbac
         config_path = cache.ensure_blob(manifest.config.digest,
                                         lambda dest: resolved.fetch(manifest.config, dest, None))
         config = parse_config(_verified_cached(cache, config_path, manifest.config.digest))
-        layer_paths = []
-        for desc in manifest.layers:
-            on_bytes = _download_meter(progress, desc.digest, desc.size)
-            layer_paths.append(cache.ensure_blob(desc.digest,
-                                                 lambda dest, d=desc, cb=on_bytes: resolved.fetch(d, dest, cb)))
+        layer_paths = _fetch_layers(cache, resolved, progress)
         with cache.building(digest) as work:
             rootfs = work / "rootfs"
             rootfs.mkdir()
             meta = RootMeta()
+            # diff_ids (digests of the uncompressed tars) are checked too when the config lists one per layer.
+            diff_ids = config.diff_ids if len(config.diff_ids) == len(manifest.layers) else ()
             with LayerUnpacker(rootfs, meta, allow_devices=allow_devices) as unpacker:
                 for index, (desc, path) in enumerate(zip(manifest.layers, layer_paths, strict=True)):
                     with open(path, "rb") as blob:
                         # Re-verified on the way through: a cached blob may have rotted since it was fetched.
                         reader = HashingReader(blob)
                         try:
-                            unpacker.apply(io.BufferedReader(reader), label=f"layer {desc.digest}")
+                            unpacker.apply(io.BufferedReader(reader), label=f"layer {desc.digest}",
+                                           diff_id=diff_ids[index] if diff_ids else None)
                         finally:
                             if reader.finish() != desc.digest:
                                 _discard_blob(path)
@@ -115,6 +117,21 @@ def _build(cache: ImageCache, resolved: ResolvedImage, progress: ProgressCallbac
                 progress(ProgressEvent("build", digest, 0, 1))
             build_ext4(rootfs, work / "root.ext4", meta)
             cache.write_record(work, digest, config, [d.digest for d in manifest.layers], manifest.config.digest)
+
+
+def _fetch_layers(cache: ImageCache, resolved: ResolvedImage, progress: ProgressCallback | None) -> list[Path]:
+    """Every layer blob in the cache, a few downloads at a time (each still once across processes)."""
+
+    def one(desc: Descriptor) -> Path:
+        on_bytes = _download_meter(progress, desc.digest, desc.size)
+        return cache.ensure_blob(desc.digest, lambda dest: resolved.fetch(desc, dest, on_bytes))
+
+    layers = resolved.manifest.layers
+    if len(layers) <= 1:
+        return [one(desc) for desc in layers]
+    with ThreadPoolExecutor(max_workers=min(_PARALLEL_DOWNLOADS, len(layers)),
+                            thread_name_prefix="msb-pull") as pool:
+        return list(pool.map(one, layers))
 
 
 def _verified_cached(cache: ImageCache, path: Path, digest: str) -> bytes:

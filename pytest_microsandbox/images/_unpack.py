@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from pytest_microsandbox.errors import ImageError
+from pytest_microsandbox.images._digest import HashingReader
 from pytest_microsandbox.images._meta import EntryMeta, RootMeta
 
 _WHITEOUT = ".wh."
@@ -44,7 +45,7 @@ class UnpackStats:
 
 def open_layer(stream: BinaryIO) -> BinaryIO:
     """Wrap a layer blob in the decompressor its magic bytes call for (gzip, zstd or none)."""
-    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type]
+    buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(stream)  # type: ignore[arg-type,type-var]
     head = buffered.peek(4)[:4]
     if head[:2] == b"\x1f\x8b":
         return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
@@ -116,16 +117,20 @@ class LayerUnpacker:
         self.close()
 
     # -- layers -------------------------------------------------------------------------------------------
-    def apply(self, blob: BinaryIO, label: str = "layer") -> UnpackStats:
+    def apply(self, blob: BinaryIO, label: str = "layer", diff_id: str | None = None) -> UnpackStats:
+        """Apply one layer blob; with ``diff_id`` (from the image config) the uncompressed tar must hash to it."""
         stats = UnpackStats()
         self._created = set()
         try:
-            with tarfile.open(fileobj=open_layer(blob), mode="r|") as tar:
+            content = HashingReader(open_layer(blob))
+            with tarfile.open(fileobj=content, mode="r|") as tar:  # type: ignore[call-overload]
                 for member in tar:
                     try:
                         self._apply_member(tar, member, stats)
                     finally:
                         self._close_retired()
+            if diff_id is not None and (actual := content.finish()) != diff_id:
+                raise ImageError(f"{label}: uncompressed content hashes to {actual}, not its diff_id {diff_id}")
         except (tarfile.TarError, EOFError, OSError, ValueError) as err:
             if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ImageError(f"{label}: no space left while unpacking") from None
@@ -269,7 +274,7 @@ class LayerUnpacker:
         while self._retired:
             os.close(self._retired.pop().fd)
 
-    def _resolve_dir(self, parts: list[str], *, create: bool) -> _Dir | None:  # type: ignore[return]
+    def _resolve_dir(self, parts: list[str], *, create: bool) -> _Dir | None:
         """Open the directory ``parts`` names, resolving symlinks in root; create missing ones when asked.
         Returns None (create=False) when it does not exist."""
         stack: list[int] = [os.dup(self._root_fd)]
@@ -289,7 +294,8 @@ class LayerUnpacker:
                 st = _lstat(part, stack[-1])
                 if st is None:
                     if not create:
-                        return _close_all(stack)
+                        _close_all(stack)
+                        return None
                     os.mkdir(part, 0o755, dir_fd=stack[-1])
                     path = "/" + "/".join([*names, part])
                     self.meta.set(path, EntryMeta(0, 0, stat.S_IFDIR | 0o755))
@@ -308,7 +314,8 @@ class LayerUnpacker:
                     continue
                 elif not stat.S_ISDIR(st.st_mode):
                     if not create:
-                        return _close_all(stack)
+                        _close_all(stack)
+                        return None
                     raise ImageError(f"layer path {'/'.join(parts)!r}: {part!r} is not a directory")
                 stack.append(os.open(part, _DIR_FLAGS, dir_fd=stack[-1]))
                 names.append(part)

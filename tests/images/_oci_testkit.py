@@ -180,12 +180,24 @@ class Image:
     manifest: Blob
 
 
+def diff_id(blob: Blob) -> str:
+    """The digest of a layer's uncompressed tar, as image configs list them."""
+    raw = blob.data
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    elif raw[:4] == b"\x28\xb5\x2f\xfd":
+        raw = zstandard.ZstdDecompressor().decompressobj().decompress(raw)
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
 def image(layers: list[Blob], *, arch: str = "amd64", env: list[str] | None = None, cmd: list[str] | None = None,
-          entrypoint: list[str] | None = None, workdir: str = "", user: str = "") -> Image:
+          entrypoint: list[str] | None = None, workdir: str = "", user: str = "",
+          diff_ids: list[str] | None = None) -> Image:
     config_doc = {"architecture": arch, "os": "linux",
                   "config": {"Env": env or ["PATH=/usr/bin:/bin"], "Cmd": cmd, "Entrypoint": entrypoint,
                              "WorkingDir": workdir, "User": user},
-                  "rootfs": {"type": "layers", "diff_ids": []}}
+                  "rootfs": {"type": "layers", "diff_ids": [diff_id(b) for b in layers] if diff_ids is None
+                             else diff_ids}}
     config = Blob(json.dumps(config_doc).encode(), OCI_CONFIG)
     manifest_doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config.descriptor(),
                     "layers": [b.descriptor() for b in layers]}

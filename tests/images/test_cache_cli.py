@@ -38,18 +38,21 @@ def test_pull_ls_rm_prune(home, layout, capsys):
     assert msb(home, "image", "ls") == 0
     listing = capsys.readouterr().out
     assert f"oci:{path}:one" in listing and one.manifest.digest.split(":")[1][:12] in listing
+    cache = ImageCache(home)
+    cache.tag("extra-name", one.manifest.digest)
+    assert msb(home, "image", "rm", "extra-name") == 0  # other names remain: untag only
+    assert cache.get(one.manifest.digest).references == (f"oci:{path}:one",)
     assert msb(home, "image", "rm", one.manifest.digest.split(":")[1][:12]) == 0
     assert msb(home, "image", "rm", "nothing:here") == 1
     capsys.readouterr()
     assert msb(home, "image", "ls", "-q") == 0
     assert capsys.readouterr().out.split() == [two.manifest.digest]
-    cache = ImageCache(home)
     assert cache.blob_path(one.layers[0].digest).exists()  # blobs stay until prune
     assert msb(home, "image", "prune") == 0
     assert not cache.blob_path(one.layers[0].digest).exists()
     assert cache.blob_path(two.layers[0].digest).exists() and cache.get(two.manifest.digest) is not None
     assert msb(home, "image", "prune", "--all") == 0
-    assert cache.list() == [] and list(cache.blobs.iterdir()) == []
+    assert cache.list_images() == [] and list(cache.blobs.iterdir()) == []
 
 
 def test_prune_removes_abandoned_build_but_not_one_in_progress(home, layout):

@@ -157,29 +157,55 @@ _CONCURRENT = textwrap.dedent("""
 """)
 
 
-def test_two_processes_pulling_at_once_fetch_each_blob_once(registry, home, tmp_path):
-    big = layer([Entry("big.bin", data=os.urandom(3 << 20))], "gzip")
-    small = layer([Entry("small", data=b"s")], "zstd")
-    img = image([big, small])
-    push_image(registry.url, "msb/concurrent", "v1", img)
+def _pull_in_processes(refs: list[str], home: Path, tmp_path: Path) -> list[str]:
+    """Run one ``pull_image`` per ref in its own process, all released at the same instant; their digests."""
     go = tmp_path / "go"
     root = Path(__file__).resolve().parents[2]
-    procs = []
-    for n in range(2):
-        procs.append(subprocess.Popen(
-            [sys.executable, "-c", _CONCURRENT, f"{registry.host}/msb/concurrent:v1", str(home),
-             str(tmp_path / f"ready{n}"), str(go)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(root)}))
+    procs = [subprocess.Popen([sys.executable, "-c", _CONCURRENT, ref, str(home), str(tmp_path / f"ready{n}"),
+                               str(go)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": str(root)})
+             for n, ref in enumerate(refs)]
     deadline = time.monotonic() + 30
-    while not all((tmp_path / f"ready{n}").exists() for n in range(2)):
+    while not all((tmp_path / f"ready{n}").exists() for n in range(len(refs))):
         assert time.monotonic() < deadline, "workers did not start"
         time.sleep(0.01)
     go.touch()
     outputs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
-    assert {out.decode().strip() for out, _ in outputs} == {img.manifest.digest}
-    gets = registry.blob_gets("msb/concurrent")
-    assert gets == {img.config.digest: 1, big.digest: 1, small.digest: 1}
+    assert [p.returncode for p in procs] == [0] * len(refs), outputs
+    return [out.decode().strip() for out, _ in outputs]
+
+
+def _settled_blob_gets(registry, repo: str, expected: set[str]):
+    deadline = time.monotonic() + 10  # the registry logs a request just after answering it
+    while set(registry.blob_gets(repo)) != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # let any late line of a duplicate fetch land too
+    return registry.blob_gets(repo)
+
+
+def test_two_processes_pulling_one_image_at_once_fetch_each_blob_once(registry, home, tmp_path):
+    big = layer([Entry("big.bin", data=os.urandom(3 << 20))], "gzip")
+    small = layer([Entry("small", data=b"s")], "zstd")
+    img = image([big, small])
+    push_image(registry.url, "msb/concurrent", "v1", img)
+    ref = f"{registry.host}/msb/concurrent:v1"
+    assert set(_pull_in_processes([ref, ref], home, tmp_path)) == {img.manifest.digest}
+    expected = {img.config.digest: 1, big.digest: 1, small.digest: 1}
+    assert _settled_blob_gets(registry, "msb/concurrent", set(expected)) == expected
     cache = home / "images"  # built once: one store entry, no leftover build
     assert [p.name for p in (cache / "store").iterdir()] == [img.manifest.digest.split(":")[1]]
     assert list((cache / "tmp").iterdir()) == []
+
+
+def test_two_images_sharing_a_layer_pulled_at_once_fetch_it_once(registry, home, tmp_path):
+    shared = layer([Entry("shared.bin", data=os.urandom(3 << 20))], "gzip")
+    first = image([shared, layer([Entry("one", data=b"1")])])
+    second = image([shared, layer([Entry("two", data=b"2")], "zstd")])
+    push_image(registry.url, "msb/sharing", "one", first)
+    push_image(registry.url, "msb/sharing", "two", second)
+    digests = _pull_in_processes([f"{registry.host}/msb/sharing:one", f"{registry.host}/msb/sharing:two"],
+                                 home, tmp_path)
+    assert digests == [first.manifest.digest, second.manifest.digest]
+    gets = _settled_blob_gets(registry, "msb/sharing", {shared.digest, first.config.digest, second.config.digest,
+                                                        first.layers[1].digest, second.layers[1].digest})
+    assert gets[shared.digest] == 1 and set(gets.values()) == {1}

@@ -138,3 +138,12 @@ def test_policy_missing_reuses_only_an_image_of_the_wanted_platform(tmp_path, ho
     assert pull_image(ref, home=home, platform=Platform("linux", "arm64"), policy="missing").digest == arm_img.digest
     amd_img = pull_image(ref, home=home, platform=Platform("linux", "amd64"), policy="missing")
     assert amd_img.digest == amd.manifest.digest
+
+
+def test_layer_not_matching_its_diff_id_is_refused(tmp_path, home):
+    good = layer([Entry("a", data=b"a")])
+    liar = image([good], diff_ids=["sha256:" + "0" * 64])
+    layout = write_oci_layout(tmp_path / "layout", {"latest": liar})
+    with pytest.raises(ImageError, match=f"layer {good.digest}: uncompressed content hashes to .* not its diff_id"):
+        pull_image(f"oci:{layout}", home=home)
+    assert list((home / "images" / "store").iterdir()) == []
