@@ -12,6 +12,7 @@
 #include <sys/prctl.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,6 +32,7 @@ static void try_mount(const char *src, const char *dst, const char *type, unsign
 }
 
 void init_early(void) {
+    try_mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755"); /* staging for the root switch */
     try_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     try_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     try_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
@@ -104,6 +106,7 @@ static const char *detect_fstype(const char *dev) {
 struct mount_spec {
     int64_t kind, flags, size_mib, mode;
     char *source, *target, *fstype;
+    int source_fd; /* bind: the source opened before the root switch hid it (-1: use `source`) */
 };
 
 static void spec_free(struct mount_spec *m) {
@@ -117,6 +120,7 @@ static int parse_spec(const struct field *outer, struct mount_spec *m) {
     struct field f;
     memset(m, 0, sizeof(*m));
     m->mode = -1;
+    m->source_fd = -1;
     fields_begin(&it, outer->val, outer->len);
     int bad = 0;
     while (!bad && fields_next(&it, &f)) {
@@ -191,13 +195,26 @@ static int mount_spec_at(struct mount_spec *m, const char *target, unsigned long
             return -1;
         }
         break;
-    case SRC_BIND:
-        if (mount(src, target, NULL, MS_BIND | MS_REC, NULL) < 0 ||
-            mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | flags, NULL) < 0) {
+    case SRC_BIND: {
+        struct statvfs sv;
+        /* a tree cloned before the root switch (its source is out of view now), else the path itself */
+        int rc = m->source_fd >= 0 ? move_mount(m->source_fd, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH)
+                                   : mount(src, target, NULL, MS_BIND | MS_REC, NULL);
+        if (rc < 0) {
             snprintf(err, errlen, "bind %s on %s: %s", src, target, strerror(errno));
             return -1;
         }
+        /* a remount must keep the flags locked on the source (user namespaces): add them back */
+        if (statvfs(target, &sv) == 0)
+            flags |= (sv.f_flag & ST_RDONLY ? MS_RDONLY : 0) | (sv.f_flag & ST_NOSUID ? MS_NOSUID : 0) |
+                     (sv.f_flag & ST_NODEV ? MS_NODEV : 0) | (sv.f_flag & ST_NOEXEC ? MS_NOEXEC : 0);
+        if (mount(NULL, target, NULL, MS_REMOUNT | MS_BIND | flags, NULL) < 0) {
+            snprintf(err, errlen, "remount %s with its flags: %s", target, strerror(errno));
+            umount2(target, MNT_DETACH);
+            return -1;
+        }
         return 0;
+    }
     }
     if (mount(src, target, type, flags, opts) < 0) {
         snprintf(err, errlen, "mount %s (%s) on %s: %s", src, type, target, strerror(errno));
@@ -216,7 +233,8 @@ static int switch_root(const char *newroot, char *err, size_t errlen) {
         mkdir(to, 0755);
         char from[32];
         snprintf(from, sizeof(from), "/%s", moves[i]);
-        if (mount(from, to, NULL, MS_MOVE, NULL) < 0)
+        /* a mount inherited from a parent namespace is locked and cannot move: bind it instead */
+        if (mount(from, to, NULL, MS_MOVE, NULL) < 0 && mount(from, to, NULL, MS_BIND | MS_REC, NULL) < 0)
             agent_log("move %s: %s", from, strerror(errno));
     }
     if (chdir(newroot) < 0) {
@@ -224,7 +242,11 @@ static int switch_root(const char *newroot, char *err, size_t errlen) {
         return -1;
     }
     if (syscall(SYS_pivot_root, ".", ".") == 0) {
-        umount2(".", MNT_DETACH); /* the old root, stacked under the new one */
+        /* the old root is now stacked over the new one: it must go, or we would keep seeing it */
+        if (umount2(".", MNT_DETACH) < 0) {
+            snprintf(err, errlen, "detaching the old root: %s", strerror(errno));
+            return -1;
+        }
     } else if (mount(".", "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0) {
         snprintf(err, errlen, "switch root to %s: %s", newroot, strerror(errno));
         return -1;
@@ -275,7 +297,8 @@ int init_apply_boot(const uint8_t *p, size_t n, char *err, size_t errlen) {
     int64_t restricted = 0;
     char *hostname = NULL, *cwd = NULL;
     char **env = NULL;
-    int envc = 0, has_root = 0, n_mounts = 0, rc = -1;
+    int envc = 0, has_root = 0, n_mounts = 0, rc = -1, n_open = 0;
+    int *bind_fds = NULL;
     struct mount_spec root = {0};
     errno = 0;
     fields_begin(&it, p, n);
@@ -315,17 +338,39 @@ int init_apply_boot(const uint8_t *p, size_t n, char *err, size_t errlen) {
         goto bad;
     if (!agent_is_init && (has_root || n_mounts || hostname)) {
         errno = EPERM;
-        snprintf(err, errlen, "root, mounts and hostname need the agent to run as PID 1 (or --init)");
+        snprintf(err, errlen, "root, mounts and hostname need the agent to run as PID 1");
         goto out;
+    }
+    /* bind sources are paths of the old root: clone them as detached trees before the root switch hides them */
+    bind_fds = calloc((size_t)n_mounts + 1, sizeof(int));
+    int k = 0;
+    fields_begin(&it, p, n);
+    while (bind_fds && fields_next(&it, &f)) {
+        if (f.tag != T_MOUNT)
+            continue;
+        struct mount_spec m;
+        parse_spec(&f, &m);
+        bind_fds[k] = -1;
+        if (m.kind == SRC_BIND &&
+            (bind_fds[k] = open_tree(AT_FDCWD, m.source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)) < 0) {
+            snprintf(err, errlen, "bind source %s: %s", m.source, strerror(errno));
+            spec_free(&m);
+            n_open = k;
+            goto out;
+        }
+        spec_free(&m);
+        n_open = ++k;
     }
     if (has_root && setup_root(&root, (int)restricted, err, errlen) < 0)
         goto out;
+    k = 0;
     fields_begin(&it, p, n);
     while (fields_next(&it, &f)) {
         if (f.tag != T_MOUNT)
             continue;
         struct mount_spec m;
         parse_spec(&f, &m);
+        m.source_fd = bind_fds ? bind_fds[k++] : -1;
         int r = mount_spec_at(&m, m.target, 0, (int)restricted, err, errlen);
         spec_free(&m);
         if (r < 0)
@@ -358,6 +403,10 @@ bad:
     errno = EINVAL;
     snprintf(err, errlen, "malformed boot config field");
 out:
+    for (int i = 0; bind_fds && i < n_open; i++)
+        if (bind_fds[i] >= 0)
+            close(bind_fds[i]);
+    free(bind_fds);
     spec_free(&root);
     free(hostname);
     free(cwd);
@@ -386,6 +435,8 @@ void init_apply_boot_file(const char *path) {
 }
 
 void init_poweroff(void) {
+    if (getpid() != 1)
+        _exit(0); /* never signal everyone or reboot from anything but PID 1 */
     kill(-1, SIGTERM);
     for (int i = 0; i < 20 && waitpid(-1, NULL, WNOHANG) >= 0; i++)
         usleep(10000);

@@ -58,18 +58,17 @@ static int open_port(const char *spec) {
 }
 
 static void usage(void) {
-    agent_log("usage: agent [--init] [--boot-config FILE] (--fd N | --port PATH | --port-name NAME)");
+    agent_log("usage: agent [--boot-config FILE] (--fd N | --port PATH | --port-name NAME)");
 }
 
 int main(int argc, char **argv) {
     const char *port = NULL, *boot_file = NULL;
     int fd = -1;
+    /* PID 1 duties (mounts, power off) only ever as PID 1: of a VM, or of a pid namespace */
     agent_is_init = getpid() == 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--init")) {
-            agent_is_init = 1;
-        } else if (!strcmp(a, "--fd") && v) {
+        if (!strcmp(a, "--fd") && v) {
             fd = atoi(v);
             i++;
         } else if (!strcmp(a, "--port") && v) {
