@@ -80,6 +80,8 @@ void send_ok(uint32_t stream, struct payload *pl);
 size_t out_pending(void);
 int serve(int fd);            /* runs until SHUTDOWN or the host hangs up */
 int serve_set_port(int is_port); /* 1: fd is a device port (EOF = host not connected yet) */
+void dispatch(uint8_t type, uint32_t stream, const uint8_t *p, size_t n); /* dispatch.c */
+void request_shutdown(void); /* answer what is queued, then stop serving */
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- streams (loop.c) ---- */
