@@ -141,7 +141,9 @@ class QemuGuest:
             try:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.connect(str(sock_path))
-                return AgentClient(sock, request_timeout=45)
+                client = AgentClient(sock, request_timeout=45)
+                client.wait_ready(45)
+                return client
             except (FileNotFoundError, ConnectionRefusedError):
                 sock.close()
                 if time.monotonic() > deadline:

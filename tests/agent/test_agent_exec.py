@@ -10,7 +10,7 @@ import time
 import pytest
 
 from pytest_microsandbox.agent import AgentClient
-from pytest_microsandbox.errors import ExecError, ExecTimeoutError
+from pytest_microsandbox.errors import BootError, ExecError, ExecTimeoutError
 
 
 def test_echo(client: AgentClient) -> None:
@@ -177,6 +177,14 @@ def test_invalid_argv_is_a_config_error(client: AgentClient) -> None:
         client.exec()
     with pytest.raises(InvalidConfigError):
         client.exec("true", env={"A=B": "x"})
+
+
+def test_wait_ready_and_a_dead_agent(native_agent, client: AgentClient) -> None:
+    assert client.wait_ready(10).pid == native_agent.proc.pid
+    native_agent.proc.kill()
+    native_agent.proc.wait()
+    with pytest.raises(BootError):
+        client.wait_ready(10)
 
 
 def test_ping_and_hello(client: AgentClient) -> None:
