@@ -217,3 +217,32 @@ def test_host_hangup_kills_running_commands(native_agent, client: AgentClient) -
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not _alive(pid)
+
+
+def test_port_on_a_tty_is_made_raw() -> None:
+    """`--port` on a terminal (how an hvc console port looks): the agent puts it in raw mode before speaking."""
+    import os
+    import subprocess
+    import termios
+
+    from agent_harness import AGENT
+
+    master, slave = os.openpty()
+    slave_path = os.ttyname(slave)
+    os.close(slave)
+    proc = subprocess.Popen([str(AGENT), "--port", slave_path], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while termios.tcgetattr(master)[3] & termios.ICANON:  # the agent's cfmakeraw shows on our side too
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
+        client = AgentClient(master, request_timeout=30)
+        data = bytes(range(256)) * 64  # every byte value, CR and LF and ^D and ^C included
+        assert client.exec("cat", stdin=data).stdout_bytes == data
+        client.shutdown()
+        assert proc.wait(10) == 0
+        client.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -48,6 +49,11 @@ static int open_port(const char *spec) {
     for (int i = 0; i < 200; i++) {
         if (name ? find_port_by_name(name, path, sizeof(path)) == 0 : snprintf(path, sizeof(path), "%s", spec) > 0) {
             int fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+            struct termios tio;
+            if (fd >= 0 && tcgetattr(fd, &tio) == 0) { /* a console (hvc) is a tty: no echo, no line editing */
+                cfmakeraw(&tio);
+                tcsetattr(fd, TCSANOW, &tio);
+            }
             if (fd >= 0)
                 return fd;
         }
