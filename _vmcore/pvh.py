@@ -24,7 +24,7 @@ SEGMENT_SIZE = 0x10000
 _PML4, _PDPT, _PD, _BOOT_PARAMS, _ENTRY_SLOT = 0x1000, 0x2000, 0x3000, 0x7000, 0x200
 _XEN_ELFNOTE_PHYS32_ENTRY = 18
 
-# `as --64 trampoline.S; objcopy -O binary -j .text` (checked against the source by tests/vmcore/test_pvh.py)
+# `as --64 trampoline.S; objcopy -O binary -j .text` (checked against the source by tests/vmcore/test_pvh_wrapper.py)
 TRAMPOLINE = bytes.fromhex(
     "fcbf007020008b43188987280200008b43208947708b4b0c85c974148b73108b068987180200008b460889871c020000"
     "837b0401722d8b4b3085c9742681f9800000007605b980000000888fe80100008b732881c7d0020000a5a5a5a5a583c6"

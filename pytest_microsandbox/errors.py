@@ -1,20 +1,20 @@
 """Every error pytest-microsandbox raises, one typed hierarchy.
 
-    MicrosandboxError
-    ├── InvalidConfigError          bad names, options, sizes, mount specs
-    ├── VolumeError
-    │   ├── VolumeAlreadyExistsError    "volume already exists: NAME"
-    │   ├── VolumeNotFoundError         "volume not found: NAME"
-    │   ├── VolumeInUseError            "volume NAME is attached to active sandbox SB"
-    │   └── PathEscapeError             "path escapes volume root"
-    ├── SandboxError
-    │   ├── SandboxNotFoundError
-    │   ├── BootError                   the guest died or never became ready (carries the console tail)
-    │   ├── ExecError                   a command could not be run (not: it ran and failed)
-    │   │   └── ExecTimeoutError            it ran past its timeout and was killed (carries the partial result)
-    │   └── AgentError                  the guest agent connection broke or refused a request
-    ├── ImageError
-    └── KvmUnavailableError         this host cannot run the vm backend (the message says why)
+MicrosandboxError
+├── InvalidConfigError          bad names, options, sizes, mount specs
+├── VolumeError
+│   ├── VolumeAlreadyExistsError    "volume already exists: NAME"
+│   ├── VolumeNotFoundError         "volume not found: NAME"
+│   ├── VolumeInUseError            "volume NAME is attached to active sandbox SB"
+│   └── PathEscapeError             "path escapes volume root"
+├── SandboxError
+│   ├── SandboxNotFoundError
+│   ├── BootError                   the guest died or never became ready (carries the console tail)
+│   ├── ExecError                   a command could not be run (not: it ran and failed)
+│   │   └── ExecTimeoutError            it ran past its timeout and was killed (carries the partial result)
+│   └── AgentError                  the guest agent connection broke or refused a request
+├── ImageError
+└── KvmUnavailableError         this host cannot run the vm backend (the message says why)
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from pytest_microsandbox.agent._wire import (
 from pytest_microsandbox.errors import AgentError
 
 Transport = socket.socket | int
+SOCKET_BUFFER = 4 << 20
 
 
 def error_from_frame(frame: Frame, what: str) -> Exception:
@@ -89,6 +90,11 @@ class AgentConnection:
         if isinstance(transport, socket.socket):
             self._sock: socket.socket | None = transport
             self._fd = transport.fileno()
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):  # bulk output: fewer, larger reads
+                try:
+                    transport.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+                except OSError:
+                    pass
         else:
             self._sock = None
             self._fd = transport

@@ -22,7 +22,7 @@ from pytest_microsandbox.agent._exec import (
 from pytest_microsandbox.agent._ops import AgentInfo, GuestFsEntry
 from pytest_microsandbox.agent._wire import Msg
 from pytest_microsandbox.agent.result import ExecResult
-from pytest_microsandbox.errors import ExecTimeoutError
+from pytest_microsandbox.errors import AgentError, BootError, ExecTimeoutError
 
 T = TypeVar("T")
 
@@ -106,6 +106,15 @@ class AsyncAgentClient:
 
     async def hello(self) -> AgentInfo:
         return await _await(_ops.hello(self._conn))
+
+    async def wait_ready(self, timeout: float) -> AgentInfo:
+        """HELLO, waiting up to ``timeout`` s for a booting guest's agent; ``BootError`` when it never answers."""
+        try:
+            return await _await(_ops.hello(self._conn), timeout)
+        except TimeoutError:
+            raise BootError(f"the guest agent did not answer within {timeout:.0f} s") from None
+        except AgentError as e:
+            raise BootError(f"the guest agent connection failed before it answered: {e}") from e
 
     async def ping(self, data: bytes = b"") -> bytes:
         return await _await(_ops.ping(self._conn, data))

@@ -71,7 +71,7 @@ class GuestMount:
 
 @dataclass(frozen=True)
 class BootConfig:
-    root: GuestMount | None = None  # virtiofs, block_serial or block_path: the read-only lower of the overlay root
+    root: GuestMount | None = None  # virtiofs, block_serial, block_path or bind: the overlay root's read-only lower
     mounts: Sequence[GuestMount] = ()
     hostname: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
@@ -85,8 +85,8 @@ class BootConfig:
                 raise InvalidConfigError(f"bad hostname: {self.hostname!r}")
             fields.append((Tag.HOSTNAME, self.hostname))
         if self.root is not None:
-            if self.root.kind not in ("virtiofs", "block_serial", "block_path"):
-                raise InvalidConfigError("the root comes from a virtiofs tag or a block device")
+            if self.root.kind == "tmpfs":
+                raise InvalidConfigError("the root comes from a virtiofs tag, a block device or a directory (bind)")
             fields.append((Tag.ROOT, self.root.fields(root=True)))
         fields += [(Tag.MOUNT, m.fields()) for m in self.mounts]
         for key, value in self.env.items():

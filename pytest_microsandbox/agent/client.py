@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from pytest_microsandbox.agent import _ops
 from pytest_microsandbox.agent._connection import AgentConnection, Transport
@@ -14,6 +15,7 @@ from pytest_microsandbox.agent._exec import ExecHandle, ExecRequest, OutputCallb
 from pytest_microsandbox.agent._ops import AgentInfo, GuestFsEntry
 from pytest_microsandbox.agent._wire import Msg
 from pytest_microsandbox.agent.result import ExecResult
+from pytest_microsandbox.errors import AgentError, BootError
 
 #: how long control requests (hello, stat, mkdir, ...) may take before we call the agent unresponsive
 DEFAULT_REQUEST_TIMEOUT = 60.0
@@ -70,6 +72,15 @@ class AgentClient:
 
     def hello(self) -> AgentInfo:
         return _ops.hello(self._conn).result(self._timeout)
+
+    def wait_ready(self, timeout: float) -> AgentInfo:
+        """HELLO, waiting up to ``timeout`` s for a booting guest's agent; ``BootError`` when it never answers."""
+        try:
+            return _ops.hello(self._conn).result(timeout)
+        except FutureTimeout:
+            raise BootError(f"the guest agent did not answer within {timeout:.0f} s") from None
+        except AgentError as e:
+            raise BootError(f"the guest agent connection failed before it answered: {e}") from e
 
     def ping(self, data: bytes = b"") -> bytes:
         return _ops.ping(self._conn, data).result(self._timeout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -10,7 +11,8 @@ import pytest
 
 from pytest_microsandbox.agent._wire import Frame, FrameDecoder
 
-AGENT = Path(__file__).parents[2] / "_vmcore" / "guest" / "bin" / "agent"
+# MSB_TEST_AGENT runs the native tests against another build (e.g. one with -fsanitize=address)
+AGENT = Path(os.environ.get("MSB_TEST_AGENT") or Path(__file__).parents[2] / "_vmcore" / "guest" / "bin" / "agent")
 
 
 class NativeAgent:

@@ -18,6 +18,7 @@ from pytest_microsandbox.agent.bootconfig import BOOT_CONFIG_PATH
 
 QEMU = shutil.which("qemu-system-x86_64")
 BUSYBOX = shutil.which("busybox")
+VIRTIOFSD = next((p for p in ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd") if os.access(p, os.X_OK)), None)
 APPLETS = "sh echo uname cat head yes true false sleep ls mkdir stat grep mount hostname id wc touch rm".split()
 AGENT_PORT = "msb.agent"
 
@@ -69,6 +70,7 @@ class QemuGuest:
         boot_config: bytes | None = None,
         disks: Sequence[tuple[Path, str, bool]] = (),
         memory_mib: int = 512,
+        virtiofs: Sequence[tuple[Path, str]] = (),
     ) -> None:
         self.workdir = workdir
         files: dict[str, bytes | InitramfsFile] = dict(busybox_files())
@@ -117,6 +119,17 @@ class QemuGuest:
                 "-device",
                 f"virtio-blk-device,drive=d{i},serial={serial}",
             ]
+        if virtiofs:  # vhost-user needs guest memory the daemon can map
+            cmd[2] = "microvm,acpi=off,memory-backend=guestmem"
+            cmd += ["-object", f"memory-backend-memfd,id=guestmem,size={memory_mib}M,share=on"]
+            cmd += ["-global", "virtio-mmio.force-legacy=false"]  # libvhost-user serves modern virtio only
+        for i, (vhost_sock, tag) in enumerate(virtiofs):
+            cmd += [
+                "-chardev",
+                f"socket,id=fs{i},path={vhost_sock}",
+                "-device",
+                f"vhost-user-fs-device,chardev=fs{i},tag={tag}",
+            ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir)
         self.client = self._connect(sock_path)
 
@@ -128,7 +141,9 @@ class QemuGuest:
             try:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.connect(str(sock_path))
-                return AgentClient(sock, request_timeout=45)
+                client = AgentClient(sock, request_timeout=45)
+                client.wait_ready(45)
+                return client
             except (FileNotFoundError, ConnectionRefusedError):
                 sock.close()
                 if time.monotonic() > deadline:
@@ -156,10 +171,37 @@ class QemuGuest:
             self.proc.stdout.close()
 
 
+class Virtiofsd:
+    """A virtiofsd serving ``source`` on a vhost-user socket (it exits when QEMU goes away)."""
+
+    def __init__(self, source: Path, sock: Path) -> None:
+        assert VIRTIOFSD is not None
+        self.sock = sock
+        self.proc = subprocess.Popen(
+            [VIRTIOFSD, f"--socket-path={sock}", "-o", f"source={source}", "-o", "cache=none", "-o", "sandbox=chroot"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"virtiofsd did not start for {source}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
 def kernel_elf(path: Path) -> tuple[Path, str]:
     kernel = pvh.load_libkrunfw_kernel(pvh.find_libkrunfw())
     path.write_bytes(pvh.pvh_elf(kernel))
     return path, kernel.release
 
 
-__all__ = ["QemuGuest", "busybox_rootfs", "kernel_elf", "make_ext4", "missing_prerequisite", "os"]
+__all__ = ["VIRTIOFSD", "QemuGuest", "Virtiofsd", "busybox_rootfs", "kernel_elf", "make_ext4", "missing_prerequisite"]

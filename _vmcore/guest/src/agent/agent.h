@@ -9,7 +9,9 @@
 #define PROTO_VERSION 1
 #define HEADER_SIZE 12
 #define MAX_PAYLOAD (1u << 20)
-#define CHUNK_SIZE (64u * 1024u)
+#define CHUNK_SIZE (64u * 1024u)     /* file data frames */
+#define OUTPUT_CHUNK (256u * 1024u) /* command output frames: fewer, bigger frames for throughput */
+#define PIPE_SIZE (1 << 20)
 #define OUT_HIGH_WATER (4u * 1024u * 1024u)
 #define STDIN_HIGH_WATER (8u * 1024u * 1024u)
 #define MAX_STREAMS 512
@@ -78,6 +80,8 @@ void send_ok(uint32_t stream, struct payload *pl);
 size_t out_pending(void);
 int serve(int fd);            /* runs until SHUTDOWN or the host hangs up */
 int serve_set_port(int is_port); /* 1: fd is a device port (EOF = host not connected yet) */
+void dispatch(uint8_t type, uint32_t stream, const uint8_t *p, size_t n); /* dispatch.c */
+void request_shutdown(void); /* answer what is queued, then stop serving */
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- streams (loop.c) ---- */
@@ -94,6 +98,7 @@ struct stream {
     int exited, exit_status;
     int64_t deadline_ms; /* 0 = none */
     int timed_out;
+    int grown; /* bit per output pipe already enlarged */
     /* file read/write */
     int file_fd;
     int64_t file_bytes;

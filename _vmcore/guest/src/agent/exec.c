@@ -320,11 +320,16 @@ void exec_on_exit(pid_t pid, int status) {
 
 /* Read one output fd while there is room; 1 when it reached EOF (or EAGAIN with draining set). */
 static int pump_output(struct stream *s, int *fd, uint8_t type, int draining) {
-    uint8_t tmp[CHUNK_SIZE];
+    static uint8_t tmp[OUTPUT_CHUNK];
     for (int rounds = 0; rounds < 16 && *fd >= 0 && out_pending() < OUT_HIGH_WATER; rounds++) {
         ssize_t r = read(*fd, tmp, sizeof(tmp));
         if (r > 0) {
             send_frame(type, s->id, tmp, (size_t)r);
+            if (r == 65536 && !s->pty && !(s->grown & (1 << type % 2))) {
+                /* bulk output: a bigger pipe means fewer wakeups (grown only then: 50 small execs stay cheap) */
+                fcntl(*fd, F_SETPIPE_SZ, PIPE_SIZE);
+                s->grown |= 1 << type % 2;
+            }
             continue;
         }
         if (r < 0 && errno == EINTR)

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
-#include <sys/utsname.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -22,6 +22,8 @@ static int shutting_down;
 static int conn_is_port;        /* a device port: EOF means "host not connected", not "gone" */
 static int64_t port_retry_at;   /* when to poll a disconnected port again */
 static struct stream *streams[MAX_STREAMS];
+
+void request_shutdown(void) { shutting_down = 1; }
 
 int64_t now_ms(void) {
     struct timespec ts;
@@ -150,136 +152,6 @@ static size_t stdin_pending(void) {
     return n;
 }
 
-/* ---- dispatch ---- */
-
-static void reply_hello(uint32_t stream) {
-    struct payload pl = {0};
-    struct utsname u;
-    pl_int(&pl, T_VERSION, PROTO_VERSION);
-    pl_int(&pl, T_PID, getpid());
-    pl_str(&pl, T_NAME, "msb-agent");
-    if (uname(&u) == 0)
-        pl_str(&pl, T_RELEASE, u.release);
-    pl_int(&pl, T_BOOTED, agent_booted);
-    send_frame(MSG_HELLO_REPLY, stream, buf_ptr(&pl.b), pl.b.len);
-    buf_free(&pl.b);
-}
-
-static int new_request_ok(uint32_t stream) {
-    if (stream == 0) {
-        send_error(stream, E_MALFORMED, "requests need a non-zero stream id");
-        return 0;
-    }
-    if (stream_find(stream)) {
-        send_error(stream, E_STREAM_IN_USE, "stream %u is in use", stream);
-        return 0;
-    }
-    return 1;
-}
-
-static struct stream *live_stream(uint32_t id, int kind) {
-    struct stream *s = stream_find(id);
-    if (!s || s->kind != kind) {
-        send_error(id, E_NO_STREAM, "no %s stream %u", kind == S_EXEC ? "exec" : "file write", id);
-        return NULL;
-    }
-    return s;
-}
-
-static void dispatch(uint8_t type, uint32_t stream, const uint8_t *p, size_t n) {
-    struct stream *s;
-    switch (type) {
-    case MSG_HELLO:
-        reply_hello(stream);
-        return;
-    case MSG_PING:
-        send_frame(MSG_PONG, stream, p, n);
-        return;
-    case MSG_SHUTDOWN:
-        send_ok(stream, NULL);
-        shutting_down = 1;
-        return;
-    case MSG_BOOT: {
-        char err[256] = "";
-        if (agent_booted) {
-            send_error(stream, E_BAD_STATE, "boot config already applied");
-        } else if (fields_validate(p, n)) {
-            send_error(stream, E_MALFORMED, "malformed boot config");
-        } else if (init_apply_boot(p, n, err, sizeof(err)) == 0) {
-            send_ok(stream, NULL);
-        } else {
-            send_error(stream, errno ? errno : E_MALFORMED, "boot config: %s", err);
-        }
-        return;
-    }
-    case MSG_EXEC:
-    case MSG_FS_READ:
-    case MSG_FS_WRITE:
-    case MSG_FS_LIST:
-    case MSG_FS_STAT:
-    case MSG_FS_MKDIR:
-    case MSG_FS_REMOVE:
-        if (!new_request_ok(stream))
-            return;
-        if (fields_validate(p, n)) {
-            send_error(stream, E_MALFORMED, "malformed fields");
-            return;
-        }
-        switch (type) {
-        case MSG_EXEC: exec_start(stream, p, n); break;
-        case MSG_FS_READ: fs_read_start(stream, p, n); break;
-        case MSG_FS_WRITE: fs_write_start(stream, p, n); break;
-        case MSG_FS_LIST: fs_list(stream, p, n); break;
-        case MSG_FS_STAT: fs_stat(stream, p, n); break;
-        case MSG_FS_MKDIR: fs_mkdir(stream, p, n); break;
-        default: fs_remove(stream, p, n); break;
-        }
-        return;
-    case MSG_STDIN:
-        if ((s = live_stream(stream, S_EXEC)))
-            exec_stdin(s, p, n);
-        return;
-    case MSG_STDIN_CLOSE:
-        if ((s = live_stream(stream, S_EXEC)))
-            exec_stdin_close(s);
-        return;
-    case MSG_KILL: {
-        if (!(s = live_stream(stream, S_EXEC)))
-            return;
-        int64_t sig = SIGKILL;
-        struct field_iter it;
-        struct field f;
-        fields_begin(&it, p, n);
-        while (fields_next(&it, &f))
-            if (f.tag == T_SIGNAL && field_int(&f, &sig))
-                it.malformed = 1;
-        if (it.malformed || sig < 0 || sig > 64) {
-            send_error(stream, E_MALFORMED, "bad KILL payload");
-            return;
-        }
-        exec_kill(s, (int)sig);
-        return;
-    }
-    case MSG_RESIZE:
-        if ((s = live_stream(stream, S_EXEC)))
-            exec_resize(s, p, n);
-        return;
-    case MSG_DATA:
-        if ((s = live_stream(stream, S_WRITE)))
-            fs_write_data(s, p, n);
-        return;
-    case MSG_DATA_END:
-        if ((s = live_stream(stream, S_WRITE)))
-            fs_write_end(s);
-        return;
-    case MSG_ERROR:
-        return; /* never answer an error with an error */
-    default:
-        send_error(stream, E_UNKNOWN_TYPE, "unknown message type 0x%02x", type);
-        return;
-    }
-}
-
 static uint32_t rd32(const uint8_t *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
@@ -375,6 +247,9 @@ int serve_set_port(int is_port) { return conn_is_port = is_port; }
 
 int serve(int fd) {
     conn_fd = fd;
+    int sockbuf = 4 << 20; /* a socket transport (native, namespace): room for bulk output; not a socket: no-op */
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sockbuf, sizeof(sockbuf));
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sockbuf, sizeof(sockbuf));
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     fcntl(fd, F_SETFD, FD_CLOEXEC);
     signal(SIGPIPE, SIG_IGN);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include "agent.h"
@@ -48,6 +49,11 @@ static int open_port(const char *spec) {
     for (int i = 0; i < 200; i++) {
         if (name ? find_port_by_name(name, path, sizeof(path)) == 0 : snprintf(path, sizeof(path), "%s", spec) > 0) {
             int fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
+            struct termios tio;
+            if (fd >= 0 && tcgetattr(fd, &tio) == 0) { /* a console (hvc) is a tty: no echo, no line editing */
+                cfmakeraw(&tio);
+                tcsetattr(fd, TCSANOW, &tio);
+            }
             if (fd >= 0)
                 return fd;
         }
@@ -58,18 +64,17 @@ static int open_port(const char *spec) {
 }
 
 static void usage(void) {
-    agent_log("usage: agent [--init] [--boot-config FILE] (--fd N | --port PATH | --port-name NAME)");
+    agent_log("usage: agent [--boot-config FILE] (--fd N | --port PATH | --port-name NAME)");
 }
 
 int main(int argc, char **argv) {
     const char *port = NULL, *boot_file = NULL;
     int fd = -1;
+    /* PID 1 duties (mounts, power off) only ever as PID 1: of a VM, or of a pid namespace */
     agent_is_init = getpid() == 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--init")) {
-            agent_is_init = 1;
-        } else if (!strcmp(a, "--fd") && v) {
+        if (!strcmp(a, "--fd") && v) {
             fd = atoi(v);
             i++;
         } else if (!strcmp(a, "--port") && v) {

@@ -18,7 +18,7 @@ def run(coro):
 def test_async_exec_concurrent_and_files(native_agent, tmp_path) -> None:
     async def main() -> None:
         async with AsyncAgentClient(native_agent.sock, owns_transport=False) as c:
-            info = await c.hello()
+            info = await c.wait_ready(10)
             assert info.version == 1
             results = await asyncio.gather(*(c.exec("sh", "-c", f"echo {i}") for i in range(30)))
             assert [r.stdout for r in results] == [f"{i}\n" for i in range(30)]

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from pytest_microsandbox.agent import AgentClient
-from pytest_microsandbox.errors import ExecError, ExecTimeoutError
+from pytest_microsandbox.errors import BootError, ExecError, ExecTimeoutError
 
 
 def test_echo(client: AgentClient) -> None:
@@ -179,6 +179,14 @@ def test_invalid_argv_is_a_config_error(client: AgentClient) -> None:
         client.exec("true", env={"A=B": "x"})
 
 
+def test_wait_ready_and_a_dead_agent(native_agent, client: AgentClient) -> None:
+    assert client.wait_ready(10).pid == native_agent.proc.pid
+    native_agent.proc.kill()
+    native_agent.proc.wait()
+    with pytest.raises(BootError):
+        client.wait_ready(10)
+
+
 def test_ping_and_hello(client: AgentClient) -> None:
     assert client.ping(b"\x00\xffpayload") == b"\x00\xffpayload"
     info = client.hello()
@@ -209,3 +217,32 @@ def test_host_hangup_kills_running_commands(native_agent, client: AgentClient) -
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not _alive(pid)
+
+
+def test_port_on_a_tty_is_made_raw() -> None:
+    """`--port` on a terminal (how an hvc console port looks): the agent puts it in raw mode before speaking."""
+    import os
+    import subprocess
+    import termios
+
+    from agent_harness import AGENT
+
+    master, slave = os.openpty()
+    slave_path = os.ttyname(slave)
+    os.close(slave)
+    proc = subprocess.Popen([str(AGENT), "--port", slave_path], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while termios.tcgetattr(master)[3] & termios.ICANON:  # the agent's cfmakeraw shows on our side too
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
+        client = AgentClient(master, request_timeout=30)
+        data = bytes(range(256)) * 64  # every byte value, CR and LF and ^D and ^C included
+        assert client.exec("cat", stdin=data).stdout_bytes == data
+        client.shutdown()
+        assert proc.wait(10) == 0
+        client.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from qemu_guest import QemuGuest, busybox_rootfs, kernel_elf, make_ext4, missing_prerequisite
+from qemu_guest import VIRTIOFSD, QemuGuest, Virtiofsd, busybox_rootfs, kernel_elf, make_ext4, missing_prerequisite
 
 from pytest_microsandbox.agent import BootConfig, GuestMount
 
@@ -159,3 +159,41 @@ def test_guest_overlay_root_from_block_device(kernel, tmp_path) -> None:
         assert guest.poweroff() == 0
     finally:
         guest.stop()
+
+
+@pytest.mark.skipif(VIRTIOFSD is None, reason="virtiofsd is not installed (Debian: qemu-system-common)")
+def test_guest_overlay_root_and_mount_from_virtiofs(kernel, tmp_path) -> None:
+    rootdir = busybox_rootfs(tmp_path / "rootdir", "virtiofs-root")
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "hello.txt").write_text("shared from the host")
+    daemons = [Virtiofsd(rootdir, tmp_path / "root.sock"), Virtiofsd(share, tmp_path / "share.sock")]
+    plan = BootConfig(
+        root=GuestMount("virtiofs", source="rootfs"),
+        mounts=[GuestMount("virtiofs", "/share", "share", readonly=True, nodev=True)],
+        env={"PATH": "/bin"},
+    )
+    guest = QemuGuest(
+        tmp_path,
+        kernel[0],
+        plan.encode(),
+        virtiofs=[(d.sock, t) for d, t in zip(daemons, ("rootfs", "share"), strict=True)],
+    )
+    try:
+        c = guest.client
+        assert c.hello().booted, guest.console
+        assert c.fs.read("/etc/marker") == b"virtiofs-root"
+        assert c.fs.read("/share/hello.txt") == b"shared from the host"
+        c.fs.write("/etc/marker", b"upper only")  # the overlay's upper takes the write
+        assert (rootdir / "etc" / "marker").read_text() == "virtiofs-root"
+        refused = c.shell("echo x > /share/new")
+        assert refused.exit_code != 0 and "Read-only" in refused.stderr
+        mounts = [line.split() for line in c.fs.read("/proc/mounts").decode().splitlines()]
+        assert next(m for m in mounts if m[1] == "/")[2] == "overlay"
+        share_opts = next(m for m in mounts if m[1] == "/share")
+        assert share_opts[2] == "virtiofs" and {"ro", "nodev"} <= set(share_opts[3].split(","))
+        assert guest.poweroff() == 0
+    finally:
+        guest.stop()
+        for d in daemons:
+            d.stop()
