@@ -10,8 +10,8 @@ import shutil
 import subprocess
 
 import pytest
-
 from _vmcore.devices.virtio_mmio import STATUS_DRIVER_OK
+
 from _vmcore.errors import BootError
 from _vmcore.host import KvmKind, detect_kvm
 from _vmcore.kernels import find_kernel
