@@ -7,7 +7,8 @@
         m.wait_for_console("Run /init", timeout=300)
 
 Layout: RAM at guest physical 0 (at most 3 GiB, below the MMIO window); virtio-mmio devices at 0xd0000000 +
-4 KiB each with IRQs 5, 6, 7, 9, 10, ... (legacy PIC lines, raised through irqfd); i8042 at port 0x60, CMOS at
+4 KiB each with IRQs 5, 6, 7, 9, 10, ... (ISA lines of the PIC and I/O APIC, raised through
+irqfd; an MP table describes the vCPUs and the I/O APIC); i8042 at port 0x60, CMOS at
 0x70, an 8250 UART at 0x3f8 for kernels that have the driver. Guest reset (i8042 0xFE, triple fault) and
 poweroff stop every vCPU; ``exit_reason`` tells which.
 """
@@ -20,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from _vmcore import bootparams, host, loader
+from _vmcore import bootparams, host, loader, mptable
 from _vmcore.bus import Bus
 from _vmcore.devices.cmos import Cmos
 from _vmcore.devices.i8042 import I8042
@@ -73,8 +74,8 @@ class MachineConfig:
     def validate(self) -> None:
         if not 16 <= self.memory_mib <= MAX_MEMORY_MIB:
             raise VmmError(f"memory_mib must be between 16 and {MAX_MEMORY_MIB}, not {self.memory_mib}")
-        if self.vcpus != 1:
-            raise VmmError("only one vCPU is supported for now (no MP table yet)")
+        if not 1 <= self.vcpus <= mptable.MAX_VCPUS:
+            raise VmmError(f"vcpus must be between 1 and {mptable.MAX_VCPUS}, not {self.vcpus}")
         if len(self.disks) + len(self.extra_devices) + 1 > len(DEVICE_IRQS):
             raise VmmError(f"at most {len(DEVICE_IRQS)} virtio devices")
 
@@ -206,6 +207,7 @@ class Machine:
             parts.append(cfg.cmdline_extra)
         self.cmdline = " ".join(parts)
         layout = bootparams.write_boot_layout(mem, self.cmdline, cfg.initramfs, kernel.setup_header, kernel.end)
+        mem.write(mptable.MPTABLE_ADDR, mptable.build_mptable(cfg.vcpus))
 
         cpuid = vm.supported_cpuid()
         for index in range(cfg.vcpus):
@@ -215,8 +217,9 @@ class Machine:
             vcpu.set_msrs([(MSR_IA32_MISC_ENABLE, 1), (MSR_MTRR_DEF_TYPE, 0x806)])
             vcpu.setup_lapic()
             vcpu.setup_fpu()
-            vcpu.setup_long_mode(kernel.entry, layout["boot_params"], layout["gdt"], layout["gdt_limit"],
-                                 layout["idt"], layout["pml4"], layout["stack"])
+            if index == 0:  # the others wait for INIT/SIPI from the guest, as on real hardware
+                vcpu.setup_long_mode(kernel.entry, layout["boot_params"], layout["gdt"], layout["gdt_limit"],
+                                     layout["idt"], layout["pml4"], layout["stack"])
             self._vcpus.append(vcpu)
         self.timings["built"] = time.monotonic() - t0
 
