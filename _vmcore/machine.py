@@ -28,8 +28,9 @@ from _vmcore.devices.i8042 import I8042
 from _vmcore.devices.uart8250 import Uart8250
 from _vmcore.devices.virtio_blk import VirtioBlk
 from _vmcore.devices.virtio_console import VirtioConsole
-from _vmcore.devices.virtio_mmio import MMIO_SIZE, MmioTransport
+from _vmcore.devices.virtio_mmio import MMIO_SIZE, QUEUE_NOTIFY_OFFSET, MmioTransport
 from _vmcore.errors import BootError, VmmError
+from _vmcore.eventloop import EventLoop
 from _vmcore.kvm import Vm, new_eventfd
 from _vmcore.memory import GuestMemory
 from _vmcore.vcpu import Vcpu
@@ -70,6 +71,7 @@ class MachineConfig:
     extra_devices: list = field(default_factory=list)  # more VirtioDevice backends (e.g. virtio-fs)
     console_log: str | None = None  # also append the console to this file
     kvm_kind: str | None = None  # override host detection (hardware | kvm_pvm)
+    ioeventfd: bool = True  # block queue notifies go to an eventfd thread instead of exiting the vCPU
 
     def validate(self) -> None:
         if not 16 <= self.memory_mib <= MAX_MEMORY_MIB:
@@ -153,6 +155,7 @@ class Machine:
         self._devices: list = []
         self._fds: list[int] = []
         self.transports: list[MmioTransport] = []
+        self.events: EventLoop | None = None
         self.console_device: VirtioConsole | None = None
         self.disks: list[VirtioBlk] = []
         kind = config.kvm_kind or str(host.detect_kvm().kind)
@@ -198,6 +201,8 @@ class Machine:
             base = MMIO_BASE + i * MMIO_SIZE
             self.mmio.insert(base, MMIO_SIZE, transport)
             mmio_args.append(f"virtio_mmio.device=4K@{base:#x}:{irq}")
+            if cfg.ioeventfd and isinstance(dev, VirtioBlk):
+                self._wire_ioeventfds(transport, base, len(dev.queues))
 
         parts = [BASE_CMDLINE]
         if self.pvm:
@@ -222,6 +227,15 @@ class Machine:
                                      layout["idt"], layout["pml4"], layout["stack"])
             self._vcpus.append(vcpu)
         self.timings["built"] = time.monotonic() - t0
+
+    def _wire_ioeventfds(self, transport: MmioTransport, base: int, nqueues: int) -> None:
+        if self.events is None:
+            self.events = EventLoop()
+        for q in range(nqueues):
+            efd = new_eventfd(nonblocking=True)
+            self._fds.append(efd)
+            self._vm.register_ioeventfd(efd, base + QUEUE_NOTIFY_OFFSET, 4, datamatch=q)
+            self.events.add(efd, lambda t=transport, q=q: t.notify(q))
 
     def _cpuid_for(self, entries: list, index: int) -> list:
         out = []
@@ -248,6 +262,8 @@ class Machine:
         except BaseException:
             self.close()
             raise
+        if self.events is not None:
+            self.events.start()
         for vcpu in self._vcpus:
             t = threading.Thread(target=self._vcpu_main, args=(vcpu,), name=f"vcpu{vcpu.index}", daemon=True)
             self._threads.append(t)
@@ -294,6 +310,8 @@ class Machine:
     @property
     def device_errors(self) -> list[str]:
         errs = [f"{type(t.device).__name__}: {t.device.error}" for t in self.transports if t.device.error]
+        if self.events is not None:
+            errs.extend(self.events.errors)
         for v in self._vcpus:
             errs.extend(v.device_errors)
         return errs
@@ -309,6 +327,9 @@ class Machine:
 
     def close(self) -> None:
         self.stop()
+        if self.events is not None:
+            self.events.close()
+            self.events = None
         for dev in self._devices:
             close = getattr(dev, "close", None)
             if close:
