@@ -9,7 +9,7 @@ cdef extern from "<linux/kvm.h>" nogil:
     unsigned long KVM_SET_IDENTITY_MAP_ADDR, KVM_CREATE_IRQCHIP, KVM_IRQ_LINE, KVM_IRQFD, KVM_IOEVENTFD
     unsigned long KVM_RUN, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS, KVM_SET_CPUID2
     unsigned long KVM_SET_MSRS, KVM_GET_MSRS, KVM_GET_LAPIC, KVM_SET_LAPIC, KVM_SET_FPU, KVM_GET_FPU
-    unsigned long KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS, KVM_TRANSLATE
+    unsigned long KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS, KVM_TRANSLATE, KVM_GET_MP_STATE, KVM_SET_MP_STATE
     unsigned int KVM_MEM_READONLY
     unsigned int KVM_IOEVENTFD_FLAG_DATAMATCH, KVM_IOEVENTFD_FLAG_PIO, KVM_IOEVENTFD_FLAG_DEASSIGN
     unsigned int KVM_IRQFD_FLAG_DEASSIGN
@@ -46,6 +46,9 @@ cdef extern from "<linux/kvm.h>" nogil:
         uint32_t len
         int32_t fd
         uint32_t flags
+
+    struct kvm_mp_state:
+        uint32_t mp_state
 
     struct kvm_translation:
         uint64_t linear_address

@@ -71,7 +71,8 @@ def parse_elf(data: bytes, source: str = "") -> KernelImage:
         raise KernelLoadError(f"{source}: program headers out of the file")
     segments = []
     for i in range(e_phnum):
-        p_type, _, p_offset, _, p_paddr, p_filesz, p_memsz, _ = struct.unpack_from("<IIQQQQQQ", data, e_phoff + i * e_phentsize)
+        fields = struct.unpack_from("<IIQQQQQQ", data, e_phoff + i * e_phentsize)
+        p_type, _, p_offset, _, p_paddr, p_filesz, p_memsz, _ = fields
         if p_type != PT_LOAD:
             continue
         if p_offset + p_filesz > len(data) or p_filesz > p_memsz:

@@ -7,7 +7,8 @@
         m.wait_for_console("Run /init", timeout=300)
 
 Layout: RAM at guest physical 0 (at most 3 GiB, below the MMIO window); virtio-mmio devices at 0xd0000000 +
-4 KiB each with IRQs 5, 6, 7, 9, 10, ... (legacy PIC lines, raised through irqfd); i8042 at port 0x60, CMOS at
+4 KiB each with IRQs 5, 6, 7, 9, 10, ... (ISA lines of the PIC and I/O APIC, raised through
+irqfd; an MP table describes the vCPUs and the I/O APIC); i8042 at port 0x60, CMOS at
 0x70, an 8250 UART at 0x3f8 for kernels that have the driver. Guest reset (i8042 0xFE, triple fault) and
 poweroff stop every vCPU; ``exit_reason`` tells which.
 """
@@ -20,15 +21,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from _vmcore import bootparams, host, loader
+from _vmcore import bootparams, host, loader, mptable
 from _vmcore.bus import Bus
 from _vmcore.devices.cmos import Cmos
 from _vmcore.devices.i8042 import I8042
 from _vmcore.devices.uart8250 import Uart8250
 from _vmcore.devices.virtio_blk import VirtioBlk
 from _vmcore.devices.virtio_console import VirtioConsole
-from _vmcore.devices.virtio_mmio import MMIO_SIZE, MmioTransport
+from _vmcore.devices.virtio_mmio import MMIO_SIZE, QUEUE_NOTIFY_OFFSET, MmioTransport
 from _vmcore.errors import BootError, VmmError
+from _vmcore.eventloop import EventLoop
 from _vmcore.kvm import Vm, new_eventfd
 from _vmcore.memory import GuestMemory
 from _vmcore.vcpu import Vcpu
@@ -69,12 +71,13 @@ class MachineConfig:
     extra_devices: list = field(default_factory=list)  # more VirtioDevice backends (e.g. virtio-fs)
     console_log: str | None = None  # also append the console to this file
     kvm_kind: str | None = None  # override host detection (hardware | kvm_pvm)
+    ioeventfd: bool = True  # block queue notifies go to an eventfd thread instead of exiting the vCPU
 
     def validate(self) -> None:
         if not 16 <= self.memory_mib <= MAX_MEMORY_MIB:
             raise VmmError(f"memory_mib must be between 16 and {MAX_MEMORY_MIB}, not {self.memory_mib}")
-        if self.vcpus != 1:
-            raise VmmError("only one vCPU is supported for now (no MP table yet)")
+        if not 1 <= self.vcpus <= mptable.MAX_VCPUS:
+            raise VmmError(f"vcpus must be between 1 and {mptable.MAX_VCPUS}, not {self.vcpus}")
         if len(self.disks) + len(self.extra_devices) + 1 > len(DEVICE_IRQS):
             raise VmmError(f"at most {len(DEVICE_IRQS)} virtio devices")
 
@@ -152,6 +155,7 @@ class Machine:
         self._devices: list = []
         self._fds: list[int] = []
         self.transports: list[MmioTransport] = []
+        self.events: EventLoop | None = None
         self.console_device: VirtioConsole | None = None
         self.disks: list[VirtioBlk] = []
         kind = config.kvm_kind or str(host.detect_kvm().kind)
@@ -197,6 +201,8 @@ class Machine:
             base = MMIO_BASE + i * MMIO_SIZE
             self.mmio.insert(base, MMIO_SIZE, transport)
             mmio_args.append(f"virtio_mmio.device=4K@{base:#x}:{irq}")
+            if cfg.ioeventfd and isinstance(dev, VirtioBlk):
+                self._wire_ioeventfds(transport, base, len(dev.queues))
 
         parts = [BASE_CMDLINE]
         if self.pvm:
@@ -206,6 +212,7 @@ class Machine:
             parts.append(cfg.cmdline_extra)
         self.cmdline = " ".join(parts)
         layout = bootparams.write_boot_layout(mem, self.cmdline, cfg.initramfs, kernel.setup_header, kernel.end)
+        mem.write(mptable.MPTABLE_ADDR, mptable.build_mptable(cfg.vcpus))
 
         cpuid = vm.supported_cpuid()
         for index in range(cfg.vcpus):
@@ -215,10 +222,20 @@ class Machine:
             vcpu.set_msrs([(MSR_IA32_MISC_ENABLE, 1), (MSR_MTRR_DEF_TYPE, 0x806)])
             vcpu.setup_lapic()
             vcpu.setup_fpu()
-            vcpu.setup_long_mode(kernel.entry, layout["boot_params"], layout["gdt"], layout["gdt_limit"],
-                                 layout["idt"], layout["pml4"], layout["stack"])
+            if index == 0:  # the others wait for INIT/SIPI from the guest, as on real hardware
+                vcpu.setup_long_mode(kernel.entry, layout["boot_params"], layout["gdt"], layout["gdt_limit"],
+                                     layout["idt"], layout["pml4"], layout["stack"])
             self._vcpus.append(vcpu)
         self.timings["built"] = time.monotonic() - t0
+
+    def _wire_ioeventfds(self, transport: MmioTransport, base: int, nqueues: int) -> None:
+        if self.events is None:
+            self.events = EventLoop()
+        for q in range(nqueues):
+            efd = new_eventfd(nonblocking=True)
+            self._fds.append(efd)
+            self._vm.register_ioeventfd(efd, base + QUEUE_NOTIFY_OFFSET, 4, datamatch=q)
+            self.events.add(efd, lambda t=transport, q=q: t.notify(q))
 
     def _cpuid_for(self, entries: list, index: int) -> list:
         out = []
@@ -245,6 +262,8 @@ class Machine:
         except BaseException:
             self.close()
             raise
+        if self.events is not None:
+            self.events.start()
         for vcpu in self._vcpus:
             t = threading.Thread(target=self._vcpu_main, args=(vcpu,), name=f"vcpu{vcpu.index}", daemon=True)
             self._threads.append(t)
@@ -291,6 +310,8 @@ class Machine:
     @property
     def device_errors(self) -> list[str]:
         errs = [f"{type(t.device).__name__}: {t.device.error}" for t in self.transports if t.device.error]
+        if self.events is not None:
+            errs.extend(self.events.errors)
         for v in self._vcpus:
             errs.extend(v.device_errors)
         return errs
@@ -306,6 +327,9 @@ class Machine:
 
     def close(self) -> None:
         self.stop()
+        if self.events is not None:
+            self.events.close()
+            self.events = None
         for dev in self._devices:
             close = getattr(dev, "close", None)
             if close:

@@ -41,6 +41,9 @@ cdef extern from "<signal.h>" nogil:
     int SIGRTMIN
 
 cdef int KICK_SIGNAL_OFFSET = 6
+# SYSENTER_CS/ESP/EIP, PAT, STAR, LSTAR, CSTAR, SFMASK, KERNEL_GS_BASE, TSC_AUX, MISC_ENABLE, MTRRdefType, TSC
+SAVED_MSRS = (0x174, 0x175, 0x176, 0x277, 0xC0000081, 0xC0000082, 0xC0000083, 0xC0000084, 0xC0000102,
+              0xC0000103, 0x1A0, 0x2FF, 0x10)
 cdef bint _kick_installed = False
 
 
@@ -252,6 +255,66 @@ cdef class Vcpu:
         _check(ioctl(self.fd, KVM_GET_REGS, &r), "KVM_GET_REGS")
         return {"rip": r.rip, "rsp": r.rsp, "rflags": r.rflags, "rax": r.rax, "rbx": r.rbx, "rcx": r.rcx,
                 "rdx": r.rdx, "rsi": r.rsi, "rdi": r.rdi, "rbp": r.rbp}
+
+    # ---- state, for snapshots ----------------------------------------------------------------------------
+    def save_state(self) -> dict:
+        """Registers, segment/control registers, FPU, LAPIC, pending events, MP state and the common MSRs, as
+        plain bytes and ints (the raw KVM structures of this host's ABI). Call it while the vCPU is stopped."""
+        cdef kvm_regs r
+        cdef kvm_sregs s
+        cdef kvm_fpu f
+        cdef kvm_lapic_state l
+        cdef kvm_vcpu_events e
+        cdef kvm_mp_state mp
+        _check(ioctl(self.fd, KVM_GET_REGS, &r), "KVM_GET_REGS")
+        _check(ioctl(self.fd, KVM_GET_SREGS, &s), "KVM_GET_SREGS")
+        _check(ioctl(self.fd, KVM_GET_FPU, &f), "KVM_GET_FPU")
+        _check(ioctl(self.fd, KVM_GET_LAPIC, &l), "KVM_GET_LAPIC")
+        _check(ioctl(self.fd, KVM_GET_VCPU_EVENTS, &e), "KVM_GET_VCPU_EVENTS")
+        _check(ioctl(self.fd, KVM_GET_MP_STATE, &mp), "KVM_GET_MP_STATE")
+        return {"index": self.index, "regs": (<char *>&r)[:sizeof(r)], "sregs": (<char *>&s)[:sizeof(s)],
+                "fpu": (<char *>&f)[:sizeof(f)], "lapic": (<char *>&l)[:sizeof(l)],
+                "events": (<char *>&e)[:sizeof(e)], "mp_state": mp.mp_state, "msrs": self.get_msrs(SAVED_MSRS)}
+
+    def restore_state(self, dict st) -> None:
+        cdef kvm_regs r
+        cdef kvm_sregs s
+        cdef kvm_fpu f
+        cdef kvm_lapic_state l
+        cdef kvm_vcpu_events e
+        cdef kvm_mp_state mp
+        for name, size in (("regs", sizeof(r)), ("sregs", sizeof(s)), ("fpu", sizeof(f)), ("lapic", sizeof(l)),
+                           ("events", sizeof(e))):
+            if len(st[name]) != size:
+                raise KvmError(f"saved {name} is {len(st[name])} bytes, this host's KVM wants {size}")
+        memcpy(&s, <const char *>st["sregs"], sizeof(s))
+        memcpy(&r, <const char *>st["regs"], sizeof(r))
+        memcpy(&f, <const char *>st["fpu"], sizeof(f))
+        memcpy(&l, <const char *>st["lapic"], sizeof(l))
+        memcpy(&e, <const char *>st["events"], sizeof(e))
+        mp.mp_state = st["mp_state"]
+        _check(ioctl(self.fd, KVM_SET_SREGS, &s), "KVM_SET_SREGS")
+        _check(ioctl(self.fd, KVM_SET_REGS, &r), "KVM_SET_REGS")
+        _check(ioctl(self.fd, KVM_SET_FPU, &f), "KVM_SET_FPU")
+        _check(ioctl(self.fd, KVM_SET_LAPIC, &l), "KVM_SET_LAPIC")
+        _check(ioctl(self.fd, KVM_SET_VCPU_EVENTS, &e), "KVM_SET_VCPU_EVENTS")
+        _check(ioctl(self.fd, KVM_SET_MP_STATE, &mp), "KVM_SET_MP_STATE")
+        self.set_msrs(list(st["msrs"]))
+
+    def get_msrs(self, indices) -> list:
+        """[(index, value)] for the MSRs this host's KVM lets us read, in order."""
+        cdef size_t n = len(indices)
+        cdef kvm_msrs *m = <kvm_msrs *>calloc(1, sizeof(kvm_msrs) + n * sizeof(kvm_msr_entry))
+        if m == NULL:
+            raise MemoryError()
+        try:
+            m.nmsrs = n
+            for i, idx in enumerate(indices):
+                m.entries[i].index = idx
+            done = _check(ioctl(self.fd, KVM_GET_MSRS, m), "KVM_GET_MSRS")
+            return [(m.entries[i].index, m.entries[i].data) for i in range(done)]
+        finally:
+            free(m)
 
     # ---- run loop ----------------------------------------------------------------------------------------
     def request_stop(self) -> None:

@@ -15,9 +15,12 @@ from _vmcore.memory cimport GuestMemory
 from _vmcore.devices.virtqueue cimport Virtqueue
 from _vmcore.devices.virtio_device cimport VirtioDevice
 
+import threading
+
 from _vmcore.errors import GuestMemoryError, VirtqueueError
 
 MMIO_SIZE = 0x1000
+QUEUE_NOTIFY_OFFSET = 0x50
 MAGIC = 0x74726976  # "virt"
 VENDOR_ID = 0x4D534258  # "MSBX"
 
@@ -82,8 +85,10 @@ cdef class MmioTransport(BusDevice):
     cdef uint64_t driver_features
     cdef readonly uint64_t interrupts
     cdef readonly uint64_t notifies
+    cdef object _lock
 
     def __init__(self, VirtioDevice device not None, GuestMemory mem not None, int irq_fd=-1):
+        self._lock = threading.RLock()  # the vCPU thread and the ioeventfd thread may both come in
         self.device = device
         self.mem = mem
         self.irq_fd = irq_fd
@@ -126,6 +131,14 @@ cdef class MmioTransport(BusDevice):
         return None
 
     cpdef uint64_t read(self, uint64_t offset, unsigned int size):
+        with self._lock:
+            return self._read(offset, size)
+
+    cpdef void write(self, uint64_t offset, unsigned int size, uint64_t value):
+        with self._lock:
+            self._write(offset, size, value)
+
+    cdef uint64_t _read(self, uint64_t offset, unsigned int size) except? 0xFFFFFFFFFFFFFFFF:
         cdef Virtqueue q
         if offset >= R_CONFIG:
             cfg = self.device.config_bytes()
@@ -164,7 +177,7 @@ cdef class MmioTransport(BusDevice):
             return 0xFFFFFFFF  # no shared memory regions
         return 0
 
-    cpdef void write(self, uint64_t offset, unsigned int size, uint64_t value):
+    cdef void _write(self, uint64_t offset, unsigned int size, uint64_t value) except *:
         cdef Virtqueue q
         if offset >= R_CONFIG:
             self.device.write_config(offset - R_CONFIG, value.to_bytes(8, "little")[:size])
@@ -237,6 +250,10 @@ cdef class MmioTransport(BusDevice):
 
     def notify(self, int index) -> None:
         """The driver kicked queue ``index`` (a QueueNotify write, or an ioeventfd that fired)."""
+        with self._lock:
+            self._notify(index)
+
+    cdef void _notify(self, int index) except *:
         self.notifies += 1
         if not self.status & STATUS_DRIVER_OK or self.status & STATUS_NEEDS_RESET:
             return

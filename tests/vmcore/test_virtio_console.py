@@ -6,9 +6,9 @@ import struct
 import time
 
 import pytest
-
 from _vmcore.devices.virtio_console import F_MULTIPORT, VirtioConsole
 from _vmcore.devices.virtio_mmio import MmioTransport
+
 from tests.vmcore.harness import Buf, MmioDriver
 
 CTRL = struct.Struct("<IHH")
@@ -100,7 +100,7 @@ def test_agent_port_is_a_host_byte_stream(console):
     while len(got) < 3 and time.monotonic() < deadline:
         got += q.used_entries()
         time.sleep(0.01)
-    assert [n for _, n in got] == [4, 4, 2]
+    assert [h for h, _ in got] == heads and [n for _, n in got] == [4, 4, 2]
     assert b"".join(q.read_buffer(h, 0)[:n] for h, n in got) == b"from-host!"
 
 
