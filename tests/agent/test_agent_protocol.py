@@ -164,7 +164,7 @@ def _rss_kib(pid: int) -> int:
 
 
 def test_backpressure_bounds_agent_memory(native_agent: NativeAgent, raw: RawPeer) -> None:
-    size = 64 << 20
+    size = 256 << 20
     assert_alive(raw)
     baseline = _rss_kib(native_agent.proc.pid)
     raw.send(
@@ -174,8 +174,8 @@ def test_backpressure_bounds_agent_memory(native_agent: NativeAgent, raw: RawPee
             encode_fields([(Tag.ARG, "head"), (Tag.ARG, "-c"), (Tag.ARG, str(size)), (Tag.ARG, "/dev/zero")]),
         )
     )
-    time.sleep(1.0)  # we read nothing: the agent must stop reading the command, not buffer 64 MiB
-    assert _rss_kib(native_agent.proc.pid) - baseline < 24 * 1024
+    time.sleep(1.0)  # we read nothing: the agent must stop reading the command, not buffer 256 MiB
+    assert _rss_kib(native_agent.proc.pid) - baseline < 48 * 1024  # a few MiB queued (sanitizer builds: more)
     got, exit_frame = 0, None
     while exit_frame is None:
         frame = raw.recv(30)
