@@ -13,7 +13,7 @@ import select
 import socket
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from pytest_microsandbox.agent._wire import (
@@ -31,6 +31,8 @@ from pytest_microsandbox.errors import AgentError
 
 Transport = socket.socket | int
 SOCKET_BUFFER = 4 << 20
+#: header of the agent's announcement: version 1, HELLO reply, flags 0, stream 0
+ANNOUNCEMENT_HEADER = bytes([1, Msg.HELLO_REPLY, 0, 0, 0, 0, 0, 0])
 
 
 def error_from_frame(frame: Frame, what: str) -> Exception:
@@ -86,7 +88,9 @@ class ReplyRequest(Request):
 class AgentConnection:
     """Frames in and out over a socket or a plain byte-stream fd (a virtio-console port, a pipe pair's ends)."""
 
-    def __init__(self, transport: Transport, *, owns_transport: bool = True) -> None:
+    def __init__(self, transport: Transport, *, owns_transport: bool = True, await_announcement: bool = False) -> None:
+        """``await_announcement``: discard input until the agent's announcement (a HELLO reply on stream 0) and send
+        nothing before it: on a console port (a tty) bytes sent before the agent made it raw come back as echo."""
         if isinstance(transport, socket.socket):
             self._sock: socket.socket | None = transport
             self._fd = transport.fileno()
@@ -107,6 +111,12 @@ class AgentConnection:
         self._closed: BaseException | None = None
         self._wake_r, self._wake_w = os.pipe()
         self._decoder = FrameDecoder()
+        self._synced = threading.Event()
+        self._sync_buf = b""
+        self.awaits_announcement = await_announcement
+        if not await_announcement:
+            self._synced.set()
+        self.announcement: Future[Frame] = Future()
         self._reader = threading.Thread(target=self._read_loop, name="msb-agent-reader", daemon=True)
         self._reader.start()
 
@@ -136,6 +146,7 @@ class AgentConnection:
 
     def send(self, type_: int, stream: int, payload: bytes = b"") -> None:
         data = encode_frame(type_, stream, payload)
+        self._synced.wait()  # set by the announcement, or when the connection closes
         with self._write_lock:
             if self._closed is not None:
                 raise AgentError(f"agent connection is closed: {self._closed}")
@@ -176,6 +187,8 @@ class AgentConnection:
                     return
                 if not data:
                     return
+                if not self._synced.is_set():
+                    data = self._skip_to_announcement(data)
                 for frame in self._decoder.feed(data):
                     self._route(frame)
         except WireError as e:
@@ -185,7 +198,24 @@ class AgentConnection:
         finally:
             self._shutdown(reason)
 
+    def _skip_to_announcement(self, data: bytes) -> bytes:
+        """Drop bytes up to the announcement's header; what follows it is protocol."""
+        buf = self._sync_buf + data
+        at = buf.find(ANNOUNCEMENT_HEADER)
+        if at < 0:
+            self._sync_buf = buf[-(len(ANNOUNCEMENT_HEADER) - 1) :]
+            return b""
+        self._sync_buf = b""
+        self._synced.set()
+        return buf[at:]
+
     def _route(self, frame: Frame) -> None:
+        if frame.stream == 0 and frame.type == Msg.HELLO_REPLY:
+            try:
+                self.announcement.set_result(frame)
+            except InvalidStateError:
+                pass  # a later announcement (the agent restarted serving): nothing waits for it
+            return
         with self._lock:
             request = self._streams.get(frame.stream)
         if request is None:
@@ -206,6 +236,12 @@ class AgentConnection:
         with self._lock:
             if self._closed is None:
                 self._closed = reason
+        self._synced.set()  # unblock senders: they now fail with the reason
+        try:
+            self.announcement.set_exception(AgentError(f"no announcement from the agent: {self._closed}"))
+        except InvalidStateError:
+            pass  # it came
+        with self._lock:
             pending = list(self._streams.values())
             self._streams.clear()
         for request in pending:

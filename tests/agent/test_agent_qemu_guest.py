@@ -121,6 +121,19 @@ def test_guest_clean_poweroff(kernel, tmp_path) -> None:
         guest.stop()
 
 
+def test_guest_agent_on_a_console_tty(kernel, tmp_path) -> None:
+    """The agent port as a second virtio console (/dev/hvc1): a tty the agent must make raw to pass binary data."""
+    guest = QemuGuest(tmp_path, kernel[0], BootConfig(env={"PATH": "/bin"}).encode(), agent_on_console=True)
+    try:
+        data = bytes(range(256)) * 256
+        assert guest.client.exec("cat", stdin=data).stdout_bytes == data
+        guest.client.fs.write("/tmp/bin", data)
+        assert guest.client.fs.read("/tmp/bin") == data
+        assert guest.poweroff() == 0
+    finally:
+        guest.stop()
+
+
 def test_guest_overlay_root_from_block_device(kernel, tmp_path) -> None:
     root_img = make_ext4(busybox_rootfs(tmp_path / "rootfs", "root-disk"), tmp_path / "root.ext4")
     data_dir = tmp_path / "data"

@@ -81,6 +81,7 @@ size_t out_pending(void);
 int serve(int fd);            /* runs until SHUTDOWN or the host hangs up */
 int serve_set_port(int is_port); /* 1: fd is a device port (EOF = host not connected yet) */
 void dispatch(uint8_t type, uint32_t stream, const uint8_t *p, size_t n); /* dispatch.c */
+void reply_hello(uint32_t stream); /* HELLO reply; on stream 0 unasked, it is the agent's announcement */
 void request_shutdown(void); /* answer what is queued, then stop serving */
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

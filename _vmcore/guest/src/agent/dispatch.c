@@ -6,7 +6,7 @@
 
 #include "agent.h"
 
-static void reply_hello(uint32_t stream) {
+void reply_hello(uint32_t stream) {
     struct payload pl = {0};
     struct utsname u;
     pl_int(&pl, T_VERSION, PROTO_VERSION);

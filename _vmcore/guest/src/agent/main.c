@@ -53,6 +53,7 @@ static int open_port(const char *spec) {
             if (fd >= 0 && tcgetattr(fd, &tio) == 0) { /* a console (hvc) is a tty: no echo, no line editing */
                 cfmakeraw(&tio);
                 tcsetattr(fd, TCSANOW, &tio);
+                tcflush(fd, TCIOFLUSH); /* input that arrived before raw mode was mangled (and echoed): drop it */
             }
             if (fd >= 0)
                 return fd;
