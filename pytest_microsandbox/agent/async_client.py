@@ -78,8 +78,9 @@ class AsyncExecHandle:
     async def pid(self) -> int:
         return await asyncio.wrap_future(self.sync._req.started)
 
-    def write_stdin(self, data: bytes | str) -> None:
-        self.sync.write_stdin(data)
+    async def write_stdin(self, data: bytes | str) -> None:
+        """Send stdin (waits, off the event loop, while the guest has a full window unconsumed)."""
+        await asyncio.to_thread(self.sync.write_stdin, data)
 
     def close_stdin(self) -> None:
         self.sync.close_stdin()

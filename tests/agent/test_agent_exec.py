@@ -246,3 +246,24 @@ def test_port_on_a_tty_is_made_raw() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_stdin_window_keeps_the_connection_free(client: AgentClient) -> None:
+    """A command that never reads stdin: our writer waits on its window, and KILL still gets through."""
+    h = client.start("sleep", "60", stdin_stream=True)
+    h.pid()
+    writer = threading.Thread(target=h.write_stdin, args=(b"z" * (20 << 20),))
+    writer.start()
+    assert client.exec("echo", "connection still free").stdout == "connection still free\n"
+    h.kill()
+    assert h.wait(30).signal == 9
+    writer.join(30)
+    assert not writer.is_alive()
+
+
+def test_stdin_acks_let_big_streams_through(client: AgentClient) -> None:
+    data = bytes(range(256)) * (40 << 12)  # 40 MiB, far past the window
+    h = client.start("sha256sum", stdin_stream=True)
+    h.write_stdin(data)
+    h.close_stdin()
+    assert h.wait(120).stdout.split()[0] == hashlib.sha256(data).hexdigest()

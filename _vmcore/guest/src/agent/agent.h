@@ -13,7 +13,8 @@
 #define OUTPUT_CHUNK (256u * 1024u) /* command output frames: fewer, bigger frames for throughput */
 #define PIPE_SIZE (1 << 20)
 #define OUT_HIGH_WATER (4u * 1024u * 1024u)
-#define STDIN_HIGH_WATER (8u * 1024u * 1024u)
+#define STDIN_HIGH_WATER (64u * 1024u * 1024u) /* safety net: hosts keep to STDIN_WINDOW per stream */
+#define STDIN_ACK_EVERY (64u * 1024u)
 #define MAX_STREAMS 512
 
 enum msg_type {
@@ -23,6 +24,7 @@ enum msg_type {
     MSG_FS_MKDIR = 0x24, MSG_FS_REMOVE = 0x25, MSG_DATA = 0x26, MSG_DATA_END = 0x27,
     MSG_OK = 0x80, MSG_HELLO_REPLY = 0x81, MSG_PONG = 0x82, MSG_ERROR = 0x83,
     MSG_STARTED = 0x90, MSG_STDOUT = 0x91, MSG_STDERR = 0x92, MSG_EXIT = 0x93, MSG_LIST = 0x94,
+    MSG_STDIN_ACK = 0x95,
 };
 
 enum field_tag {
@@ -100,6 +102,8 @@ struct stream {
     int64_t deadline_ms; /* 0 = none */
     int timed_out;
     int grown; /* bit per output pipe already enlarged */
+    int ack_stdin;        /* stdin comes in STDIN frames: acknowledge what the command consumed */
+    int64_t stdin_unacked; /* consumed (or dropped) since the last STDIN_ACK */
     /* file read/write */
     int file_fd;
     int64_t file_bytes;
