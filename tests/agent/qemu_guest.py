@@ -60,6 +60,11 @@ def make_ext4(source: Path, image: Path, size_mib: int = 16) -> Path:
     return image
 
 
+def make_erofs(source: Path, image: Path) -> Path:
+    subprocess.run(["mkfs.erofs", str(image), str(source)], check=True, capture_output=True)
+    return image
+
+
 class QemuGuest:
     """Boot, connect, and on ``stop`` power off (or kill) the guest. ``console`` is the guest's hvc0 output."""
 
