@@ -109,6 +109,7 @@ class AgentConnection:
         self._streams: dict[int, Request] = {}
         self._ids = itertools.count(1)
         self._closed: BaseException | None = None
+        self._closing = False
         self._wake_r, self._wake_w = os.pipe()
         self._decoder = FrameDecoder()
         self._synced = threading.Event()
@@ -197,6 +198,8 @@ class AgentConnection:
             reason = AgentError(f"agent reader failed: {e!r}")
         finally:
             self._shutdown(reason)
+            if self._closing:  # close() was called on this thread (from a callback)
+                self._release()
 
     def _skip_to_announcement(self, data: bytes) -> bytes:
         """Drop bytes up to the announcement's header; what follows it is protocol."""
@@ -254,18 +257,27 @@ class AgentConnection:
         return self._closed is not None
 
     def close(self) -> None:
-        if self._wake_w < 0:
-            return
+        """Stop the reader, fail what is pending, and close the transport if we own it. Safe from any thread,
+        a streaming callback included (the reader then finishes the job when its loop ends)."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
         if self._reader.is_alive():
             os.write(self._wake_w, b"x")
+            if threading.current_thread() is self._reader:
+                return
             self._reader.join(timeout=5)
+        self._release()
+
+    def _release(self) -> None:
         self._shutdown(AgentError("the connection was closed by this side"))
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._wake_r = self._wake_w = -1
+        with self._lock:
+            fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        if fds[0] < 0:
+            return
+        for fd in fds:
+            os.close(fd)
         if self._owns:
             if self._sock is not None:
                 self._sock.close()

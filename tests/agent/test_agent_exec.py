@@ -267,3 +267,14 @@ def test_stdin_acks_let_big_streams_through(client: AgentClient) -> None:
     h.write_stdin(data)
     h.close_stdin()
     assert h.wait(120).stdout.split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_close_from_a_callback(native_agent) -> None:
+    from pytest_microsandbox.errors import AgentError
+
+    c = AgentClient(native_agent.sock, owns_transport=False)
+    with pytest.raises(AgentError):
+        c.exec("sh", "-c", "echo x; sleep 30", on_stdout=lambda _chunk: c.close(), timeout=20)
+    with pytest.raises(AgentError):
+        c.exec("true")
+    c.close()
