@@ -121,7 +121,15 @@ static void close_if(int *fd) {
     *fd = -1;
 }
 
-/* In the child: never returns. Reports an exec failure's errno on err_pipe. */
+/* dup2 that also works when fd already is target (then only its close-on-exec flag is cleared) */
+static int place_fd(int fd, int target) {
+    if (fd == target)
+        return fcntl(fd, F_SETFD, 0);
+    return dup2(fd, target);
+}
+
+/* In the child: never returns. Reports an exec failure's errno on err_pipe. Every fd the child opens itself is
+ * close-on-exec, so the command starts with exactly stdin, stdout and stderr. */
 static void child_exec(struct exec_req *r, int in_r, int out_w, int err_w, const char *pts_name, int err_pipe) {
     sigset_t none;
     sigemptyset(&none);
@@ -129,15 +137,15 @@ static void child_exec(struct exec_req *r, int in_r, int out_w, int err_w, const
     signal(SIGPIPE, SIG_DFL);
     setsid();
     if (pts_name) {
-        int t = open(pts_name, O_RDWR);
+        int t = open(pts_name, O_RDWR | O_CLOEXEC);
         if (t < 0)
             goto fail;
         ioctl(t, TIOCSCTTY, 0);
         in_r = out_w = err_w = t;
     }
-    if (in_r < 0)
-        in_r = open("/dev/null", O_RDONLY);
-    if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
+    if (in_r < 0 && (in_r = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
+        goto fail;
+    if (place_fd(in_r, 0) < 0 || place_fd(out_w, 1) < 0 || place_fd(err_w, 2) < 0)
         goto fail;
     const char *cwd = r->cwd ? r->cwd : exec_default_cwd;
     if (cwd && chdir(cwd) < 0)

@@ -101,8 +101,12 @@ int main(int argc, char **argv) {
         else
             port = getenv("MSB_AGENT_PORT");
     }
+    if (agent_is_init)
+        init_early(); /* mounts /dev and puts the console on any of fds 0-2 that is missing */
+    for (int i = 0; i < 3; i++) /* keep 0-2 taken, so pipes never land there and get clobbered in a child */
+        if (fcntl(i, F_GETFD) < 0 && open("/dev/null", O_RDWR) < 0)
+            break;
     if (agent_is_init) {
-        init_early();
         init_apply_boot_file(boot_file ? boot_file : "/boot.msb");
     } else {
         prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); /* orphans of our commands are ours to reap */
