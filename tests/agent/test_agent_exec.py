@@ -280,10 +280,11 @@ def test_close_from_a_callback(native_agent) -> None:
     c.close()
 
 
-def test_commands_inherit_no_agent_fds(client: AgentClient) -> None:
-    busy = client.start("sleep", "30", stdin_stream=True)  # other live streams hold pipes in the agent
+@pytest.mark.parametrize("pty", [False, True])
+def test_commands_inherit_no_agent_fds(client: AgentClient, pty: bool) -> None:
+    busy = client.start("sleep", "30", stdin_stream=True, pty=True)  # other live streams hold fds in the agent
     busy.pid()
-    fds = client.exec("ls", "-1", "/proc/self/fd").stdout.split()
+    fds = client.exec("ls", "-1", "/proc/self/fd", pty=pty).stdout.split()
     assert fds == ["0", "1", "2", "3"]  # stdio, and the directory ls is reading
     busy.kill()
     busy.wait(30)
