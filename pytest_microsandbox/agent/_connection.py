@@ -252,6 +252,10 @@ class AgentConnection:
 
     # ---- lifetime ----
 
+    def on_reader_thread(self) -> bool:
+        """True inside streaming callbacks (they run on the reader thread)."""
+        return threading.current_thread() is self._reader
+
     @property
     def closed(self) -> bool:
         return self._closed is not None

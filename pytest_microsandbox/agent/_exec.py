@@ -148,11 +148,16 @@ class ExecHandle:
         read never stalls the connection). Input for a command that has exited is dropped."""
         raw = data.encode() if isinstance(data, str) else bytes(data)
         req = self._req
+        # from a streaming callback (the reader thread) we must not wait: only that thread can see the acks
+        may_wait = not self._conn.on_reader_thread()
         for i in range(0, len(raw), CHUNK_SIZE):
             chunk = raw[i : i + CHUNK_SIZE]
             with req.window:
                 size = len(chunk)
-                req.window.wait_for(lambda size=size: req.stdin_inflight + size <= STDIN_WINDOW or req.future.done())
+                if may_wait:
+                    req.window.wait_for(
+                        lambda size=size: req.stdin_inflight + size <= STDIN_WINDOW or req.future.done()
+                    )
                 if req.future.done():
                     return
                 req.stdin_inflight += len(chunk)

@@ -288,3 +288,24 @@ def test_commands_inherit_no_agent_fds(client: AgentClient, pty: bool) -> None:
     assert fds == ["0", "1", "2", "3"]  # stdio, and the directory ls is reading
     busy.kill()
     busy.wait(30)
+
+
+def test_interactive_stdin_from_a_callback(client: AgentClient) -> None:
+    """Answering output with input from inside the callback (the reader thread) must not deadlock."""
+    holder: dict[str, object] = {}
+
+    def on_out(chunk: bytes) -> None:
+        if b"name?" in chunk:
+            holder["h"].write_stdin(b"x" * (3 << 20) + b"\nworld\n")  # more than a window, from the reader thread
+
+    h = client.start(
+        "sh",
+        "-c",
+        "read go; echo name?; read junk; read who; echo hello $who",
+        stdin_stream=True,
+        on_stdout=on_out,
+        timeout=60,
+    )
+    holder["h"] = h
+    h.write_stdin(b"go\n")  # only now may the command ask: the callback then finds the handle
+    assert h.wait().stdout == "name?\nhello world\n"
