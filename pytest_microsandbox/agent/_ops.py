@@ -24,6 +24,7 @@ class AgentInfo:
     name: str
     kernel_release: str
     booted: bool
+    boot_error: str = ""  # why the initramfs boot config failed, when it did
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ def info_from_frame(frame: Frame) -> AgentInfo:
         f.str(Tag.NAME, "") or "",
         f.str(Tag.RELEASE, "") or "",
         bool(f.int(Tag.BOOTED, 0)),
+        f.str(Tag.MESSAGE, "") or "",
     )
 
 

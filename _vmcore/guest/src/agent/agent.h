@@ -144,6 +144,7 @@ int mkdir_parents(const char *path, mode_t mode); /* mkdir -p; 0 or -1 with errn
 /* ---- PID 1 duties (init.c) ---- */
 extern int agent_is_init;
 extern int agent_booted;
+extern char agent_boot_error[300]; /* why /boot.msb failed; "" otherwise */
 void init_early(void);                          /* proc, sys, dev, pts, tmp */
 int init_apply_boot(const uint8_t *p, size_t n, char *err, size_t errlen); /* 0 ok */
 void init_apply_boot_file(const char *path);
