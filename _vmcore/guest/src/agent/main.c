@@ -53,6 +53,7 @@ static int open_port(const char *spec) {
             if (fd >= 0 && tcgetattr(fd, &tio) == 0) { /* a console (hvc) is a tty: no echo, no line editing */
                 cfmakeraw(&tio);
                 tcsetattr(fd, TCSANOW, &tio);
+                tcflush(fd, TCIOFLUSH); /* input that arrived before raw mode was mangled (and echoed): drop it */
             }
             if (fd >= 0)
                 return fd;
@@ -100,8 +101,12 @@ int main(int argc, char **argv) {
         else
             port = getenv("MSB_AGENT_PORT");
     }
+    if (agent_is_init)
+        init_early(); /* mounts /dev and puts the console on any of fds 0-2 that is missing */
+    for (int i = 0; i < 3; i++) /* keep 0-2 taken, so pipes never land there and get clobbered in a child */
+        if (fcntl(i, F_GETFD) < 0 && open("/dev/null", O_RDWR) < 0)
+            break;
     if (agent_is_init) {
-        init_early();
         init_apply_boot_file(boot_file ? boot_file : "/boot.msb");
     } else {
         prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); /* orphans of our commands are ours to reap */
