@@ -85,6 +85,8 @@ int serve_set_port(int is_port); /* 1: fd is a device port (EOF = host not conne
 void dispatch(uint8_t type, uint32_t stream, const uint8_t *p, size_t n); /* dispatch.c */
 void reply_hello(uint32_t stream); /* HELLO reply; on stream 0 unasked, it is the agent's announcement */
 void request_shutdown(void); /* answer what is queued, then stop serving */
+/* /dev/NAME of the entry of a sysfs class folder whose `attr` file reads `value` (sysfs.c); -1 + ENODEV if none */
+int find_dev_by_attr(const char *class_dir, const char *attr, const char *value, char *out, size_t outlen);
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- streams (loop.c) ---- */
