@@ -60,7 +60,12 @@ def test_start_twice_and_close_twice(tiny_kernel):
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"memory_mib": 8}, "memory_mib"), ({"memory_mib": 4096}, "memory_mib"), ({"vcpus": 0}, "vcpus"), ({"vcpus": 33}, "vcpus")],
+    [
+        ({"memory_mib": 8}, "memory_mib"),
+        ({"memory_mib": 4096}, "memory_mib"),
+        ({"vcpus": 0}, "vcpus"),
+        ({"vcpus": 33}, "vcpus"),
+    ],
 )
 def test_config_validation(kwargs, match):
     with pytest.raises(VmmError, match=match):

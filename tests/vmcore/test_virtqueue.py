@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from _vmcore.devices.virtqueue import Virtqueue
 
+from _vmcore.devices.virtqueue import Virtqueue
 from _vmcore.errors import VirtqueueError
 from tests.vmcore.harness import F_INDIRECT, F_NEXT, F_WRITE, Buf, QueueDriver
 
