@@ -84,6 +84,10 @@ class FuseMount:
             self.error = err
             self._abort()
 
+    def abort(self) -> None:
+        """Cut the connection now (a watchdog's tool): every pending and later request fails with ENOTCONN."""
+        self._abort()
+
     def _abort(self) -> None:
         """Close our end of the connection: the kernel then fails every pending and later request (no hang)."""
         with self._lock:
