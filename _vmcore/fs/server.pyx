@@ -18,6 +18,7 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, 
 from libc.errno cimport (errno, EINVAL, ENOSYS, EBADF, EROFS, ENOSPC, EIO, EPERM, ENOTDIR, EISDIR, ELOOP,
                          ERANGE, ENAMETOOLONG, EPROTO, EOPNOTSUPP, EFBIG, ENOENT, EACCES)
 from libc.stdlib cimport malloc, free
+from libc cimport errno as cerrno
 from libc.string cimport memchr, memcpy, memset
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t, INT64_MAX
 from posix.stat cimport struct_stat
@@ -294,7 +295,7 @@ cdef class FuseServer:
         if op == FUSE_READ:
             return self._read(b, n, o, cap)
         if op == FUSE_WRITE:
-            return self._write(b, n, o)
+            return -EROFS if self.readonly else self._write(b, n, o)
         if op == FUSE_RELEASE or op == FUSE_RELEASEDIR:
             return self._release(b, n)
         if op == FUSE_FLUSH:
@@ -316,6 +317,8 @@ cdef class FuseServer:
         if op == FUSE_LSEEK:
             return self._lseek(b, n, o)
         if op in (FUSE_GETXATTR, FUSE_LISTXATTR, FUSE_SETXATTR, FUSE_REMOVEXATTR):
+            if self.readonly and (op == FUSE_SETXATTR or op == FUSE_REMOVEXATTR):
+                return -EROFS
             return -ENOSYS          # no xattrs: the kernel stops asking after the first ENOSYS
         if op in (FUSE_SETATTR, FUSE_SYMLINK, FUSE_MKNOD, FUSE_MKDIR, FUSE_UNLINK, FUSE_RMDIR, FUSE_RENAME,
                   FUSE_RENAME2, FUSE_LINK, FUSE_CREATE, FUSE_FALLOCATE, FUSE_COPY_FILE_RANGE):
@@ -478,7 +481,7 @@ cdef class FuseServer:
         """A real descriptor for a regular file or directory inode (never a symlink: those are not opened)."""
         cdef char num[24]
         if ino.kind != S_IFREG and ino.kind != S_IFDIR:
-            errno = ELOOP if ino.kind == S_IFLNK else EACCES
+            cerrno.errno = ELOOP if ino.kind == S_IFLNK else EACCES
             return -1
         snprintf(num, 24, "%d", ino.fd)
         return openat(self.proc_fd, num, (flags & ~(O_CREAT | O_EXCL)) | O_CLOEXEC)
@@ -561,7 +564,7 @@ cdef class FuseServer:
                     if growth > 0:
                         self.used -= growth
                     rc = -1
-                    errno = ENOSPC
+                    cerrno.errno = ENOSPC
             if rc == 0:
                 with nogil:
                     rc = ftruncate(fd, s.size)
