@@ -279,6 +279,8 @@ cdef class FuseServer:
         if op == FUSE_BATCH_FORGET:
             self._batch_forget(b, n)
             return -0x7fffffff
+        if op == FUSE_INTERRUPT:
+            return -ENOSYS          # requests are short and synchronous: the kernel stops sending these
         if op == FUSE_DESTROY:
             self._reset()
             self.initialized = False
