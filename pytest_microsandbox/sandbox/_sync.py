@@ -121,6 +121,8 @@ class Sandbox:
             try:
                 client.wait_ready(config.boot_timeout)
                 client.boot(plan.boot.encode())
+                if plan.boot.workdir:  # as container runtimes do: the working directory exists
+                    client.fs.mkdir(plan.boot.workdir, parents=True)
             except (BootError, AgentError, OSError) as e:
                 client.close()
                 guest.kill()
