@@ -94,7 +94,8 @@ class Sandbox:
         return cls._start(config, msb_home(home))
 
     @classmethod
-    def _start(cls, config: SandboxConfig, home: Path) -> Sandbox:
+    def _start(cls, config: SandboxConfig, home: Path, *, detached: bool = False) -> Sandbox:
+        """Boot it. ``detached``: hand the raw agent socket to a relay (``_serve``) instead of keeping a client."""
         backend = backend_for(config.isolation)
         store = Store(home)
         reap_sandboxes(store, home)
@@ -117,7 +118,8 @@ class Sandbox:
             store.update_sandbox(config.name, status="starting", owner=owner)
             for m in named:
                 store.attach_volume(config.name, m.volume, m.guest_path, m.readonly, owner)
-            client = AgentClient(guest.sock, request_timeout=max(60.0, config.boot_timeout))
+            client = AgentClient(guest.sock, owns_transport=not detached,
+                                 request_timeout=max(60.0, config.boot_timeout))
             try:
                 client.wait_ready(config.boot_timeout)
                 client.boot(plan.boot.encode())
@@ -136,7 +138,9 @@ class Sandbox:
             shutil.rmtree(rundir, ignore_errors=True)
             raise
         record = store.get_sandbox(config.name) or record
-        sandbox = cls(record, home, guest, client)
+        if detached:
+            client.close()  # no request is in flight: the byte stream is at a frame boundary
+        sandbox = cls(record, home, guest, None if detached else client)
         with _live_lock:
             _live[(home, config.name)] = sandbox
         return sandbox
@@ -211,6 +215,16 @@ class Sandbox:
             raise SandboxError(f"sandbox {self.name} belongs to another process and serves no relay socket: "
                                "it can be stopped or removed from here, not used")
         return self._client
+
+    @property
+    def run_dir(self) -> Path:
+        """Host directory of its runtime files (console log, relay socket); gone once it stops."""
+        return run_dir(self._home, self.name)
+
+    def detached_socket(self) -> socket.socket:
+        if self._guest is None:
+            raise SandboxError(f"sandbox {self.name} has no guest process in this process")
+        return self._guest.sock
 
     @property
     def fs(self) -> GuestFs:
@@ -304,6 +318,8 @@ class Sandbox:
     def _finish(self, status: str) -> None:
         if self._client is not None:
             self._client.close()
+        if self._guest is not None:
+            self._guest.sock.close()
         store = Store(self._home)
         store.detach_volumes(self.name)
         try:
