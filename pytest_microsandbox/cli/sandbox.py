@@ -143,7 +143,11 @@ def _pythonpath() -> str:
 
 def _exec(args: argparse.Namespace) -> int:
     command = _command(args.command_argv)
-    return _emit(Sandbox.get(args.name, home=msb_home(args.home)).exec(*command))
+    sandbox = Sandbox.get(args.name, home=msb_home(args.home))
+    try:
+        return _emit(sandbox.exec(*command))
+    finally:
+        sandbox.close()
 
 
 def _ps(args: argparse.Namespace) -> int:

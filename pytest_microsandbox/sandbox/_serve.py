@@ -1,5 +1,5 @@
 """A detached sandbox owner (what ``msb create`` starts): it creates the sandbox, then relays the agent connection
-to one client at a time over ``<home>/run/<name>/agent.sock`` until the guest ends.
+to one client at a time (others wait their turn) over ``<home>/run/<name>/agent.sock`` until the guest ends.
 
 The relay forwards whole frames only (the 12-byte header says how long each is), so a client that goes away in the
 middle of a frame never leaves the agent or the next client out of step. Frames for a departed client are dropped.
@@ -52,12 +52,10 @@ def relay(agent: socket.socket, listener: socket.socket) -> None:
     while True:
         for key, _ in sel.select():
             if key.data == "listener":
-                conn, _ = listener.accept()
-                if client is not None:
-                    conn.close()  # one client at a time
-                    continue
-                client, from_client = conn, FrameBuffer()
+                client, _ = listener.accept()
+                from_client = FrameBuffer()
                 sel.register(client, selectors.EVENT_READ, "client")
+                sel.unregister(listener)  # one client at a time: the next waits in the backlog
             elif key.data == "agent":
                 chunk = agent.recv(1 << 16)
                 if not chunk:
@@ -78,6 +76,7 @@ def relay(agent: socket.socket, listener: socket.socket) -> None:
                     sel.unregister(client)
                     client.close()
                     client = None
+                    sel.register(listener, selectors.EVENT_READ, "listener")
                     continue
                 for frame in from_client.feed(chunk):
                     agent.sendall(frame)

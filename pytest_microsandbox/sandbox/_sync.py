@@ -331,6 +331,12 @@ class Sandbox:
             if _live.get((self._home, self.name)) is self:
                 del _live[(self._home, self.name)]
 
+    def close(self) -> None:
+        """Let go of a sandbox reached through ``get`` (its relay connection) without stopping it."""
+        if self._guest is None and self._client is not None:
+            self._client.close()
+            self._client = None
+
     def remove(self) -> None:
         """Stop it if needed and forget it."""
         self.stop()

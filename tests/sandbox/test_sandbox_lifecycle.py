@@ -117,3 +117,14 @@ def test_async_face(isolation: str, home: Path) -> None:
 
 def _alive(pid: int | None) -> bool:
     return pid is not None and Path(f"/proc/{pid}").exists()
+
+
+def test_relay_forwards_whole_frames_only() -> None:
+    from pytest_microsandbox.agent._wire import Msg, encode_frame
+    from pytest_microsandbox.sandbox._serve import FrameBuffer
+
+    a, b = encode_frame(Msg.PING, 1, b"abc"), encode_frame(Msg.PING, 2, b"x" * 70000)
+    buf = FrameBuffer()
+    assert buf.feed(a[:5]) == []
+    assert buf.feed(a[5:] + b[:100]) == [a]
+    assert buf.feed(b[100:]) == [b] and buf.data == bytearray()
