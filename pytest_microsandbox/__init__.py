@@ -22,6 +22,7 @@ from pytest_microsandbox.errors import (
     VolumeNotFoundError,
 )
 from pytest_microsandbox.mounts import DiskImageFormat, MountConfig, MountKind, NamedVolumeMode
+from pytest_microsandbox.sandbox._aio import Sandbox
 from pytest_microsandbox.volumes import FsEntry, FsEntryKind, FsMetadata, Volume, VolumeFs, VolumeHandle, VolumeKind
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "MountKind",
     "NamedVolumeMode",
     "PathEscapeError",
+    "Sandbox",
     "SandboxError",
     "SandboxNotFoundError",
     "Volume",

@@ -6,6 +6,7 @@
 """
 
 from pytest_microsandbox.mounts import DiskImageFormat, MountConfig, MountKind, NamedVolumeMode, VolumeKind
+from pytest_microsandbox.sandbox import LastExec, Sandbox
 from pytest_microsandbox.volumes._fs import FsEntry, FsEntryKind, FsMetadata, VolumeFs
 from pytest_microsandbox.volumes._sync import Volume, VolumeHandle
 
@@ -14,9 +15,11 @@ __all__ = [
     "FsEntry",
     "FsEntryKind",
     "FsMetadata",
+    "LastExec",
     "MountConfig",
     "MountKind",
     "NamedVolumeMode",
+    "Sandbox",
     "Volume",
     "VolumeFs",
     "VolumeHandle",

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <net/if.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,8 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/reboot.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -28,16 +31,119 @@ static void try_mount(const char *src, const char *dst, const char *type, unsign
         agent_log("mount %s on %s: %s", type, dst, strerror(errno));
 }
 
+/* In a user namespace (the namespace backend) rather than a VM: uid 0 is not the whole identity map. There the
+ * inherited /dev, /sys and /proc belong to the host and must not reach the sandbox as they are. */
+static int in_user_namespace(void) {
+    char buf[128] = "";
+    int fd = open("/proc/self/uid_map", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    unsigned long inside, outside, count;
+    if (n <= 0 || sscanf(buf, "%lu %lu %lu", &inside, &outside, &count) != 3)
+        return 0;
+    return !(inside == 0 && outside == 0 && count == 4294967295UL);
+}
+
+/* A new network namespace (and a VM) starts with lo down: "loopback only" means lo up. */
+static void loopback_up(void) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    strcpy(ifr.ifr_name, "lo");
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0 && !(ifr.ifr_flags & IFF_UP)) {
+        ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+        if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+            agent_log("lo up: %s", strerror(errno));
+    }
+    close(s);
+}
+
+/* /dev of a namespace sandbox: a small tmpfs with only the harmless host nodes bound in, and a devpts of its own
+ * (devtmpfs cannot be mounted in a user namespace, and the host's /dev must not show through). */
+static int build_namespace_dev(const char *newroot, char *err, size_t errlen) {
+    static const char *nodes[] = {"null", "zero", "full", "random", "urandom", "tty"};
+    static const char *links[][2] = {{"fd", "/proc/self/fd"}, {"stdin", "/proc/self/fd/0"},
+                                     {"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"},
+                                     {"ptmx", "pts/ptmx"}};
+    char dev[300], to[340], from[40];
+    snprintf(dev, sizeof(dev), "%s/dev", newroot);
+    mkdir(dev, 0755);
+    if (mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=1m") < 0) {
+        snprintf(err, errlen, "tmpfs on %s: %s", dev, strerror(errno));
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(nodes) / sizeof(nodes[0]); i++) {
+        snprintf(to, sizeof(to), "%s/%s", dev, nodes[i]);
+        snprintf(from, sizeof(from), "/dev/%s", nodes[i]);
+        int fd = open(to, O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+        if (fd >= 0)
+            close(fd);
+        if (mount(from, to, NULL, MS_BIND, NULL) < 0)
+            agent_log("bind %s: %s", from, strerror(errno));
+    }
+    for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++) {
+        snprintf(to, sizeof(to), "%s/%s", dev, links[i][0]);
+        if (symlink(links[i][1], to) < 0)
+            agent_log("symlink %s: %s", to, strerror(errno));
+    }
+    snprintf(to, sizeof(to), "%s/pts", dev);
+    mkdir(to, 0755);
+    if (mount("devpts", to, "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,mode=0620,ptmxmode=0666") < 0)
+        agent_log("devpts: %s", strerror(errno));
+    snprintf(to, sizeof(to), "%s/shm", dev);
+    mkdir(to, 01777);
+    if (mount("tmpfs", to, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") < 0)
+        agent_log("tmpfs on /dev/shm: %s", strerror(errno));
+    return 0;
+}
+
+/* The host's kernel knobs, seen through /proc and /sys, stay read-only or hidden (as container runtimes do). */
+static void harden_namespace_proc_sys(const char *newroot) {
+    static const char *masked[] = {"proc/kcore", "proc/keys", "proc/timer_list", "proc/sysrq-trigger",
+                                   "proc/sched_debug", "proc/kallsyms"};
+    static const char *readonly[] = {"proc/sys", "proc/bus", "proc/fs", "proc/irq", "sys"};
+    char path[340];
+    for (size_t i = 0; i < sizeof(masked) / sizeof(masked[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", newroot, masked[i]);
+        if (access(path, F_OK) == 0 && mount("/dev/null", path, NULL, MS_BIND, NULL) < 0)
+            agent_log("mask %s: %s", path, strerror(errno));
+    }
+    for (size_t i = 0; i < sizeof(readonly) / sizeof(readonly[0]); i++) {
+        snprintf(path, sizeof(path), "%s/%s", newroot, readonly[i]);
+        if (access(path, F_OK) < 0)
+            continue;
+        struct statvfs sv;
+        unsigned long keep = 0; /* flags locked on an inherited mount must be repeated in the remount */
+        if (statvfs(path, &sv) == 0)
+            keep = (sv.f_flag & ST_NOSUID ? MS_NOSUID : 0) | (sv.f_flag & ST_NODEV ? MS_NODEV : 0) |
+                   (sv.f_flag & ST_NOEXEC ? MS_NOEXEC : 0);
+        if ((strcmp(readonly[i], "sys") != 0 && mount(path, path, NULL, MS_BIND | MS_REC, NULL) < 0) ||
+            mount(NULL, path, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | keep, NULL) < 0)
+            agent_log("read-only %s: %s", path, strerror(errno));
+    }
+}
+
 void init_early(void) {
-    try_mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755"); /* staging for the root switch */
+    int userns = in_user_namespace();
+    /* in a user namespace the host's paths stay in view until the root switch: bind sources (a home under /tmp
+     * or /run) are read from them when the BOOT message comes; the new root gets its own /dev and /tmp then */
+    if (!userns)
+        try_mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755"); /* staging for the root switch */
     try_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
     try_mount("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-    try_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
-    try_mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "mode=0620,ptmxmode=0666");
-    try_mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
-    try_mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
-    if (symlink("/proc/self/fd", "/dev/fd") < 0 && errno != EEXIST)
-        agent_log("symlink /dev/fd: %s", strerror(errno));
+    if (!userns) {
+        try_mount("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+        try_mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "mode=0620,ptmxmode=0666");
+        try_mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+        try_mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+        if (symlink("/proc/self/fd", "/dev/fd") < 0 && errno != EEXIST)
+            agent_log("symlink /dev/fd: %s", strerror(errno));
+    }
+    loopback_up();
     int fd = open("/dev/console", O_RDWR | O_NOCTTY | O_CLOEXEC);
     if (fd >= 0) { /* the kernel gives PID 1 no stdio when the initramfs lacks /dev/console */
         for (int i = 0; i < 3; i++)
@@ -52,7 +158,14 @@ void init_early(void) {
 static int switch_root(const char *newroot, char *err, size_t errlen) {
     const char *moves[] = {"dev", "proc", "sys", "tmp"};
     char to[300];
-    for (size_t i = 0; i < sizeof(moves) / sizeof(moves[0]); i++) {
+    int userns = in_user_namespace();
+    if (userns && build_namespace_dev(newroot, err, errlen) < 0)
+        return -1;
+    if (userns) { /* the host's /tmp stays out: a fresh one */
+        snprintf(to, sizeof(to), "%s/tmp", newroot);
+        try_mount("tmpfs", to, "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    }
+    for (size_t i = userns ? 1 : 0; i < sizeof(moves) / sizeof(moves[0]) - (size_t)userns; i++) {
         snprintf(to, sizeof(to), "%s/%s", newroot, moves[i]);
         mkdir(to, 0755);
         char from[32];
@@ -61,6 +174,8 @@ static int switch_root(const char *newroot, char *err, size_t errlen) {
         if (mount(from, to, NULL, MS_MOVE, NULL) < 0 && mount(from, to, NULL, MS_BIND | MS_REC, NULL) < 0)
             agent_log("move %s: %s", from, strerror(errno));
     }
+    if (userns)
+        harden_namespace_proc_sys(newroot);
     if (chdir(newroot) < 0) {
         snprintf(err, errlen, "chdir %s: %s", newroot, strerror(errno));
         return -1;
@@ -79,6 +194,14 @@ static int switch_root(const char *newroot, char *err, size_t errlen) {
 }
 
 static int setup_root(struct mount_spec *root, int restricted, char *err, size_t errlen) {
+    if (in_user_namespace()) { /* clone the root's source before the staging tmpfs may hide it (a home in /run) */
+        if (root->kind == SRC_BIND && root->source_fd < 0 &&
+            (root->source_fd = open_tree(AT_FDCWD, root->source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)) < 0) {
+            snprintf(err, errlen, "root %s: %s", root->source, strerror(errno));
+            return -1;
+        }
+        try_mount("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+    }
     mkdir("/run", 0755);
     mkdir("/run/msb", 0755);
     const char *lower = "/run/msb/lower", *rw = "/run/msb/rw", *newroot = "/run/msb/root";
@@ -204,8 +327,9 @@ int init_apply_boot(const uint8_t *p, size_t n, char *err, size_t errlen) {
         snprintf(err, errlen, "sethostname: %s", strerror(errno));
         goto out;
     }
-    if (restricted) {
-        exec_no_new_privs = 1;
+    /* in a user namespace CAP_SYS_ADMIN would let a command remount read-only binds of host files writable */
+    if (restricted || (has_root && in_user_namespace())) {
+        exec_no_new_privs = restricted ? 1 : exec_no_new_privs;
         if (agent_is_init && drop_sys_admin() < 0) {
             snprintf(err, errlen, "dropping CAP_SYS_ADMIN: %s", strerror(errno));
             goto out;
@@ -227,6 +351,8 @@ bad:
     errno = EINVAL;
     snprintf(err, errlen, "malformed boot config field");
 out:
+    if (has_root && root.source_fd >= 0)
+        close(root.source_fd);
     for (int i = 0; bind_fds && i < n_open; i++)
         if (bind_fds[i] >= 0)
             close(bind_fds[i]);

@@ -1,0 +1,180 @@
+"""``msb run|create|exec|ps|stop|rm``: sandboxes from the command line.
+
+``msb run`` owns its sandbox for one command. ``msb create`` starts a detached owner process that serves the
+sandbox's agent on a relay socket, so later ``msb exec`` calls (from any process) can use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+
+from pytest_microsandbox._home import msb_home
+from pytest_microsandbox.errors import InvalidConfigError, SandboxError
+from pytest_microsandbox.mount_flags import parse_mount_flags
+from pytest_microsandbox.sandbox._config import build_config
+from pytest_microsandbox.sandbox._select import default_isolation
+from pytest_microsandbox.sandbox._sync import Sandbox
+
+_MOUNT_FLAGS = ("--mount-dir", "--mount-file", "--mount-named", "--mount-disk", "--tmpfs", "-v", "--volume")
+_ISOLATION_NOTE = {"namespace": "namespace (weaker: shares the host kernel)", "vm": "vm"}
+
+
+class _MountAction(argparse.Action):
+    """Keep every mount flag, in order, with the flag that gave it (the grammar depends on the flag)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        mounts = list(getattr(namespace, "mounts", None) or [])
+        mounts.append((option_string, values))
+        namespace.mounts = mounts
+
+
+def _add_sandbox_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", help="sandbox name (default: generated)")
+    parser.add_argument("--isolation", choices=["vm", "namespace"],
+                        help="vm (default, needs hardware KVM) or namespace (weaker, explicit opt-in)")
+    parser.add_argument("--memory", type=int, default=512, help="MiB of guest memory")
+    parser.add_argument("--cpus", type=int, default=1)
+    parser.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("-w", "--workdir")
+    parser.add_argument("--security", choices=["default", "restricted"], default="default")
+    parser.add_argument("--boot-timeout", type=float, default=60.0)
+    for flag in _MOUNT_FLAGS:
+        names = [flag] if flag != "-v" else ["-v"]
+        parser.add_argument(*names, action=_MountAction, dest="mounts", metavar="SPEC", default=[])
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    run = sub.add_parser("run", help="run a command in a fresh sandbox, then remove it")
+    run.add_argument("image")
+    _add_sandbox_options(run)
+    run.add_argument("command_argv", nargs="*", metavar="-- CMD", help="the command and its arguments, after --")
+    run.set_defaults(handler=_run)
+
+    create = sub.add_parser("create", help="start a sandbox that stays up (used with msb exec, stopped by msb stop)")
+    create.add_argument("image")
+    _add_sandbox_options(create)
+    create.set_defaults(handler=_create)
+
+    exec_ = sub.add_parser("exec", help="run a command in a sandbox made by msb create")
+    exec_.add_argument("name")
+    exec_.add_argument("command_argv", nargs="*", metavar="-- CMD", help="the command and its arguments, after --")
+    exec_.set_defaults(handler=_exec)
+
+    ps = sub.add_parser("ps", help="list sandboxes (running, stopped and exited: until msb rm)")
+    ps.add_argument("--running", action="store_true", help="only starting and running ones")
+    ps.add_argument("--format", choices=["table", "json"], default="table")
+    ps.set_defaults(handler=_ps)
+
+    stop = sub.add_parser("stop", help="stop sandboxes (graceful, then forced)")
+    stop.add_argument("name", nargs="+")
+    stop.add_argument("-t", "--timeout", type=float, default=10.0)
+    stop.set_defaults(handler=_stop)
+
+    rm = sub.add_parser("rm", help="remove sandboxes (stopping them first)")
+    rm.add_argument("name", nargs="+")
+    rm.set_defaults(handler=_rm)
+
+
+def _env(items: list[str]) -> dict[str, str]:
+    env = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidConfigError(f"--env {item!r}: expected KEY=VALUE")
+        env[key] = value
+    return env
+
+
+def _config_options(args: argparse.Namespace) -> dict:
+    return {"name": args.name, "image": args.image, "volumes": parse_mount_flags(args.mounts or []),
+            "memory_mib": args.memory, "cpus": args.cpus, "env": _env(args.env), "workdir": args.workdir,
+            "security": args.security, "isolation": args.isolation or default_isolation(),
+            "boot_timeout": args.boot_timeout}
+
+
+def _command(command: list[str]) -> list[str]:
+    if not command:
+        raise InvalidConfigError("no command given: msb ... -- CMD [ARGS...]")
+    return command
+
+
+def _emit(result) -> int:
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return result.exit_code if result.exit_code is not None else 128 + (result.signal or 0)
+
+
+def _run(args: argparse.Namespace) -> int:
+    command = _command(args.command_argv)
+    options = _config_options(args)
+    with Sandbox.create(options.pop("name"), home=msb_home(args.home), **options) as sb:
+        return _emit(sb.exec(*command))
+
+
+def _create(args: argparse.Namespace) -> int:
+    options = _config_options(args)
+    config = build_config(**options)  # refuse bad input here, before an owner process starts
+    options["name"] = config.name
+    options["volumes"] = {p: m.to_dict() for p, m in config.volumes.items()}
+    home = msb_home(args.home)
+    owner = subprocess.Popen([sys.executable, "-m", "pytest_microsandbox.sandbox._serve", str(home),
+                              json.dumps(options)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                             start_new_session=True, env={**os.environ, "PYTHONPATH": _pythonpath()})
+    assert owner.stdout is not None
+    line = owner.stdout.readline().decode().strip()
+    owner.stdout.close()
+    verdict, _, detail = line.partition(" ")
+    if verdict != "ready":
+        owner.wait()
+        raise SandboxError(detail or f"the sandbox owner process exited ({owner.wait()})")
+    print(detail)
+    return 0
+
+
+def _pythonpath() -> str:
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+
+
+def _exec(args: argparse.Namespace) -> int:
+    command = _command(args.command_argv)
+    sandbox = Sandbox.get(args.name, home=msb_home(args.home))
+    try:
+        return _emit(sandbox.exec(*command))
+    finally:
+        sandbox.close()
+
+
+def _ps(args: argparse.Namespace) -> int:
+    records = Sandbox.list(home=msb_home(args.home))
+    if args.running:
+        records = [r for r in records if r.status in ("starting", "running")]
+    if args.format == "json":
+        print(json.dumps([{"name": r.name, "backend": r.backend, "status": r.status,
+                           "pid": r.owner.pid if r.owner else None, "image": r.config.get("image"),
+                           "created_at": r.created_at} for r in records], indent=2))
+        return 0
+    print(f"{'NAME':<24} {'STATUS':<9} {'PID':>8}  {'IMAGE':<20} {'CREATED':<19} ISOLATION")
+    for r in records:
+        created = dt.datetime.fromtimestamp(r.created_at / 1000).strftime("%Y-%m-%d %H:%M:%S")
+        pid = str(r.owner.pid) if r.owner else "-"
+        print(f"{r.name:<24} {r.status:<9} {pid:>8}  {str(r.config.get('image', '')):<20} {created:<19} "
+              f"{_ISOLATION_NOTE.get(r.backend, r.backend)}")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    for name in args.name:
+        Sandbox.get(name, home=msb_home(args.home)).stop(args.timeout)
+    return 0
+
+
+def _rm(args: argparse.Namespace) -> int:
+    for name in args.name:
+        Sandbox.get(name, home=msb_home(args.home)).remove()
+    return 0

@@ -1,0 +1,109 @@
+"""The interface both isolation backends implement: start one guest process, hand back its agent connection.
+
+A backend turns a ``GuestPlan`` (root, mounts, env, ...) into a running ``Guest``: one host process (the namespace
+launcher or the VMM) whose death ends the sandbox, and a connected socket to the agent inside it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from pytest_microsandbox.agent import BootConfig, GuestMount
+from pytest_microsandbox.sandbox._config import SandboxConfig
+
+T = TypeVar("T")
+
+# PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so every guest process is started from this
+# one long-lived thread: the guests die with the process that created them, not with a short-lived worker thread.
+_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="msb-spawner")
+
+
+def on_spawner_thread(fn: Callable[[], T]) -> T:
+    return _spawner.submit(fn).result()
+
+
+@dataclass(frozen=True)
+class DiskAttachment:
+    """A disk image the backend attaches (namespace: a read-only loop mount; vm: a virtio-blk device)."""
+
+    image: str
+    guest_path: str
+    fstype: str | None
+    readonly: bool
+    noexec: bool
+    nosuid: bool
+    nodev: bool
+
+
+@dataclass
+class GuestPlan:
+    """Everything a backend needs, resolved: host paths only, no volume names."""
+
+    config: SandboxConfig
+    run_dir: Path  # <home>/run/<name>: console log, disk mount points, sockets
+    boot: BootConfig
+    disks: list[DiskAttachment] = field(default_factory=list)
+    extra_mounts: list[GuestMount] = field(default_factory=list)  # mounts the plan adds after the disks
+
+
+class Guest:
+    """A started guest: its host process and the host end of the agent connection."""
+
+    def __init__(self, process: subprocess.Popen, sock: socket.socket, console_log: Path) -> None:
+        self.process = process
+        self.sock = sock
+        self.console_log = console_log
+        self._lock = threading.Lock()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait(self, timeout: float | None) -> int | None:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        with self._lock:
+            if self.process.poll() is None:
+                try:
+                    self.process.send_signal(signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self.process.wait()
+
+    def console_tail(self, lines: int = 40) -> str:
+        return tail_file(self.console_log, lines)
+
+
+def tail_file(path: Path, lines: int = 40, max_bytes: int = 64 << 10) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+class Backend(Protocol):
+    name: str
+    description: str  # what `msb ps` shows about its isolation
+
+    def start(self, plan: GuestPlan) -> Guest: ...

@@ -1,0 +1,94 @@
+"""From a ``SandboxConfig`` to a ``GuestPlan``: the image's root, the volumes' host paths, env and workdir.
+
+Named volumes are looked up (or created, by their mode) here; the names of those mounted are returned so the
+sandbox can record them in the store before the guest starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pytest_microsandbox.agent import BootConfig, GuestMount
+from pytest_microsandbox.errors import ImageError, InvalidConfigError
+from pytest_microsandbox.mounts import DiskImageFormat, MountConfig, MountKind, VolumeKind
+from pytest_microsandbox.sandbox._backend import DiskAttachment, GuestPlan
+from pytest_microsandbox.sandbox._config import SandboxConfig, Security
+from pytest_microsandbox.sandbox._hostroot import host_mounts, host_root, interpreter_path
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class NamedMount:
+    volume: str
+    guest_path: str
+    readonly: bool
+
+
+@dataclass(frozen=True)
+class ImageRoot:
+    root: Path
+    mounts: list[GuestMount]
+    env: dict[str, str]
+    workdir: str | None
+
+
+def resolve_image(image: str, home: Path) -> ImageRoot:
+    if image == "host":
+        env = {"PATH": DEFAULT_PATH, "HOME": "/root"}
+        extra = interpreter_path()
+        if extra:
+            env["PATH"] = f"{extra}:{DEFAULT_PATH}"
+        return ImageRoot(host_root(home), host_mounts(), env, None)
+    from pytest_microsandbox.images import pull_image
+
+    cached = pull_image(image, home=home, policy="missing")
+    if not cached.rootfs.is_dir():
+        raise ImageError(f"image {image} has no unpacked root in the cache ({cached.rootfs})")
+    env = {"PATH": DEFAULT_PATH, "HOME": "/root", **cached.config.env}
+    workdir = cached.config.working_dir or None
+    return ImageRoot(cached.rootfs, [], env, workdir if workdir != "/" else None)
+
+
+def _flags(m: MountConfig) -> dict[str, bool]:
+    return {"readonly": m.readonly, "noexec": m.noexec, "nosuid": m.nosuid, "nodev": m.nodev}
+
+
+def build_plan(config: SandboxConfig, home: Path, run_dir: Path) -> tuple[GuestPlan, list[NamedMount]]:
+    from pytest_microsandbox.volumes._sync import Volume
+
+    image = resolve_image(config.image, home)
+    mounts = list(image.mounts)
+    disks: list[DiskAttachment] = []
+    named: list[NamedMount] = []
+    for guest_path, m in sorted(config.volumes.items()):  # parents before children
+        if m.kind == MountKind.TMPFS:
+            mounts.append(GuestMount("tmpfs", guest_path, size_mib=m.size_mib, mode=0o1777, **_flags(m)))
+        elif m.kind == MountKind.BIND:
+            if not Path(m.bind).exists():
+                raise InvalidConfigError(f"bind mount source does not exist: {m.bind}")
+            mounts.append(GuestMount("bind", guest_path, m.bind, **_flags(m)))
+        elif m.kind == MountKind.DISK:
+            if m.format not in (None, DiskImageFormat.RAW):
+                raise InvalidConfigError(f"disk image {m.disk}: only raw images can be attached here, not {m.format}")
+            if not Path(m.disk).is_file():
+                raise InvalidConfigError(f"disk image does not exist: {m.disk}")
+            disks.append(DiskAttachment(m.disk, guest_path, m.fstype, **_flags(m)))
+        else:
+            handle = Volume.for_mount(m, home=home)
+            named.append(NamedMount(handle.name, guest_path, m.readonly))
+            if handle.kind == VolumeKind.DISK:
+                disks.append(DiskAttachment(str(handle.disk_image), guest_path, "ext4", **_flags(m)))
+            else:
+                mounts.append(GuestMount("bind", guest_path, str(handle.path), **_flags(m)))
+    env = {**image.env, **config.env}
+    boot = BootConfig(
+        root=GuestMount("bind", source=str(image.root)),
+        mounts=mounts,
+        hostname=config.name[:63],
+        env=env,
+        workdir=config.workdir or image.workdir,
+        restricted=config.security == Security.RESTRICTED,
+    )
+    return GuestPlan(config, run_dir, boot, disks), named

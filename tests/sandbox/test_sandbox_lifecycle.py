@@ -1,0 +1,130 @@
+"""Create, exec, files, stop, kill, remove, get, list; the default backend never falls back to namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+import pytest_microsandbox
+from _vmcore.host import detect_kvm
+from pytest_microsandbox.errors import (
+    ExecError,
+    ExecTimeoutError,
+    InvalidConfigError,
+    KvmUnavailableError,
+    SandboxError,
+    SandboxNotFoundError,
+)
+from pytest_microsandbox.sync import Sandbox, Volume
+
+
+def test_exec_shell_fs_and_last_exec(make_sandbox) -> None:
+    sb = make_sandbox(env={"GREETING": "hi"}, workdir="/work")
+    r = sb.exec("python3", "-c", "import os; print(os.environ['GREETING'], os.getcwd())")
+    assert (r.exit_code, r.stdout) == (0, "hi /work\n")
+    failed = sb.shell("echo out; echo err >&2; exit 3")
+    assert (failed.exit_code, failed.stdout, failed.stderr) == (3, "out\n", "err\n")
+    assert sb.last_exec is not None and sb.last_exec.exit_code == 3 and sb.last_exec.stderr == "err\n"
+    assert sb.last_exec.argv == ("/bin/sh", "-c", "echo out; echo err >&2; exit 3")
+    assert sb.exec("cat", stdin=b"piped").stdout == "piped"
+    assert sb.exec("pwd", cwd="/tmp").stdout == "/tmp\n"
+    assert sb.exec("sh", "-c", "echo $X", env={"X": "per-exec"}).stdout == "per-exec\n"
+    sb.fs.write("/srv/note.txt", "written by the host")
+    assert sb.exec("cat", "/srv/note.txt").stdout == "written by the host"
+    assert sb.fs.read_text("/etc/hostname").startswith("sandbox")
+    with pytest.raises(ExecError):
+        sb.exec("/no/such/program")
+    with pytest.raises(ExecTimeoutError):
+        sb.exec("sleep", "5", timeout=0.3)
+    assert sb.last_exec.timed_out
+
+
+def test_the_guest_is_isolated_from_the_host(make_sandbox, tmp_path: Path) -> None:
+    (tmp_path / "host-secret").write_text("secret")
+    sb = make_sandbox()
+    assert sb.exec("hostname").stdout == f"{sb.name}\n"
+    assert not sb.fs.exists(str(tmp_path / "host-secret"))  # the host's /tmp is not the guest's
+    assert sb.exec("cat", "/proc/1/cmdline").stdout.split("\0")[0].endswith("agent")  # its own pid namespace
+    assert sorted(e.path.rsplit("/", 1)[-1] for e in sb.fs.list("/sys/class/net")) == ["lo"]  # loopback only
+    assert "shadow" not in {e.path.rsplit("/", 1)[-1] for e in sb.fs.list("/etc")}  # a generated /etc
+    remount = sb.shell("mount -o remount,rw /usr && touch /usr/.msb-escape")
+    assert remount.exit_code != 0 and not Path("/usr/.msb-escape").exists()
+    assert sb.shell("echo 1 > /proc/sys/kernel/panic").exit_code != 0
+    devices = {e.path.rsplit("/", 1)[-1] for e in sb.fs.list("/dev")}
+    assert {"null", "zero", "urandom", "pts"} <= devices and not any(d.startswith(("sd", "vd", "nvme", "loop"))
+                                                                    for d in devices)
+
+
+def test_stop_kill_remove_get_list(make_sandbox, home: Path) -> None:
+    a = make_sandbox(name="alpha")
+    b = make_sandbox(name="beta")
+    assert Sandbox.get("alpha", home=home) is a
+    assert {r.name: r.status for r in Sandbox.list(home=home)} == {"alpha": "running", "beta": "running"}
+    a.stop(timeout=5)
+    assert a.status == "stopped"
+    with pytest.raises(SandboxError, match="stopped"):
+        a.exec("true")
+    b.kill()
+    assert b.status == "stopped" and not _alive(b.pid)
+    a.remove()
+    with pytest.raises(SandboxNotFoundError):
+        Sandbox.get("alpha", home=home)
+    assert [r.name for r in Sandbox.list(home=home)] == ["beta"]
+
+
+def test_restricted_security(make_sandbox) -> None:
+    sb = make_sandbox(security="restricted")
+    assert sb.exec("grep", "NoNewPrivs", "/proc/self/status").stdout.split() == ["NoNewPrivs:", "1"]
+
+
+def test_bad_configs_are_refused(home: Path) -> None:
+    for guest_path in ("relative", "/", "/a:b", "/a;b", "/a,b"):
+        with pytest.raises(InvalidConfigError):
+            Sandbox.create(isolation="namespace", home=home, volumes={guest_path: Volume.tmpfs()})
+    with pytest.raises(InvalidConfigError):
+        Sandbox.create(isolation="container", home=home)
+    with pytest.raises(InvalidConfigError):
+        Sandbox.create(name="../evil", isolation="namespace", home=home)
+    with pytest.raises(InvalidConfigError):
+        Sandbox.create(isolation="namespace", home=home, memory_mib=0)
+    assert Sandbox.list(home=home) == []
+
+
+@pytest.mark.skipif(detect_kvm().runs_guest_userspace, reason="this host has hardware KVM")
+def test_default_is_vm_and_never_falls_back(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MSB_ISOLATION", raising=False)
+    with pytest.raises(KvmUnavailableError) as info:
+        Sandbox.create(home=home)
+    message = str(info.value)
+    assert detect_kvm().reason in message and "isolation='namespace'" in message
+    assert "--msb-isolation=namespace" in message
+    assert Sandbox.list(home=home) == []
+
+
+def test_async_face(isolation: str, home: Path) -> None:
+    async def main() -> tuple[str, bytes, str]:
+        async with await pytest_microsandbox.Sandbox.create(isolation=isolation, home=home) as sb:
+            out = (await sb.exec("echo", "async")).stdout
+            await sb.fs.write("/tmp/a", b"x")
+            data = await sb.fs.read("/tmp/a")
+            return out, data, await sb.status()
+
+    assert asyncio.run(main()) == ("async\n", b"x", "running")
+    assert [r.status for r in Sandbox.list(home=home)] == []
+
+
+def _alive(pid: int | None) -> bool:
+    return pid is not None and Path(f"/proc/{pid}").exists()
+
+
+def test_relay_forwards_whole_frames_only() -> None:
+    from pytest_microsandbox.agent._wire import Msg, encode_frame
+    from pytest_microsandbox.sandbox._serve import FrameBuffer
+
+    a, b = encode_frame(Msg.PING, 1, b"abc"), encode_frame(Msg.PING, 2, b"x" * 70000)
+    buf = FrameBuffer()
+    assert buf.feed(a[:5]) == []
+    assert buf.feed(a[5:] + b[:100]) == [a]
+    assert buf.feed(b[100:]) == [b] and buf.data == bytearray()

@@ -1,0 +1,99 @@
+"""Each mount kind with each option, end to end: what the guest may and may not do on it."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pytest_microsandbox.sandbox._namespace import loop_mounts_unavailable
+from pytest_microsandbox.sync import Sandbox, Volume
+
+
+@pytest.fixture
+def host_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "shared"
+    d.mkdir()
+    (d / "seed.txt").write_text("from the host")
+    shutil.copy("/bin/true", d / "true-bin")
+    return d
+
+
+def _errno_of(sb: Sandbox, script: str) -> int:
+    """Run a Python snippet; return the errno it raised (0 when it succeeded)."""
+    code = f"import os, sys\ntry:\n    {script}\nexcept OSError as e:\n    sys.exit(e.errno)\n"
+    return sb.exec("python3", "-c", code).exit_code
+
+
+def test_bind_read_write_and_readonly(make_sandbox, host_dir: Path) -> None:
+    sb = make_sandbox(volumes={"/rw": Volume.bind(host_dir), "/ro": Volume.bind(host_dir, readonly=True)})
+    assert sb.exec("cat", "/ro/seed.txt").stdout == "from the host"
+    assert sb.shell("echo guest > /rw/out.txt").exit_code == 0
+    assert (host_dir / "out.txt").read_text() == "guest\n"
+    assert _errno_of(sb, "open('/ro/nope', 'w')") == errno.EROFS
+    assert _errno_of(sb, "os.remove('/ro/seed.txt')") == errno.EROFS
+    assert (host_dir / "seed.txt").exists()
+
+
+def test_noexec_nosuid_nodev_flags(make_sandbox, host_dir: Path) -> None:
+    sb = make_sandbox(volumes={"/exec": Volume.bind(host_dir), "/noexec": Volume.bind(host_dir, noexec=True),
+                               "/locked": Volume.bind(host_dir, nosuid=True, nodev=True)})
+    assert sb.exec("/exec/true-bin").exit_code == 0
+    refused = sb.shell("/noexec/true-bin")
+    assert refused.exit_code == 126 and "denied" in refused.stderr.lower()
+    options = {line.split()[1]: set(line.split()[3].split(",")) for line in sb.fs.read_text("/proc/mounts").splitlines()}
+    assert "noexec" in options["/noexec"] and "noexec" not in options["/exec"]
+    assert {"nosuid", "nodev"} <= options["/locked"]
+
+
+def test_tmpfs_size_readonly_and_noexec(make_sandbox) -> None:
+    sb = make_sandbox(volumes={"/scratch": Volume.tmpfs(size_mib=2), "/frozen": Volume.tmpfs(readonly=True),
+                               "/nx": Volume.tmpfs(noexec=True)})
+    assert _errno_of(sb, "open('/scratch/big', 'wb').write(b'x' * (3 << 20))") == errno.ENOSPC
+    assert _errno_of(sb, "open('/scratch/small', 'wb').write(b'x' * 1000)") == 0
+    assert _errno_of(sb, "open('/frozen/f', 'w')") == errno.EROFS
+    assert sb.shell("cp /bin/true /nx/t && /nx/t").exit_code == 126
+
+
+def test_named_volume_persists_across_sandboxes_and_to_the_host(make_sandbox, home: Path) -> None:
+    vol = Volume.create("cache", home=home)
+    vol.fs.write("seed.txt", b"host seed")
+    first = make_sandbox(volumes={"/data": vol.handle.mount()})
+    assert first.exec("cat", "/data/seed.txt").stdout == "host seed"
+    assert first.shell("echo from-first > /data/run1.txt").exit_code == 0
+    first.remove()
+    second = make_sandbox(volumes={"/data": vol.handle.mount(readonly=True)})
+    assert second.exec("cat", "/data/run1.txt").stdout == "from-first\n"
+    assert _errno_of(second, "open('/data/x', 'w')") == errno.EROFS
+    assert vol.fs.read("run1.txt") == b"from-first\n"
+
+
+def test_named_volume_created_by_the_mount(make_sandbox, home: Path) -> None:
+    sb = make_sandbox(volumes={"/made": Volume.named("fresh", mode="create")})
+    sb.shell("echo made > /made/f")
+    assert Volume.get("fresh", home=home).fs.read("f") == b"made\n"
+
+
+@pytest.mark.skipif(loop_mounts_unavailable() is not None, reason=str(loop_mounts_unavailable()))
+def test_disk_image_attached_read_only(make_sandbox, tmp_path: Path, home: Path, isolation: str) -> None:
+    image = tmp_path / "disk.raw"
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "hello.txt").write_text("on the disk")
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(content), str(image), "8M"], check=True)
+    sb = make_sandbox(volumes={"/disk": Volume.disk(image, readonly=True)})
+    assert sb.exec("cat", "/disk/hello.txt").stdout == "on the disk"
+    assert _errno_of(sb, "open('/disk/new', 'w')") == errno.EROFS
+
+
+def test_disk_image_read_write_is_refused_by_the_namespace_backend(home: Path, tmp_path: Path) -> None:
+    from pytest_microsandbox.errors import InvalidConfigError, SandboxError
+
+    image = tmp_path / "disk.raw"
+    image.write_bytes(b"\0" * 4096)
+    with pytest.raises((InvalidConfigError, SandboxError), match="read-only|root|loop"):
+        Sandbox.create(isolation="namespace", home=home, volumes={"/disk": Volume.disk(image)})
+    assert Sandbox.list(home=home) == []
