@@ -363,7 +363,7 @@ cdef class Vcpu:
             ev.exception.has_error_code = 0
             ev.exception.pending = 0
             _check(ioctl(self.fd, KVM_SET_VCPU_EVENTS, &ev), "KVM_SET_VCPU_EVENTS")
-        name = kind if kind == INT3 else code[:4].hex(" ")
+        name = kind if kind == INT3 else code[:length].hex(" ")
         self.quirks[name] = self.quirks.get(name, 0) + 1
         return True
 

@@ -1,16 +1,19 @@
-"""Guest user space talking to our devices: a frame round trip over the named virtio-console port (the agent's
-channel) and a write to a second, writable virtio-blk disk. Needs hardware KVM (skipped on kvm_pvm)."""
+"""Guest user space with our devices: a frame round trip over the named virtio-console port (the agent's channel),
+a write to a second, writable virtio-blk disk, and /init from an initramfs. Needs hardware KVM (skipped on
+kvm_pvm, where no guest user program runs)."""
 
 from __future__ import annotations
 
 import socket
 import struct
+import subprocess
 
 import pytest
 
+from _vmcore.initramfs import build_initramfs
 from _vmcore.kernels import find_kernel
 from _vmcore.machine import Disk, Machine, MachineConfig
-from tests.vmcore.guestimage import build_root_image
+from tests.vmcore.guestimage import build_root_image, tool
 
 pytestmark = [pytest.mark.vm, pytest.mark.kernel_boot]
 
@@ -95,3 +98,29 @@ def test_agent_port_round_trip_and_disk_write(tmp_path):
         assert m.wait(timeout=30) == "reset"
     assert reply == struct.pack(">I", 5) + b"HELLO"
     assert data.read_bytes()[:14] == b"MSB-DISK-WRITE"
+
+
+INITRAMFS_INIT_C = r"""
+#include <fcntl.h>
+#include <unistd.h>
+#include <sys/reboot.h>
+int main(void) {
+    int con = open("/dev/console", O_WRONLY);
+    write(con, "\nINITRAMFS-INIT-RAN\n", 20);
+    reboot(RB_AUTOBOOT);
+    return 0;
+}
+"""
+
+
+def test_boot_from_initramfs(tmp_path):
+    """The production path: libkrunfw's kernel with our static program as the initramfs /init."""
+    (tmp_path / "init.c").write_text(INITRAMFS_INIT_C)
+    subprocess.run([tool("cc"), "-static", "-O2", "-o", str(tmp_path / "init"), str(tmp_path / "init.c")],
+                   check=True)
+    cfg = MachineConfig(kernel=str(find_kernel().path), memory_mib=128,
+                        initramfs=build_initramfs(agent=(tmp_path / "init").read_bytes()))
+    with Machine(cfg) as m:
+        m.start()
+        m.wait_for_console("INITRAMFS-INIT-RAN", timeout=60)
+        assert m.wait(timeout=30) == "reset"
