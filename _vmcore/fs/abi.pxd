@@ -24,6 +24,7 @@ cdef extern from "<linux/fuse.h>" nogil:
     enum:
         FUSE_ASYNC_READ, FUSE_ATOMIC_O_TRUNC, FUSE_BIG_WRITES, FUSE_DO_READDIRPLUS, FUSE_READDIRPLUS_AUTO,
         FUSE_PARALLEL_DIROPS, FUSE_MAX_PAGES, FUSE_CACHE_SYMLINKS, FUSE_AUTO_INVAL_DATA, FUSE_GETATTR_FH
+    enum: FOPEN_KEEP_CACHE
 
     struct fuse_in_header:
         uint32_t len

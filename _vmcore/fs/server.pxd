@@ -28,6 +28,8 @@ cdef class FuseServer:
     cdef uint64_t t_sec
     cdef uint32_t t_nsec
     cdef readonly uint32_t max_write
+    cdef uint64_t counts[64]     # requests served, by opcode (the last slot: everything past 62)
+    cdef uint32_t open_flags     # FOPEN_* flags given to every OPEN/CREATE reply
     cdef object __weakref__
 
     cdef Py_ssize_t handle_raw(self, const uint8_t *req, size_t reqlen, uint8_t *out, size_t outcap) noexcept

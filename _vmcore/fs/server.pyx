@@ -155,6 +155,9 @@ cdef class FuseServer:
         self.t_nsec = <uint32_t>((cache_timeout - self.t_sec) * 1e9)
         self.quota = -1 if quota_mib is None else <int64_t>quota_mib * 1024 * 1024
         self.used = _baseline_bytes(root) if quota_mib is not None else 0
+        # With attribute caching on, keep file pages cached across opens; AUTO_INVAL_DATA still drops them when
+        # the kernel sees the size or mtime change.
+        self.open_flags = FOPEN_KEEP_CACHE if cache_timeout > 0 else 0
 
     def __dealloc__(self):
         self._close_fds()
@@ -182,6 +185,10 @@ cdef class FuseServer:
     @property
     def quota_bytes(self):
         return None if self.quota < 0 else self.quota
+
+    def request_counts(self) -> dict:
+        """Requests served so far, by opcode number."""
+        return {op: self.counts[op] for op in range(64) if self.counts[op]}
 
     @property
     def inode_count(self) -> int:
@@ -268,6 +275,7 @@ cdef class FuseServer:
 
     cdef Py_ssize_t _dispatch(self, const fuse_in_header *h, const uint8_t *b, size_t n, uint8_t *o, size_t cap):
         cdef uint32_t op = h.opcode
+        self.counts[op if op < 63 else 63] += 1
         if op == FUSE_INIT:
             return self._init(b, n, o)
         if not self.initialized:
@@ -301,7 +309,7 @@ cdef class FuseServer:
         if op == FUSE_RELEASE or op == FUSE_RELEASEDIR:
             return self._release(b, n)
         if op == FUSE_FLUSH:
-            return 0
+            return -ENOSYS          # nothing to flush (no write-back cache here): the kernel stops sending these
         if op == FUSE_OPENDIR:
             return self._opendir(ino, o)
         if op == FUSE_READDIR:
@@ -676,6 +684,7 @@ cdef class FuseServer:
         if flags & O_TRUNC:
             self.used -= min(old_size, self.used)
         memset(r, 0, sizeof(fuse_open_out))
+        r.open_flags = self.open_flags
         r.fh = self._new_handle(fd, ino, False, acc != O_RDONLY)
         return sizeof(fuse_open_out)
 
@@ -988,6 +997,7 @@ cdef class FuseServer:
             return er
         cdef fuse_open_out *r = <fuse_open_out *>(o + sizeof(fuse_entry_out))
         memset(r, 0, sizeof(fuse_open_out))
+        r.open_flags = self.open_flags
         ino = self.inodes[(<fuse_entry_out *>o).nodeid]
         r.fh = self._new_handle(fd, ino, False, (c.flags & O_ACCMODE) != O_RDONLY)
         return sizeof(fuse_entry_out) + sizeof(fuse_open_out)

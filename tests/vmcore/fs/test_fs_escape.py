@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from conftest import Layout
+from fs_layout import Layout
 from fuse_wire import OP, ROOT, Client
 
 from _vmcore.fs import FuseMount, FuseServer

@@ -8,7 +8,7 @@ import struct
 from collections.abc import Callable
 
 import pytest
-from conftest import Layout
+from fs_layout import Layout
 from fuse_wire import OP, ROOT, Client, attr_size
 
 from _vmcore.fs import FuseMount, FuseServer
