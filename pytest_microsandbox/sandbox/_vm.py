@@ -1,0 +1,119 @@
+"""The ``vm`` backend: one VMM process per sandbox running ``_vmcore``'s Machine with libkrunfw's kernel, our agent
+as PID 1 (the initramfs), the image's root disk on virtio-blk, and the agent reached over a virtio-console port.
+
+The VMM process (``python -m pytest_microsandbox.sandbox._vmm SPEC``) is started through ``setpriv --pdeathsig
+KILL`` like the namespace launcher, so it dies with the thread that made it; it relays the agent port to the
+socketpair end it inherits and exits when either side closes. The boot config goes over the connection (BOOT),
+exactly as for the namespace backend.
+
+Mount kinds: tmpfs and disk images (virtio-blk by serial, ``flock`` on the image held by the VMM: shared for
+read-only, exclusive otherwise) work with what ``_vmcore`` has today. Bind mounts, directory volumes and the ``host``
+image need a virtio-fs device: ``virtiofs_available()`` says whether this build has one; until then they are refused
+with a clear SandboxError rather than half-mounted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pytest_microsandbox.agent import GuestMount
+from pytest_microsandbox.errors import SandboxError
+from pytest_microsandbox.sandbox._backend import Guest, GuestPlan, on_spawner_thread
+
+AGENT_PORT = "agent"
+ROOT_SERIAL = "msb-root"
+
+
+def virtiofs_available() -> bool:
+    try:
+        from _vmcore.devices import virtio_fs  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass
+class VmSpec:
+    """What the VMM process builds (JSON on its command line)."""
+
+    memory_mib: int
+    cpus: int
+    kernel: str | None
+    console_log: str
+    disks: list[dict] = field(default_factory=list)  # {path, read_only, serial, lock}
+    shares: list[dict] = field(default_factory=list)  # virtio-fs: {tag, root, readonly}
+
+
+def vm_spec(plan: GuestPlan, root_disk: Path | None, kernel: str | None = None) -> tuple[VmSpec, list[GuestMount]]:
+    """Translate a plan's mounts for a VM: binds become virtio-fs tags, disks virtio-blk serials. Returns the spec
+    and the boot config's new root + mounts (root first)."""
+    spec = VmSpec(plan.config.memory_mib, plan.config.cpus, kernel, str(plan.run_dir / "console.log"))
+    mounts: list[GuestMount] = []
+    if root_disk is not None:
+        spec.disks.append({"path": str(root_disk), "read_only": True, "serial": ROOT_SERIAL, "lock": False})
+        root = GuestMount("block_serial", source=ROOT_SERIAL)
+    else:
+        root = _share(spec, plan.boot.root.source if plan.boot.root else "", True)
+    for m in plan.boot.mounts:
+        if m.kind == "bind":
+            tag = _share(spec, m.source, m.readonly).source
+            mounts.append(GuestMount("virtiofs", m.target, tag, readonly=m.readonly, noexec=m.noexec,
+                                     nosuid=m.nosuid, nodev=m.nodev))
+        else:
+            mounts.append(m)
+    for i, d in enumerate(plan.disks):
+        serial = f"msb-disk{i}"
+        spec.disks.append({"path": d.image, "read_only": d.readonly, "serial": serial, "lock": True})
+        mounts.append(GuestMount("block_serial", d.guest_path, serial, fstype=d.fstype, readonly=d.readonly,
+                                 noexec=d.noexec, nosuid=d.nosuid, nodev=d.nodev))
+    return spec, [root, *mounts]
+
+
+def _share(spec: VmSpec, path: str, readonly: bool) -> GuestMount:
+    if not virtiofs_available():
+        raise SandboxError(
+            f"the vm backend shares host directories ({path}) through virtio-fs, which this build of _vmcore does "
+            "not have yet: use an image with a root disk (not 'host') and tmpfs/disk mounts, or isolation='namespace'")
+    tag = f"msb-fs{len(spec.shares)}"
+    spec.shares.append({"tag": tag, "root": path, "readonly": readonly})
+    return GuestMount("virtiofs", source=tag)
+
+
+class VmBackend:
+    name = "vm"
+    description = "vm"
+
+    def start(self, plan: GuestPlan) -> Guest:
+        from dataclasses import replace
+
+        root_disk = None
+        if plan.config.image != "host":
+            from pytest_microsandbox.images import pull_image
+
+            root_disk = pull_image(plan.config.image, policy="missing",
+                                   home=plan.run_dir.parent.parent).disk
+        spec, mounts = vm_spec(plan, root_disk, os.environ.get("MSB_KERNEL"))
+        plan.boot = replace(plan.boot, root=mounts[0], mounts=mounts[1:])
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        log = plan.run_dir / "console.log"
+        argv = ["setpriv", "--pdeathsig", "KILL", "--", sys.executable, "-m", "pytest_microsandbox.sandbox._vmm",
+                "--fd", str(theirs.fileno()), json.dumps(asdict(spec))]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
+                                                                          os.environ.get("PYTHONPATH")]))}
+        try:
+            with open(log, "ab") as out:
+                proc = on_spawner_thread(lambda: subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=[theirs.fileno()],
+                    start_new_session=True, env=env))
+        except OSError as e:
+            ours.close()
+            raise SandboxError(f"cannot start the VMM process: {e}") from e
+        finally:
+            theirs.close()
+        return Guest(proc, ours, log)

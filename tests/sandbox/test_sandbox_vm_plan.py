@@ -1,0 +1,40 @@
+"""The vm backend's translation of a plan (runs anywhere: no VM is started)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pytest_microsandbox.agent import BootConfig, GuestMount
+from pytest_microsandbox.errors import SandboxError
+from pytest_microsandbox.sandbox._backend import DiskAttachment, GuestPlan
+from pytest_microsandbox.sandbox._config import build_config
+from pytest_microsandbox.sandbox._vm import ROOT_SERIAL, virtiofs_available, vm_spec
+
+
+def _plan(tmp_path: Path, mounts: list[GuestMount], disks: list[DiskAttachment] = ()) -> GuestPlan:
+    config = build_config(name="v", image="example:1", volumes=None, memory_mib=256, cpus=2, env=None, workdir=None,
+                          security="default", isolation="vm", boot_timeout=5)
+    return GuestPlan(config, tmp_path, BootConfig(root=GuestMount("bind", source="/unused"), mounts=mounts),
+                     list(disks))
+
+
+def test_root_disk_tmpfs_and_disks_map_to_virtio_blk(tmp_path: Path) -> None:
+    disk = DiskAttachment("/images/d.raw", "/data", "ext4", readonly=True, noexec=True, nosuid=False, nodev=False)
+    spec, mounts = vm_spec(_plan(tmp_path, [GuestMount("tmpfs", "/scratch", size_mib=8)], [disk]),
+                           Path("/cache/root.ext4"))
+    assert (spec.memory_mib, spec.cpus) == (256, 2)
+    assert spec.disks == [{"path": "/cache/root.ext4", "read_only": True, "serial": ROOT_SERIAL, "lock": False},
+                          {"path": "/images/d.raw", "read_only": True, "serial": "msb-disk0", "lock": True}]
+    root, *rest = mounts
+    assert root == GuestMount("block_serial", source=ROOT_SERIAL)
+    assert rest[0] == GuestMount("tmpfs", "/scratch", size_mib=8)
+    assert rest[1] == GuestMount("block_serial", "/data", "msb-disk0", fstype="ext4", readonly=True, noexec=True)
+    BootConfig(root=root, mounts=rest).encode()  # the agent's boot config accepts them
+
+
+@pytest.mark.skipif(virtiofs_available(), reason="this build has virtio-fs")
+def test_bind_mounts_without_virtiofs_are_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(SandboxError, match="virtio-fs"):
+        vm_spec(_plan(tmp_path, [GuestMount("bind", "/in", "/srv/in", readonly=True)]), Path("/cache/root.ext4"))
