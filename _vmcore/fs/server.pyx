@@ -170,6 +170,12 @@ cdef class FuseServer:
             close(self.proc_fd)
             self.proc_fd = -1
 
+    def reset(self) -> None:
+        """Back to the state before INIT (a virtio-fs device reset): every handle and inode but the root dropped."""
+        if not self.closed:
+            self._reset()
+            self.initialized = False
+
     def close(self) -> None:
         """Drop every inode and handle descriptor; later requests get EIO."""
         self.closed = True
@@ -991,14 +997,16 @@ cdef class FuseServer:
             return neg_errno()
         if c.flags & O_TRUNC:
             self.used -= min(old_size, self.used)
-        er = self._entry_from_open_fd(fd, <fuse_entry_out *>o)
+        cdef fuse_entry_out entry            # built privately: the reply buffer may be shared with a guest
+        er = self._entry_from_open_fd(fd, &entry)
         if er < 0:
             close(fd)
             return er
+        memcpy(o, &entry, sizeof(fuse_entry_out))
         cdef fuse_open_out *r = <fuse_open_out *>(o + sizeof(fuse_entry_out))
         memset(r, 0, sizeof(fuse_open_out))
         r.open_flags = self.open_flags
-        ino = self.inodes[(<fuse_entry_out *>o).nodeid]
+        ino = self.inodes[entry.nodeid]
         r.fh = self._new_handle(fd, ino, False, (c.flags & O_ACCMODE) != O_RDONLY)
         return sizeof(fuse_entry_out) + sizeof(fuse_open_out)
 
