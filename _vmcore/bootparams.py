@@ -10,6 +10,7 @@ Layout (guest physical):
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from _vmcore.errors import KernelLoadError
@@ -86,12 +87,13 @@ def build_boot_params(mem_size: int, cmdline_addr: int, cmdline_len: int, initrd
     return bytes(bp)
 
 
-def page_tables() -> list[tuple[int, bytes]]:
+@functools.cache
+def page_tables() -> tuple[tuple[int, bytes], ...]:
     """Identity map of the first 4 GiB with 2 MiB pages: PML4 -> one PDPT -> four page directories."""
     pml4 = struct.pack("<Q", PDPT_ADDR | 0x3).ljust(4096, b"\0")
     pdpt = b"".join(struct.pack("<Q", (PD_ADDR + i * 4096) | 0x3) for i in range(4)).ljust(4096, b"\0")
     pds = b"".join(struct.pack("<Q", (i << 21) | 0x83) for i in range(4 * 512))
-    return [(PML4_ADDR, pml4), (PDPT_ADDR, pdpt), (PD_ADDR, pds)]
+    return ((PML4_ADDR, pml4), (PDPT_ADDR, pdpt), (PD_ADDR, pds))
 
 
 def gdt() -> bytes:

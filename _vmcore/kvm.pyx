@@ -23,6 +23,9 @@ cdef enum:
     MAX_CPUID_ENTRIES = 256
 
 
+cdef object _supported_cpuid = None
+
+
 cdef int _check(long r, str what) except -1:
     if r < 0:
         err = errno
@@ -118,15 +121,22 @@ cdef class Vm:
         _check(ioctl(self.fd, KVM_IOEVENTFD, &req), "KVM_IOEVENTFD")
 
     def supported_cpuid(self) -> list:
-        """KVM_GET_SUPPORTED_CPUID as a list of [function, index, flags, eax, ebx, ecx, edx]."""
+        """KVM_GET_SUPPORTED_CPUID as a list of [function, index, flags, eax, ebx, ecx, edx] (asked once per
+        process: it describes the host, not the VM)."""
+        global _supported_cpuid
+        if _supported_cpuid is None:
+            _supported_cpuid = self._query_cpuid()
+        return [list(e) for e in _supported_cpuid]
+
+    def _query_cpuid(self) -> list:
         cdef kvm_cpuid2 *c = <kvm_cpuid2 *>calloc(1, sizeof(kvm_cpuid2) + MAX_CPUID_ENTRIES * sizeof(kvm_cpuid_entry2))
         if c == NULL:
             raise MemoryError()
         try:
             c.nent = MAX_CPUID_ENTRIES
             _check(ioctl(self.kvm_fd, KVM_GET_SUPPORTED_CPUID, c), "KVM_GET_SUPPORTED_CPUID")
-            return [[c.entries[i].function, c.entries[i].index, c.entries[i].flags, c.entries[i].eax,
-                     c.entries[i].ebx, c.entries[i].ecx, c.entries[i].edx] for i in range(c.nent)]
+            return [(c.entries[i].function, c.entries[i].index, c.entries[i].flags, c.entries[i].eax,
+                     c.entries[i].ebx, c.entries[i].ecx, c.entries[i].edx) for i in range(c.nent)]
         finally:
             free(c)
 

@@ -23,6 +23,7 @@ from _vmcore.memory cimport GuestMemory
 from _vmcore.bus cimport Bus
 
 from _vmcore.errors import KvmError
+from _vmcore.pvm_quirks import INT3, classify
 
 cdef extern from "<pthread.h>" nogil:
     ctypedef unsigned long pthread_t
@@ -88,29 +89,6 @@ cdef inline void _set_seg(kvm_segment *s, uint16_t sel, uint8_t type_, uint8_t d
     s.unusable = 0
 
 
-cdef int _modrm_length(const uint8_t *p, int avail):
-    """Bytes taken by a ModRM operand (ModRM, SIB, displacement) at ``p``; -1 if truncated."""
-    if avail < 1:
-        return -1
-    cdef uint8_t modrm = p[0]
-    cdef int mod = modrm >> 6, rm = modrm & 7, n = 1
-    if mod == 3:
-        return 1
-    if rm == 4:
-        if avail < 2:
-            return -1
-        n += 1
-        if mod == 0 and (p[1] & 7) == 5:
-            n += 4
-    elif mod == 0 and rm == 5:
-        n += 4
-    if mod == 1:
-        n += 1
-    elif mod == 2:
-        n += 4
-    return n
-
-
 cdef class Vcpu:
     """vCPU ``index`` of ``vm``; port I/O goes to ``pio``, MMIO to ``mmio``."""
 
@@ -125,9 +103,8 @@ cdef class Vcpu:
     cdef int stop_requested
     cdef pthread_t thread
     cdef bint has_thread
-    cdef readonly dict exits
     cdef readonly list device_errors
-    cdef readonly list quirks_applied
+    cdef readonly dict quirks
     cdef readonly str detail
 
     def __cinit__(self):
@@ -140,9 +117,8 @@ cdef class Vcpu:
         self.mem = mem
         self.pio = pio
         self.mmio = mmio
-        self.exits = {}
         self.device_errors = []
-        self.quirks_applied = []
+        self.quirks = {}
         self.detail = ""
         self.fd = vm.create_vcpu(index)
         self.run_size = vm.run_size
@@ -325,9 +301,6 @@ cdef class Vcpu:
         if self.has_thread and self.thread != pthread_self():
             pthread_kill(self.thread, SIGRTMIN + KICK_SIGNAL_OFFSET)
 
-    cdef void _count(self, str reason):
-        self.exits[reason] = self.exits.get(reason, 0) + 1
-
     cdef _dispatch_io(self):
         cdef kvm_run *run = self.run_area
         cdef uint8_t *data = <uint8_t *>run + run.io.data_offset
@@ -363,7 +336,7 @@ cdef class Vcpu:
         cdef kvm_translation t
         cdef kvm_vcpu_events ev
         cdef uint8_t insn[16]
-        cdef int n = 0, i = 0, m
+        cdef int n = 0
         _check(ioctl(self.fd, KVM_GET_REGS, &r), "KVM_GET_REGS")
         if (run.emulation_failure.flags & KVM_INTERNAL_ERROR_EMULATION_FLAG_INSTRUCTION_BYTES) \
                 and run.emulation_failure.insn_size > 0:
@@ -375,46 +348,24 @@ cdef class Vcpu:
             if ioctl(self.fd, KVM_TRANSLATE, &t) == 0 and t.valid and self.mem.contains(t.physical_address, 15):
                 n = 15
                 memcpy(insn, self.mem.base + t.physical_address, n)
-        self.detail = f"emulation failure at rip {r.rip:#x}: " + bytes(insn[:n]).hex(" ")
-        if n == 0:
+        code = bytes(insn[:n])
+        self.detail = f"emulation failure at rip {r.rip:#x}: " + code.hex(" ")
+        action = classify(code)
+        if action is None:
             return False
-        while i < n and (insn[i] in (0x66, 0xF2, 0xF3, 0x2E, 0x3E, 0x26, 0x36, 0x64, 0x65, 0xF0)
-                         or 0x40 <= insn[i] <= 0x4F):
-            i += 1
-        if i >= n:
-            return False
-        if insn[i] == 0xCC:  # int3: deliver #BP as the CPU would have
-            r.rip += i + 1
-            _check(ioctl(self.fd, KVM_SET_REGS, &r), "KVM_SET_REGS")
+        kind, length = action
+        r.rip += length
+        _check(ioctl(self.fd, KVM_SET_REGS, &r), "KVM_SET_REGS")
+        if kind == INT3:  # deliver #BP as the CPU would have, with RIP after the int3
             _check(ioctl(self.fd, KVM_GET_VCPU_EVENTS, &ev), "KVM_GET_VCPU_EVENTS")
             ev.exception.injected = 1
             ev.exception.nr = 3
             ev.exception.has_error_code = 0
             ev.exception.pending = 0
             _check(ioctl(self.fd, KVM_SET_VCPU_EVENTS, &ev), "KVM_SET_VCPU_EVENTS")
-            self.quirks_applied.append("int3")
-            return True
-        if insn[i] == 0x9B:  # fwait
-            r.rip += i + 1
-            _check(ioctl(self.fd, KVM_SET_REGS, &r), "KVM_SET_REGS")
-            self.quirks_applied.append("fwait")
-            return True
-        # ldmxcsr: 0F AE /2 (legacy) or C5 xx AE /2 (VEX)
-        if i + 2 < n and insn[i] == 0x0F and insn[i + 1] == 0xAE and ((insn[i + 2] >> 3) & 7) == 2:
-            m = _modrm_length(insn + i + 2, n - i - 2)
-            if m > 0:
-                r.rip += i + 2 + m
-                _check(ioctl(self.fd, KVM_SET_REGS, &r), "KVM_SET_REGS")
-                self.quirks_applied.append("ldmxcsr")
-                return True
-        if i + 3 < n and insn[i] == 0xC5 and insn[i + 2] == 0xAE and ((insn[i + 3] >> 3) & 7) == 2:
-            m = _modrm_length(insn + i + 3, n - i - 3)
-            if m > 0:
-                r.rip += i + 3 + m
-                _check(ioctl(self.fd, KVM_SET_REGS, &r), "KVM_SET_REGS")
-                self.quirks_applied.append("vldmxcsr")
-                return True
-        return False
+        name = kind if kind == INT3 else code[:length].hex(" ")
+        self.quirks[name] = self.quirks.get(name, 0) + 1
+        return True
 
     def run(self) -> str:
         """Run until the guest stops or ``request_stop()``; returns why: stopped, hlt, shutdown, reset,
@@ -462,7 +413,6 @@ cdef class Vcpu:
                 elif reason == KVM_EXIT_INTERNAL_ERROR:
                     if run.internal.suberror == KVM_INTERNAL_ERROR_EMULATION and self.pvm_quirks:
                         if self._handle_emulation_failure():
-                            self._count("emulation_quirk")
                             continue
                     elif not self.detail:
                         self.detail = f"internal error, suberror {run.internal.suberror}"

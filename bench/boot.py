@@ -25,18 +25,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _vmcore import bootparams  # noqa: E402
 from _vmcore.bus import Bus  # noqa: E402
 from _vmcore.devices.i8042 import I8042  # noqa: E402
-from _vmcore.kvm import Vm  # noqa: E402
-from _vmcore.memory import GuestMemory  # noqa: E402
-from _vmcore.vcpu import Vcpu  # noqa: E402
-
-from _vmcore import bootparams  # noqa: E402
 from _vmcore.host import detect_kvm  # noqa: E402
 from _vmcore.kernels import find_kernel  # noqa: E402
+from _vmcore.kvm import Vm  # noqa: E402
 from _vmcore.loader import load_kernel  # noqa: E402
 from _vmcore.machine import IDENTITY_MAP_ADDR, TSS_ADDR, Disk, Machine, MachineConfig  # noqa: E402
+from _vmcore.memory import GuestMemory  # noqa: E402
 from _vmcore.tinyguest import tiny_guest_elf  # noqa: E402
+from _vmcore.vcpu import Vcpu  # noqa: E402
 
 MEM_MIB = 256
 QEMU = shutil.which("qemu-system-x86_64")
@@ -47,9 +46,9 @@ def setup_floor(kernel_path: str) -> float:
     vm = Vm()
     vm.set_tss_addr(TSS_ADDR)
     vm.set_identity_map_addr(IDENTITY_MAP_ADDR)
-    vm.create_irqchip()
     mem = GuestMemory(MEM_MIB << 20)
     vm.add_memory(0, 0, mem)
+    vm.create_irqchip()
     kernel = load_kernel(kernel_path)
     kernel.place(mem)
     layout = bootparams.write_boot_layout(mem, "")

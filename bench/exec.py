@@ -2,7 +2,7 @@
 the same run: subprocess.run of the same command (fork/exec + pipes from Python, no protocol), and a ping through
 the agent (the protocol's floor). Prints a table of medians and ratios.
 
-    python3 bench/exec.py [--rounds 200] [--mib 64]
+    python3 bench/exec.py [--rounds 200] [--mib 64] [--qemu]
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -49,11 +50,54 @@ def paired_medians(
     return statistics.median(sa), statistics.median(sb)
 
 
+def qemu_rows(native: AgentClient, rounds: int) -> list[tuple[str, str, str, float | None]]:
+    """The same agent as PID 1 of a QEMU microvm guest under TCG (software emulation), on a virtio-serial port;
+    the peer is the native agent in the same run."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "agent"))
+    from qemu_guest import QemuGuest, kernel_elf, missing_prerequisite  # the test harness
+
+    from pytest_microsandbox.agent import BootConfig
+
+    reason = missing_prerequisite()
+    if reason:
+        return [("QEMU guest", "skipped", reason[:26], None)]
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        kernel, _release = kernel_elf(Path(tmp) / "k.elf")
+        guest = QemuGuest(Path(tmp), kernel, BootConfig(env={"PATH": "/bin"}).encode())
+        boot = time.perf_counter() - t0
+        try:
+            c = guest.client
+            rt_guest, rt_native = paired_medians(lambda: c.exec("true"), lambda: native.exec("true"), rounds)
+            size = 8 << 20
+            big = ["head", "-c", str(size), "/dev/zero"]
+            tp_guest, tp_native = paired_medians(lambda: c.exec(*big), lambda: native.exec(*big), 5, warmup=1)
+            guest.poweroff()
+        finally:
+            guest.stop()
+    return [
+        ("QEMU/TCG guest: build + boot to agent", f"{boot:.2f} s", "-", None),
+        (
+            "QEMU/TCG guest: exec `true` round trip",
+            f"{rt_guest * 1e3:.2f} ms",
+            f"{rt_native * 1e3:.3f} ms (native)",
+            rt_guest / rt_native,
+        ),
+        (
+            "QEMU/TCG guest: stdout (8 MiB)",
+            f"{8 / tp_guest:.0f} MiB/s",
+            f"{8 / tp_native:.0f} MiB/s (native)",
+            tp_guest / tp_native,
+        ),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--mib", type=int, default=64)
     ap.add_argument("--throughput-rounds", type=int, default=7)
+    ap.add_argument("--qemu", action="store_true", help="also measure the agent as PID 1 of a QEMU/TCG guest")
     args = ap.parse_args()
     if not AGENT.exists():
         sys.exit(f"{AGENT} missing: run `python3 setup.py build_ext --inplace`")
@@ -98,6 +142,9 @@ def main() -> None:
     rows.append(
         (f"stdout throughput ({args.mib} MiB)", f"{mib_agent:.0f} MiB/s", f"{mib_sub:.0f} MiB/s", mib_sub / mib_agent)
     )
+
+    if args.qemu:
+        rows += qemu_rows(client, args.rounds // 4)
 
     client.shutdown()
     proc.wait(10)

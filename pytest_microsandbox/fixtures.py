@@ -10,7 +10,8 @@ import filelock
 import pytest
 
 from pytest_microsandbox._options import Settings
-from pytest_microsandbox._run import RunContext
+from pytest_microsandbox._registry import REGISTRY_KEY
+from pytest_microsandbox._run import LABEL_WORKER, RunContext
 from pytest_microsandbox.errors import InvalidConfigError, VolumeInUseError, VolumeNotFoundError
 from pytest_microsandbox.mounts import MountConfig, VolumeKind
 from pytest_microsandbox.store import Store
@@ -55,6 +56,12 @@ def named_volume_factory(request: pytest.FixtureRequest, msb_run: RunContext) ->
         return volume.handle
 
     yield make
+    # A sandbox of this test that mounts one of these volumes depends on it: stop it first, as pytest would have
+    # had the sandbox requested the volume fixture. Sandboxes started any other way keep the rule strict.
+    registry = request.node.stash.get(REGISTRY_KEY, None)
+    for handle in created if registry is not None else ():
+        for sandbox in registry.users_of(handle.name):
+            sandbox.stop()
     in_use: list[VolumeInUseError] = []
     for handle in reversed(created):
         try:
@@ -102,7 +109,7 @@ def _sandbox_worker(run: RunContext, sandbox: str) -> str | None:
     record = Store(run.home).get_sandbox(sandbox)
     if record is None or record.run_id != run.run_id:
         return None
-    return record.config.get("worker")
+    return record.config.get("labels", {}).get(LABEL_WORKER)
 
 
 def remove_shared_volume(run: RunContext) -> None:

@@ -10,9 +10,11 @@ import pytest
 from _vmcore.errors import KernelLoadError
 from _vmcore.host import detect_kvm
 from _vmcore.kernels import find_kernel
-from pytest_microsandbox import _options, fixtures, hookspecs
+from pytest_microsandbox import _options, fixtures, hookspecs, sandbox_fixtures
 from pytest_microsandbox._home import msb_home
 from pytest_microsandbox._reaper import sweep_leftover_volumes
+from pytest_microsandbox._registry import REGISTRY_KEY
+from pytest_microsandbox._report import sandbox_sections
 from pytest_microsandbox._run import RunContext
 from pytest_microsandbox.fixtures import RUN_KEY, SETTINGS_KEY
 
@@ -35,6 +37,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SETTINGS_KEY] = settings
     config.stash[RUN_KEY] = RunContext.for_config(config, msb_home(settings.home))
     config.pluginmanager.register(fixtures, "microsandbox-fixtures")
+    config.pluginmanager.register(sandbox_fixtures, "microsandbox-sandbox-fixtures")
     _tear_down_on_sigterm(config)
 
 
@@ -74,6 +77,19 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     run = session.config.stash[RUN_KEY]
     if run.is_controller:
         fixtures.remove_shared_volume(run)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test's report gets, for each sandbox its fixtures started, the guest console tail and the last
+    command it ran with that command's output."""
+    report = yield
+    registry = item.stash.get(REGISTRY_KEY, None)
+    if report.failed and registry is not None:
+        for started in registry.started:
+            for title, text in sandbox_sections(started.sandbox):
+                report.sections.append((title, text))
+    return report
 
 
 def pytest_report_header(config: pytest.Config) -> str:

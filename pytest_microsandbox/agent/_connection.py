@@ -13,7 +13,7 @@ import select
 import socket
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from pytest_microsandbox.agent._wire import (
@@ -31,6 +31,8 @@ from pytest_microsandbox.errors import AgentError
 
 Transport = socket.socket | int
 SOCKET_BUFFER = 4 << 20
+#: header of the agent's announcement: version 1, HELLO reply, flags 0, stream 0
+ANNOUNCEMENT_HEADER = bytes([1, Msg.HELLO_REPLY, 0, 0, 0, 0, 0, 0])
 
 
 def error_from_frame(frame: Frame, what: str) -> Exception:
@@ -86,7 +88,9 @@ class ReplyRequest(Request):
 class AgentConnection:
     """Frames in and out over a socket or a plain byte-stream fd (a virtio-console port, a pipe pair's ends)."""
 
-    def __init__(self, transport: Transport, *, owns_transport: bool = True) -> None:
+    def __init__(self, transport: Transport, *, owns_transport: bool = True, await_announcement: bool = False) -> None:
+        """``await_announcement``: discard input until the agent's announcement (a HELLO reply on stream 0) and send
+        nothing before it: on a console port (a tty) bytes sent before the agent made it raw come back as echo."""
         if isinstance(transport, socket.socket):
             self._sock: socket.socket | None = transport
             self._fd = transport.fileno()
@@ -105,8 +109,15 @@ class AgentConnection:
         self._streams: dict[int, Request] = {}
         self._ids = itertools.count(1)
         self._closed: BaseException | None = None
+        self._closing = False
         self._wake_r, self._wake_w = os.pipe()
         self._decoder = FrameDecoder()
+        self._synced = threading.Event()
+        self._sync_buf = b""
+        self.awaits_announcement = await_announcement
+        if not await_announcement:
+            self._synced.set()
+        self.announcement: Future[Frame] = Future()
         self._reader = threading.Thread(target=self._read_loop, name="msb-agent-reader", daemon=True)
         self._reader.start()
 
@@ -136,6 +147,7 @@ class AgentConnection:
 
     def send(self, type_: int, stream: int, payload: bytes = b"") -> None:
         data = encode_frame(type_, stream, payload)
+        self._synced.wait()  # set by the announcement, or when the connection closes
         with self._write_lock:
             if self._closed is not None:
                 raise AgentError(f"agent connection is closed: {self._closed}")
@@ -176,6 +188,8 @@ class AgentConnection:
                     return
                 if not data:
                     return
+                if not self._synced.is_set():
+                    data = self._skip_to_announcement(data)
                 for frame in self._decoder.feed(data):
                     self._route(frame)
         except WireError as e:
@@ -184,8 +198,27 @@ class AgentConnection:
             reason = AgentError(f"agent reader failed: {e!r}")
         finally:
             self._shutdown(reason)
+            if self._closing:  # close() was called on this thread (from a callback)
+                self._release()
+
+    def _skip_to_announcement(self, data: bytes) -> bytes:
+        """Drop bytes up to the announcement's header; what follows it is protocol."""
+        buf = self._sync_buf + data
+        at = buf.find(ANNOUNCEMENT_HEADER)
+        if at < 0:
+            self._sync_buf = buf[-(len(ANNOUNCEMENT_HEADER) - 1) :]
+            return b""
+        self._sync_buf = b""
+        self._synced.set()
+        return buf[at:]
 
     def _route(self, frame: Frame) -> None:
+        if frame.stream == 0 and frame.type == Msg.HELLO_REPLY:
+            try:
+                self.announcement.set_result(frame)
+            except InvalidStateError:
+                pass  # a later announcement (the agent restarted serving): nothing waits for it
+            return
         with self._lock:
             request = self._streams.get(frame.stream)
         if request is None:
@@ -206,6 +239,12 @@ class AgentConnection:
         with self._lock:
             if self._closed is None:
                 self._closed = reason
+        self._synced.set()  # unblock senders: they now fail with the reason
+        try:
+            self.announcement.set_exception(AgentError(f"no announcement from the agent: {self._closed}"))
+        except InvalidStateError:
+            pass  # it came
+        with self._lock:
             pending = list(self._streams.values())
             self._streams.clear()
         for request in pending:
@@ -213,23 +252,36 @@ class AgentConnection:
 
     # ---- lifetime ----
 
+    def on_reader_thread(self) -> bool:
+        """True inside streaming callbacks (they run on the reader thread)."""
+        return threading.current_thread() is self._reader
+
     @property
     def closed(self) -> bool:
         return self._closed is not None
 
     def close(self) -> None:
-        if self._wake_w < 0:
-            return
+        """Stop the reader, fail what is pending, and close the transport if we own it. Safe from any thread,
+        a streaming callback included (the reader then finishes the job when its loop ends)."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
         if self._reader.is_alive():
             os.write(self._wake_w, b"x")
+            if threading.current_thread() is self._reader:
+                return
             self._reader.join(timeout=5)
+        self._release()
+
+    def _release(self) -> None:
         self._shutdown(AgentError("the connection was closed by this side"))
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._wake_r = self._wake_w = -1
+        with self._lock:
+            fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+        if fds[0] < 0:
+            return
+        for fd in fds:
+            os.close(fd)
         if self._owns:
             if self._sock is not None:
                 self._sock.close()

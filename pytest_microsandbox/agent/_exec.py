@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from pytest_microsandbox.agent._connection import AgentConnection, Request, error_from_frame
-from pytest_microsandbox.agent._wire import Fields, Frame, Msg, Tag, encode_fields
+from pytest_microsandbox.agent._wire import CHUNK_SIZE, STDIN_WINDOW, Fields, Frame, Msg, Tag, encode_fields
 from pytest_microsandbox.agent.result import ExecResult
 from pytest_microsandbox.errors import ExecError, ExecTimeoutError, InvalidConfigError
 
@@ -66,6 +67,13 @@ class ExecRequest(Request):
         self.started: Future[int] = Future()
         self.t0 = time.monotonic()
         self.pid: int | None = None
+        self.window = threading.Condition()
+        self.stdin_inflight = 0  # sent in STDIN frames, not yet acknowledged (at most STDIN_WINDOW)
+        self.future.add_done_callback(lambda _f: self._wake_writers())
+
+    def _wake_writers(self) -> None:
+        with self.window:
+            self.window.notify_all()
 
     def on_frame(self, frame: Frame) -> None:
         t = frame.type
@@ -77,6 +85,10 @@ class ExecRequest(Request):
             self.stderr.append(frame.payload)
             if self.on_stderr:
                 self.on_stderr(frame.payload)
+        elif t == Msg.STDIN_ACK:
+            with self.window:
+                self.stdin_inflight = max(0, self.stdin_inflight - (Fields(frame.payload).int(Tag.SIZE, 0) or 0))
+                self.window.notify_all()
         elif t == Msg.STARTED:
             self.pid = Fields(frame.payload).int(Tag.PID)
             if not self.started.done():
@@ -132,7 +144,24 @@ class ExecHandle:
         return self._req.started.result(timeout)
 
     def write_stdin(self, data: bytes | str) -> None:
-        self._conn.send_data(Msg.STDIN, self._req.stream, data.encode() if isinstance(data, str) else data)
+        """Send stdin, blocking while STDIN_WINDOW bytes wait unconsumed in the guest (so a command that does not
+        read never stalls the connection). Input for a command that has exited is dropped."""
+        raw = data.encode() if isinstance(data, str) else bytes(data)
+        req = self._req
+        # from a streaming callback (the reader thread) we must not wait: only that thread can see the acks
+        may_wait = not self._conn.on_reader_thread()
+        for i in range(0, len(raw), CHUNK_SIZE):
+            chunk = raw[i : i + CHUNK_SIZE]
+            with req.window:
+                size = len(chunk)
+                if may_wait:
+                    req.window.wait_for(
+                        lambda size=size: req.stdin_inflight + size <= STDIN_WINDOW or req.future.done()
+                    )
+                if req.future.done():
+                    return
+                req.stdin_inflight += len(chunk)
+            self._conn.send(Msg.STDIN, req.stream, chunk)
 
     def close_stdin(self) -> None:
         self._conn.send(Msg.STDIN_CLOSE, self._req.stream)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pytest_microsandbox.agent._connection import AgentConnection, ReplyRequest
-from pytest_microsandbox.agent._wire import PROTO_VERSION, Fields, Msg, Tag, encode_fields
+from pytest_microsandbox.agent._wire import PROTO_VERSION, Fields, Frame, Msg, Tag, encode_fields
 from pytest_microsandbox.errors import AgentError, InvalidConfigError
 
 T = TypeVar("T")
@@ -24,6 +24,7 @@ class AgentInfo:
     name: str
     kernel_release: str
     booted: bool
+    boot_error: str = ""  # why the initramfs boot config failed, when it did
 
 
 @dataclass(frozen=True)
@@ -74,22 +75,31 @@ def _reply(conn: AgentConnection, what: str, type_: int, payload: bytes, expect:
     return conn.open(ReplyRequest(what, expect), type_, payload).future
 
 
-def hello(conn: AgentConnection) -> Future[AgentInfo]:
-    def convert(value: Any) -> AgentInfo:
-        f = Fields(value[0].payload)
-        version = f.int(Tag.VERSION, 0) or 0
-        if version != PROTO_VERSION:
-            raise AgentError(f"agent speaks protocol version {version}, we speak {PROTO_VERSION}")
-        return AgentInfo(
-            version,
-            f.int(Tag.PID, 0) or 0,
-            f.str(Tag.NAME, "") or "",
-            f.str(Tag.RELEASE, "") or "",
-            bool(f.int(Tag.BOOTED, 0)),
-        )
+def info_from_frame(frame: Frame) -> AgentInfo:
+    f = Fields(frame.payload)
+    version = f.int(Tag.VERSION, 0) or 0
+    if version != PROTO_VERSION:
+        raise AgentError(f"agent speaks protocol version {version}, we speak {PROTO_VERSION}")
+    return AgentInfo(
+        version,
+        f.int(Tag.PID, 0) or 0,
+        f.str(Tag.NAME, "") or "",
+        f.str(Tag.RELEASE, "") or "",
+        bool(f.int(Tag.BOOTED, 0)),
+        f.str(Tag.MESSAGE, "") or "",
+    )
 
+
+def hello(conn: AgentConnection) -> Future[AgentInfo]:
     payload = encode_fields([(Tag.VERSION, PROTO_VERSION)])
-    return chain(_reply(conn, "hello", Msg.HELLO, payload, (Msg.HELLO_REPLY,)), convert)
+    return chain(_reply(conn, "hello", Msg.HELLO, payload, (Msg.HELLO_REPLY,)), lambda v: info_from_frame(v[0]))
+
+
+def ready(conn: AgentConnection) -> Future[AgentInfo]:
+    """The agent's announcement where the connection waits for one, else a HELLO."""
+    if conn.awaits_announcement:
+        return chain(conn.announcement, info_from_frame)
+    return hello(conn)
 
 
 def ping(conn: AgentConnection, data: bytes = b"") -> Future[bytes]:

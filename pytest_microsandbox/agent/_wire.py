@@ -12,6 +12,8 @@ HEADER = struct.Struct("<BBHII")  # version, type, flags, stream, length
 HEADER_SIZE = HEADER.size
 MAX_PAYLOAD = 1 << 20
 CHUNK_SIZE = 64 * 1024
+#: stdin bytes a host may have sent on one stream that the agent has not acknowledged yet
+STDIN_WINDOW = 1 << 20
 _FIELD = struct.Struct("<HI")
 _INT = struct.Struct("<q")
 
@@ -43,6 +45,7 @@ class Msg(enum.IntEnum):
     STDERR = 0x92
     EXIT = 0x93
     LIST = 0x94
+    STDIN_ACK = 0x95
 
 
 class Tag(enum.IntEnum):

@@ -78,8 +78,9 @@ class AsyncExecHandle:
     async def pid(self) -> int:
         return await asyncio.wrap_future(self.sync._req.started)
 
-    def write_stdin(self, data: bytes | str) -> None:
-        self.sync.write_stdin(data)
+    async def write_stdin(self, data: bytes | str) -> None:
+        """Send stdin (waits, off the event loop, while the guest has a full window unconsumed)."""
+        await asyncio.to_thread(self.sync.write_stdin, data)
 
     def close_stdin(self) -> None:
         self.sync.close_stdin()
@@ -100,17 +101,18 @@ class AsyncExecHandle:
 
 
 class AsyncAgentClient:
-    def __init__(self, transport: Transport, *, owns_transport: bool = True) -> None:
-        self._conn = AgentConnection(transport, owns_transport=owns_transport)
+    def __init__(self, transport: Transport, *, owns_transport: bool = True, await_announcement: bool = False) -> None:
+        self._conn = AgentConnection(transport, owns_transport=owns_transport, await_announcement=await_announcement)
         self.fs = AsyncGuestFs(self._conn)
 
     async def hello(self) -> AgentInfo:
         return await _await(_ops.hello(self._conn))
 
     async def wait_ready(self, timeout: float) -> AgentInfo:
-        """HELLO, waiting up to ``timeout`` s for a booting guest's agent; ``BootError`` when it never answers."""
+        """Wait up to ``timeout`` s for a booting guest's agent (its announcement, or a HELLO answer);
+        ``BootError`` when it never answers."""
         try:
-            return await _await(_ops.hello(self._conn), timeout)
+            return await _await(_ops.ready(self._conn), timeout)
         except TimeoutError:
             raise BootError(f"the guest agent did not answer within {timeout:.0f} s") from None
         except AgentError as e:

@@ -60,9 +60,16 @@ class AgentClient:
     """Talks to one agent over ``transport`` (a connected socket or a byte-stream fd); closes it on ``close``."""
 
     def __init__(
-        self, transport: Transport, *, owns_transport: bool = True, request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+        self,
+        transport: Transport,
+        *,
+        owns_transport: bool = True,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        await_announcement: bool = False,
     ) -> None:
-        self._conn = AgentConnection(transport, owns_transport=owns_transport)
+        """``await_announcement=True`` for a console port (a tty in the guest): send nothing until the agent has
+        announced itself, and ignore what came before (echo); ``wait_ready`` then waits for that announcement."""
+        self._conn = AgentConnection(transport, owns_transport=owns_transport, await_announcement=await_announcement)
         self._timeout = request_timeout
         self.fs = GuestFs(self._conn, request_timeout)
 
@@ -74,9 +81,10 @@ class AgentClient:
         return _ops.hello(self._conn).result(self._timeout)
 
     def wait_ready(self, timeout: float) -> AgentInfo:
-        """HELLO, waiting up to ``timeout`` s for a booting guest's agent; ``BootError`` when it never answers."""
+        """Wait up to ``timeout`` s for a booting guest's agent (its announcement, or a HELLO answer);
+        ``BootError`` when it never answers."""
         try:
-            return _ops.hello(self._conn).result(timeout)
+            return _ops.ready(self._conn).result(timeout)
         except FutureTimeout:
             raise BootError(f"the guest agent did not answer within {timeout:.0f} s") from None
         except AgentError as e:

@@ -50,6 +50,8 @@ class RawPeer:
         self.sock = sock
         self.decoder = FrameDecoder()
         self.pending: list[Frame] = []
+        first = self.recv()  # every agent announces itself first: a HELLO reply on stream 0
+        assert (first.type, first.stream) == (0x81, 0), first
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)

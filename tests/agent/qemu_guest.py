@@ -60,6 +60,11 @@ def make_ext4(source: Path, image: Path, size_mib: int = 16) -> Path:
     return image
 
 
+def make_erofs(source: Path, image: Path) -> Path:
+    subprocess.run(["mkfs.erofs", str(image), str(source)], check=True, capture_output=True)
+    return image
+
+
 class QemuGuest:
     """Boot, connect, and on ``stop`` power off (or kill) the guest. ``console`` is the guest's hvc0 output."""
 
@@ -71,7 +76,10 @@ class QemuGuest:
         disks: Sequence[tuple[Path, str, bool]] = (),
         memory_mib: int = 512,
         virtiofs: Sequence[tuple[Path, str]] = (),
+        agent_on_console: bool = False,
     ) -> None:
+        """``agent_on_console``: the agent port is a second console (``/dev/hvc1``, a tty) instead of a named
+        virtio-serial port."""
         self.workdir = workdir
         files: dict[str, bytes | InitramfsFile] = dict(busybox_files())
         if boot_config is not None:
@@ -99,7 +107,8 @@ class QemuGuest:
             "-initrd",
             str(initrd),
             "-append",
-            f"console=hvc0 panic=-1 reboot=t MSB_AGENT_PORT=name:{AGENT_PORT}",
+            "console=hvc0 panic=-1 reboot=t MSB_AGENT_PORT="
+            + ("/dev/hvc1" if agent_on_console else f"name:{AGENT_PORT}"),
             "-device",
             "virtio-serial-device",
             "-chardev",
@@ -109,7 +118,7 @@ class QemuGuest:
             "-chardev",
             f"socket,id=agent,path={sock_path},server=on,wait=on",
             "-device",
-            f"virtserialport,chardev=agent,name={AGENT_PORT}",
+            "virtconsole,chardev=agent" if agent_on_console else f"virtserialport,chardev=agent,name={AGENT_PORT}",
         ]
         for i, (image, serial, readonly) in enumerate(disks):
             ro = ",readonly=on" if readonly else ""
@@ -141,7 +150,8 @@ class QemuGuest:
             try:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 sock.connect(str(sock_path))
-                client = AgentClient(sock, request_timeout=45)
+                # QEMU (wait=on) starts the guest only once we are connected: the announcement cannot be missed
+                client = AgentClient(sock, request_timeout=45, await_announcement=True)
                 client.wait_ready(45)
                 return client
             except (FileNotFoundError, ConnectionRefusedError):

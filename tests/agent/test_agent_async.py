@@ -45,7 +45,7 @@ def test_async_streaming_stdin_kill_timeout(native_agent) -> None:
                 got_first.set()
 
             h = await c.start("cat", stdin_stream=True, on_stdout=on_out)
-            h.write_stdin(b"ping\n")
+            await h.write_stdin(b"ping\n")
             await asyncio.wait_for(got_first.wait(), 30)
             h.close_stdin()
             r = await h.wait()

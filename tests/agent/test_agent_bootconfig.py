@@ -70,3 +70,26 @@ def test_native_restricted_sets_no_new_privs(client: AgentClient) -> None:
     client.boot(BootConfig(restricted=True).encode())
     r = client.exec("grep", "NoNewPrivs", "/proc/self/status")
     assert r.stdout.split() == ["NoNewPrivs:", "1"]
+
+
+def test_failed_boot_file_is_reported_in_hello(tmp_path) -> None:
+    import socket
+    import subprocess
+
+    from agent_harness import AGENT
+
+    cfg = tmp_path / "boot.msb"
+    cfg.write_bytes(BootConfig(mounts=[GuestMount("tmpfs", "/scratch")]).encode())  # mounts: PID 1 only
+    ours, theirs = socket.socketpair()
+    proc = subprocess.Popen(
+        [str(AGENT), "--fd", str(theirs.fileno()), "--boot-config", str(cfg)],
+        pass_fds=[theirs.fileno()],
+        stderr=subprocess.PIPE,
+    )
+    theirs.close()
+    with AgentClient(ours) as client:
+        info = client.wait_ready(10)
+        assert not info.booted and "need the agent to run as PID 1" in info.boot_error
+        client.shutdown()
+    _, err = proc.communicate(timeout=10)
+    assert b"boot config" in err

@@ -96,7 +96,7 @@ def test_concurrent_execs_from_threads(client: AgentClient) -> None:
 
 def test_timeout_kills_the_process_group(client: AgentClient) -> None:
     with pytest.raises(ExecTimeoutError) as info:
-        client.shell("echo before; sleep 30 & sleep 30; echo never", timeout=0.5)
+        client.shell("echo before; sleep 30 & sleep 30; echo never", timeout=1.5)
     partial = info.value.result
     assert partial.timed_out and partial.signal == signal.SIGKILL and partial.stdout == "before\n"
     # the background sleep was in the same process group: nothing of it is left holding the pipe
@@ -246,3 +246,66 @@ def test_port_on_a_tty_is_made_raw() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_stdin_window_keeps_the_connection_free(client: AgentClient) -> None:
+    """A command that never reads stdin: our writer waits on its window, and KILL still gets through."""
+    h = client.start("sleep", "60", stdin_stream=True)
+    h.pid()
+    writer = threading.Thread(target=h.write_stdin, args=(b"z" * (20 << 20),))
+    writer.start()
+    assert client.exec("echo", "connection still free").stdout == "connection still free\n"
+    h.kill()
+    assert h.wait(30).signal == 9
+    writer.join(30)
+    assert not writer.is_alive()
+
+
+def test_stdin_acks_let_big_streams_through(client: AgentClient) -> None:
+    data = bytes(range(256)) * (40 << 12)  # 40 MiB, far past the window
+    h = client.start("sha256sum", stdin_stream=True)
+    h.write_stdin(data)
+    h.close_stdin()
+    assert h.wait(120).stdout.split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_close_from_a_callback(native_agent) -> None:
+    from pytest_microsandbox.errors import AgentError
+
+    c = AgentClient(native_agent.sock, owns_transport=False)
+    with pytest.raises(AgentError):
+        c.exec("sh", "-c", "echo x; sleep 30", on_stdout=lambda _chunk: c.close(), timeout=20)
+    with pytest.raises(AgentError):
+        c.exec("true")
+    c.close()
+
+
+@pytest.mark.parametrize("pty", [False, True])
+def test_commands_inherit_no_agent_fds(client: AgentClient, pty: bool) -> None:
+    busy = client.start("sleep", "30", stdin_stream=True, pty=True)  # other live streams hold fds in the agent
+    busy.pid()
+    fds = client.exec("ls", "-1", "/proc/self/fd", pty=pty).stdout.split()
+    assert fds == ["0", "1", "2", "3"]  # stdio, and the directory ls is reading
+    busy.kill()
+    busy.wait(30)
+
+
+def test_interactive_stdin_from_a_callback(client: AgentClient) -> None:
+    """Answering output with input from inside the callback (the reader thread) must not deadlock."""
+    holder: dict[str, object] = {}
+
+    def on_out(chunk: bytes) -> None:
+        if b"name?" in chunk:
+            holder["h"].write_stdin(b"x" * (3 << 20) + b"\nworld\n")  # more than a window, from the reader thread
+
+    h = client.start(
+        "sh",
+        "-c",
+        "read go; echo name?; read junk; read who; echo hello $who",
+        stdin_stream=True,
+        on_stdout=on_out,
+        timeout=60,
+    )
+    holder["h"] = h
+    h.write_stdin(b"go\n")  # only now may the command ask: the callback then finds the handle
+    assert h.wait().stdout == "name?\nhello world\n"

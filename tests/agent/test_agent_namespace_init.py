@@ -23,13 +23,24 @@ UNSHARE = ["unshare", "--user", "--map-root-user", "--mount", "--pid", "--uts", 
 def _namespaces_usable() -> str | None:
     if shutil.which("unshare") is None or shutil.which("busybox") is None:
         return "needs unshare (util-linux) and busybox (busybox-static)"
-    probe = subprocess.run([*UNSHARE, "true"], capture_output=True)
+    probe_dir = tempfile.mkdtemp(prefix="msb-ns-probe-", dir="/var/tmp")
+    try:  # what PID 1 will do: a tmpfs and an overlay inside a user namespace (Linux >= 5.11)
+        script = (
+            f"mount -t tmpfs t {probe_dir} && cd {probe_dir} && mkdir l u w m && "
+            "mount -t overlay o -o lowerdir=l,upperdir=u,workdir=w m"
+        )
+        probe = subprocess.run([*UNSHARE, "sh", "-c", script], capture_output=True)
+    finally:
+        shutil.rmtree(probe_dir, ignore_errors=True)
     if probe.returncode != 0:
-        return f"user namespaces unavailable here: {probe.stderr.decode(errors='replace').strip()}"
+        return (
+            f"user namespaces (or overlayfs in them) unavailable here: {probe.stderr.decode(errors='replace').strip()}"
+        )
     return None
 
 
-pytestmark = pytest.mark.skipif(_namespaces_usable() is not None, reason=str(_namespaces_usable()))
+_REASON = _namespaces_usable()
+pytestmark = pytest.mark.skipif(_REASON is not None, reason=str(_REASON))
 
 
 class NamespaceAgent:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import struct
+import time
 
 from agent_harness import NativeAgent, RawPeer
 from hypothesis import HealthCheck, given, settings
@@ -152,3 +154,52 @@ def test_random_frames_never_kill_the_agent(native_agent: NativeAgent, raw: RawP
         raw.send(f)
     assert_alive(raw, stream=0xDEAD)
     assert native_agent.proc.poll() is None
+
+
+def _rss_kib(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_backpressure_bounds_agent_memory(native_agent: NativeAgent, raw: RawPeer) -> None:
+    size = 256 << 20
+    assert_alive(raw)
+    baseline = _rss_kib(native_agent.proc.pid)
+    raw.send(
+        encode_frame(
+            Msg.EXEC,
+            40,
+            encode_fields([(Tag.ARG, "head"), (Tag.ARG, "-c"), (Tag.ARG, str(size)), (Tag.ARG, "/dev/zero")]),
+        )
+    )
+    time.sleep(1.0)  # we read nothing: the agent must stop reading the command, not buffer 256 MiB
+    assert _rss_kib(native_agent.proc.pid) - baseline < 48 * 1024  # a few MiB queued (sanitizer builds: more)
+    got, exit_frame = 0, None
+    while exit_frame is None:
+        frame = raw.recv(30)
+        if frame.type == Msg.STDOUT:
+            got += len(frame.payload)
+        elif frame.type == Msg.EXIT:
+            exit_frame = frame
+    assert got == size and Fields(exit_frame.payload).int(Tag.EXIT_CODE) == 0
+
+
+def test_more_requests_than_streams(raw: RawPeer) -> None:
+    n = 600  # over the agent's 512 live streams (and, natively, maybe over its fd limit)
+    sleep = encode_fields([(Tag.ARG, "sleep"), (Tag.ARG, "1")])
+    raw.send(b"".join(encode_frame(Msg.EXEC, 1000 + i, sleep) for i in range(n)))
+    started, refused, exited = set(), set(), set()
+    while len(exited) + len(refused) < n:
+        frame = raw.recv(60)
+        if frame.type == Msg.STARTED:
+            started.add(frame.stream)
+        elif frame.type == Msg.EXIT:
+            exited.add(frame.stream)
+        else:
+            assert frame.type == Msg.ERROR
+            assert Fields(frame.payload).int(Tag.CODE) == errno.EMFILE
+            refused.add(frame.stream)
+    assert exited == started and len(started) >= 100 and refused and not refused & started
+    assert_alive(raw)

@@ -4,16 +4,27 @@ built from an ext4 block device (by virtio serial) under an overlay, plus a seco
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from qemu_guest import VIRTIOFSD, QemuGuest, Virtiofsd, busybox_rootfs, kernel_elf, make_ext4, missing_prerequisite
+from qemu_guest import (
+    VIRTIOFSD,
+    QemuGuest,
+    Virtiofsd,
+    busybox_rootfs,
+    kernel_elf,
+    make_erofs,
+    make_ext4,
+    missing_prerequisite,
+)
 
 from pytest_microsandbox.agent import BootConfig, GuestMount
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 
+_NEEDS_EROFS = pytest.mark.skipif(shutil.which("mkfs.erofs") is None, reason="mkfs.erofs not installed (erofs-utils)")
 _REASON = missing_prerequisite()
 if _REASON:
     pytestmark.append(pytest.mark.skip(reason=_REASON))
@@ -121,8 +132,23 @@ def test_guest_clean_poweroff(kernel, tmp_path) -> None:
         guest.stop()
 
 
-def test_guest_overlay_root_from_block_device(kernel, tmp_path) -> None:
-    root_img = make_ext4(busybox_rootfs(tmp_path / "rootfs", "root-disk"), tmp_path / "root.ext4")
+def test_guest_agent_on_a_console_tty(kernel, tmp_path) -> None:
+    """The agent port as a second virtio console (/dev/hvc1): a tty the agent must make raw to pass binary data."""
+    guest = QemuGuest(tmp_path, kernel[0], BootConfig(env={"PATH": "/bin"}).encode(), agent_on_console=True)
+    try:
+        data = bytes(range(256)) * 256
+        assert guest.client.exec("cat", stdin=data).stdout_bytes == data
+        guest.client.fs.write("/tmp/bin", data)
+        assert guest.client.fs.read("/tmp/bin") == data
+        assert guest.poweroff() == 0
+    finally:
+        guest.stop()
+
+
+@pytest.mark.parametrize("root_fstype", ["ext4", pytest.param("erofs", marks=_NEEDS_EROFS)])
+def test_guest_overlay_root_from_block_device(kernel, tmp_path, root_fstype: str) -> None:
+    make = make_ext4 if root_fstype == "ext4" else make_erofs
+    root_img = make(busybox_rootfs(tmp_path / "rootfs", "root-disk"), tmp_path / f"root.{root_fstype}")
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "hello.txt").write_text("on the data disk")

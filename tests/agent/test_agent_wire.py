@@ -110,3 +110,40 @@ def test_fields_fuzz(payload: bytes) -> None:
         except WireError:
             pass
         f.str(tag)
+
+
+def test_announcement_sync_discards_echo_and_holds_sends() -> None:
+    import socket
+    import threading
+
+    from pytest_microsandbox.agent import AgentClient
+    from pytest_microsandbox.agent._wire import Msg
+
+    ours, peer = socket.socketpair()
+    client = AgentClient(ours, await_announcement=True)
+    result: list[bytes] = []
+    pinger = threading.Thread(target=lambda: result.append(client.ping(b"p")))
+    pinger.start()
+    peer.settimeout(0.3)
+    with pytest.raises(TimeoutError):
+        peer.recv(100)  # nothing is sent before the announcement
+    announcement = encode_frame(Msg.HELLO_REPLY, 0, encode_fields([(Tag.VERSION, 1), (Tag.PID, 1), (Tag.BOOTED, 1)]))
+    echo = b"^A\x01\x81garbage^@^@" + encode_frame(Msg.PING, 7, b"echoed")[:9]  # a tty's echo of early bytes
+    peer.sendall(echo + announcement)
+    assert client.wait_ready(5).booted
+    peer.settimeout(5)
+    frames = FrameDecoder().feed(peer.recv(100))
+    assert [(f.type, f.payload) for f in frames] == [(Msg.PING, b"p")]
+    peer.sendall(encode_frame(Msg.PONG, frames[0].stream, b"p"))
+    pinger.join(5)
+    assert result == [b"p"]
+    client.close()
+    peer.close()
+
+
+def test_real_agent_announces(native_agent) -> None:
+    from pytest_microsandbox.agent import AgentClient
+
+    with AgentClient(native_agent.sock, owns_transport=False, await_announcement=True) as client:
+        assert client.wait_ready(10).pid == native_agent.proc.pid
+        assert client.exec("echo", "ok").stdout == "ok\n"

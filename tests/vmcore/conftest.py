@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from _vmcore.memory import GuestMemory
 
+from _vmcore.memory import GuestMemory
 from tests.vmcore.harness import Allocator
 
 MEM_SIZE = 1 << 20

@@ -3,10 +3,10 @@ from __future__ import annotations
 import struct
 
 import pytest
-from _vmcore.memory import GuestMemory
 
 from _vmcore import bootparams as bp
 from _vmcore.errors import KernelLoadError
+from _vmcore.memory import GuestMemory
 
 
 @pytest.fixture

@@ -6,16 +6,14 @@ On hardware KVM the same boot goes on: our static /init prints a marker on the c
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-
 import pytest
-from _vmcore.devices.virtio_mmio import STATUS_DRIVER_OK
 
+from _vmcore.devices.virtio_mmio import STATUS_DRIVER_OK
 from _vmcore.errors import BootError
 from _vmcore.host import KvmKind, detect_kvm
 from _vmcore.kernels import find_kernel
 from _vmcore.machine import Disk, Machine, MachineConfig
+from tests.vmcore.guestimage import build_root_image
 
 pytestmark = pytest.mark.kernel_boot
 
@@ -39,25 +37,9 @@ int main(void) {
 """.replace("%s", MARKER)
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if not found:
-        pytest.fail(f"{name} is needed (see .ci/apt.d/)")
-    return found
-
-
 @pytest.fixture(scope="module")
 def root_image(tmp_path_factory):
-    d = tmp_path_factory.mktemp("rootfs")
-    root = d / "root"
-    for sub in ("dev", "proc", "sys"):
-        (root / sub).mkdir(parents=True)
-    (d / "init.c").write_text(INIT_C)
-    subprocess.run([_tool("cc"), "-static", "-O2", "-o", str(root / "init"), str(d / "init.c")], check=True)
-    image = d / "root.ext4"
-    subprocess.run([_tool("mke2fs"), "-q", "-t", "ext4", "-d", str(root), "-L", "root", str(image), "16M"],
-                   check=True, capture_output=True)
-    return image
+    return build_root_image(tmp_path_factory.mktemp("rootfs"), INIT_C)
 
 
 @pytest.fixture(scope="module")

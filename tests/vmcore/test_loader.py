@@ -3,11 +3,11 @@ from __future__ import annotations
 import struct
 
 import pytest
-from _vmcore.memory import GuestMemory
 
 from _vmcore import loader
 from _vmcore.errors import KernelLoadError
 from _vmcore.kernels import find_kernel
+from _vmcore.memory import GuestMemory
 from _vmcore.tinyguest import CODE, LOAD_ADDR, tiny_guest_elf
 
 

@@ -60,7 +60,12 @@ def test_start_twice_and_close_twice(tiny_kernel):
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"memory_mib": 8}, "memory_mib"), ({"memory_mib": 4096}, "memory_mib"), ({"vcpus": 0}, "vcpus"), ({"vcpus": 33}, "vcpus")],
+    [
+        ({"memory_mib": 8}, "memory_mib"),
+        ({"memory_mib": 4096}, "memory_mib"),
+        ({"vcpus": 0}, "vcpus"),
+        ({"vcpus": 33}, "vcpus"),
+    ],
 )
 def test_config_validation(kwargs, match):
     with pytest.raises(VmmError, match=match):
@@ -73,4 +78,16 @@ def test_bad_kernel_is_a_clean_error(tmp_path):
     m = Machine(MachineConfig(kernel=str(bad), memory_mib=32, kvm_kind="hardware"))
     with pytest.raises(VmmError, match="bzImage"):
         m.start()
+    m.close()
+
+
+def test_console_lines_and_poweroff_detection():
+    m = Machine(MachineConfig(kernel="/unused", memory_mib=32))
+    m.console.write(b"[    0.1] Linux version 6.12\n[    0.2] partial")
+    assert [line for _, line in m.console.lines] == ["[    0.1] Linux version 6.12"]
+    assert m.exit_reason is None
+    m.console.write(b" line\r\n[   1.5] reboot: Power down\n")
+    assert m.console.lines[-2][1] == "[    0.2] partial line"
+    assert m.exit_reason == "poweroff" and m.stopped.is_set()
+    assert m.console.tail(1) == "[   1.5] reboot: Power down"
     m.close()

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import pytest
-from _vmcore.memory import GuestMemory
 
 from _vmcore.errors import GuestMemoryError
+from _vmcore.memory import GuestMemory
 
 
 def test_read_write_round_trip(mem):

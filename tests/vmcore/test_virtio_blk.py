@@ -5,9 +5,9 @@ from __future__ import annotations
 import struct
 
 import pytest
+
 from _vmcore.devices.virtio_blk import F_FLUSH, F_RO, DiskError, VirtioBlk
 from _vmcore.devices.virtio_mmio import MmioTransport
-
 from tests.vmcore.harness import F_NEXT, F_WRITE, Buf, MmioDriver
 
 T_IN, T_OUT, T_FLUSH, T_GET_ID, T_DISCARD = 0, 1, 4, 8, 11

@@ -6,9 +6,9 @@ import struct
 import time
 
 import pytest
+
 from _vmcore.devices.virtio_console import F_MULTIPORT, VirtioConsole
 from _vmcore.devices.virtio_mmio import MmioTransport
-
 from tests.vmcore.harness import Buf, MmioDriver
 
 CTRL = struct.Struct("<IHH")

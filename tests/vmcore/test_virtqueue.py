@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
-from _vmcore.devices.virtqueue import Virtqueue
+import struct
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from _vmcore.devices.virtqueue import Virtqueue
 from _vmcore.errors import VirtqueueError
 from tests.vmcore.harness import F_INDIRECT, F_NEXT, F_WRITE, Buf, QueueDriver
 
@@ -154,3 +158,37 @@ def test_state_round_trip(mem, alloc):
     q2.attach(mem)
     assert q2.state() == q.state()
     assert q2.pop() is None
+
+
+DESCRIPTOR = st.tuples(
+    st.one_of(st.integers(0, (1 << 20) + 64), st.integers(0, 2**64 - 1)),  # address: mostly near guest RAM
+    st.one_of(st.integers(0, 64), st.integers(0, 2**32 - 1)),  # length
+    st.integers(0, 7),  # NEXT | WRITE | INDIRECT
+    st.integers(0, 12),  # next, sometimes out of range
+).map(lambda d: struct.pack("<QIHH", *d))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(table=st.lists(DESCRIPTOR, min_size=8, max_size=8).map(b"".join), head=st.integers(0, 9),
+       avail_idx=st.integers(0, 0xFFFF), event_idx=st.booleans())
+def test_random_rings_never_escape_guest_memory(mem, table, head, avail_idx, event_idx):
+    """Whatever the driver writes, pop() yields in-RAM segments or raises VirtqueueError: nothing else."""
+    q = Virtqueue(8)
+    q.desc_addr, q.avail_addr, q.used_addr = 0x1000, 0x2000, 0x3000
+    q.event_idx = event_idx
+    q.attach(mem)
+    mem.write(0x1000, table)
+    mem.write_u16(0x2002, avail_idx)
+    for slot in range(8):
+        mem.write_u16(0x2004 + 2 * slot, head)
+    for _ in range(3):
+        try:
+            chain = q.pop()
+        except VirtqueueError:
+            return
+        if chain is None:
+            return
+        assert chain.segments and len(chain.segments) <= 1024
+        for addr, length, _ in chain.segments:
+            assert length > 0 and mem.check(addr, length)
+        q.add_used(chain.head, 0)

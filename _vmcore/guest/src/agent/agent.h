@@ -13,7 +13,8 @@
 #define OUTPUT_CHUNK (256u * 1024u) /* command output frames: fewer, bigger frames for throughput */
 #define PIPE_SIZE (1 << 20)
 #define OUT_HIGH_WATER (4u * 1024u * 1024u)
-#define STDIN_HIGH_WATER (8u * 1024u * 1024u)
+#define STDIN_HIGH_WATER (64u * 1024u * 1024u) /* safety net: hosts keep to STDIN_WINDOW per stream */
+#define STDIN_ACK_EVERY (64u * 1024u)
 #define MAX_STREAMS 512
 
 enum msg_type {
@@ -23,6 +24,7 @@ enum msg_type {
     MSG_FS_MKDIR = 0x24, MSG_FS_REMOVE = 0x25, MSG_DATA = 0x26, MSG_DATA_END = 0x27,
     MSG_OK = 0x80, MSG_HELLO_REPLY = 0x81, MSG_PONG = 0x82, MSG_ERROR = 0x83,
     MSG_STARTED = 0x90, MSG_STDOUT = 0x91, MSG_STDERR = 0x92, MSG_EXIT = 0x93, MSG_LIST = 0x94,
+    MSG_STDIN_ACK = 0x95,
 };
 
 enum field_tag {
@@ -81,7 +83,10 @@ size_t out_pending(void);
 int serve(int fd);            /* runs until SHUTDOWN or the host hangs up */
 int serve_set_port(int is_port); /* 1: fd is a device port (EOF = host not connected yet) */
 void dispatch(uint8_t type, uint32_t stream, const uint8_t *p, size_t n); /* dispatch.c */
+void reply_hello(uint32_t stream); /* HELLO reply; on stream 0 unasked, it is the agent's announcement */
 void request_shutdown(void); /* answer what is queued, then stop serving */
+/* /dev/NAME of the entry of a sysfs class folder whose `attr` file reads `value` (sysfs.c); -1 + ENODEV if none */
+int find_dev_by_attr(const char *class_dir, const char *attr, const char *value, char *out, size_t outlen);
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- streams (loop.c) ---- */
@@ -99,6 +104,8 @@ struct stream {
     int64_t deadline_ms; /* 0 = none */
     int timed_out;
     int grown; /* bit per output pipe already enlarged */
+    int ack_stdin;        /* stdin comes in STDIN frames: acknowledge what the command consumed */
+    int64_t stdin_unacked; /* consumed (or dropped) since the last STDIN_ACK */
     /* file read/write */
     int file_fd;
     int64_t file_bytes;
@@ -139,6 +146,7 @@ int mkdir_parents(const char *path, mode_t mode); /* mkdir -p; 0 or -1 with errn
 /* ---- PID 1 duties (init.c) ---- */
 extern int agent_is_init;
 extern int agent_booted;
+extern char agent_boot_error[300]; /* why /boot.msb failed; "" otherwise */
 void init_early(void);                          /* proc, sys, dev, pts, tmp */
 int init_apply_boot(const uint8_t *p, size_t n, char *err, size_t errlen); /* 0 ok */
 void init_apply_boot_file(const char *path);

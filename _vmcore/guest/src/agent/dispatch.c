@@ -6,7 +6,7 @@
 
 #include "agent.h"
 
-static void reply_hello(uint32_t stream) {
+void reply_hello(uint32_t stream) {
     struct payload pl = {0};
     struct utsname u;
     pl_int(&pl, T_VERSION, PROTO_VERSION);
@@ -15,6 +15,8 @@ static void reply_hello(uint32_t stream) {
     if (uname(&u) == 0)
         pl_str(&pl, T_RELEASE, u.release);
     pl_int(&pl, T_BOOTED, agent_booted);
+    if (agent_boot_error[0])
+        pl_str(&pl, T_MESSAGE, agent_boot_error);
     send_frame(MSG_HELLO_REPLY, stream, buf_ptr(&pl.b), pl.b.len);
     buf_free(&pl.b);
 }

@@ -121,7 +121,15 @@ static void close_if(int *fd) {
     *fd = -1;
 }
 
-/* In the child: never returns. Reports an exec failure's errno on err_pipe. */
+/* dup2 that also works when fd already is target (then only its close-on-exec flag is cleared) */
+static int place_fd(int fd, int target) {
+    if (fd == target)
+        return fcntl(fd, F_SETFD, 0);
+    return dup2(fd, target);
+}
+
+/* In the child: never returns. Reports an exec failure's errno on err_pipe. Every fd the child opens itself is
+ * close-on-exec, so the command starts with exactly stdin, stdout and stderr. */
 static void child_exec(struct exec_req *r, int in_r, int out_w, int err_w, const char *pts_name, int err_pipe) {
     sigset_t none;
     sigemptyset(&none);
@@ -129,15 +137,15 @@ static void child_exec(struct exec_req *r, int in_r, int out_w, int err_w, const
     signal(SIGPIPE, SIG_DFL);
     setsid();
     if (pts_name) {
-        int t = open(pts_name, O_RDWR);
+        int t = open(pts_name, O_RDWR | O_CLOEXEC);
         if (t < 0)
             goto fail;
         ioctl(t, TIOCSCTTY, 0);
         in_r = out_w = err_w = t;
     }
-    if (in_r < 0)
-        in_r = open("/dev/null", O_RDONLY);
-    if (dup2(in_r, 0) < 0 || dup2(out_w, 1) < 0 || dup2(err_w, 2) < 0)
+    if (in_r < 0 && (in_r = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
+        goto fail;
+    if (place_fd(in_r, 0) < 0 || place_fd(out_w, 1) < 0 || place_fd(err_w, 2) < 0)
         goto fail;
     const char *cwd = r->cwd ? r->cwd : exec_default_cwd;
     if (cwd && chdir(cwd) < 0)
@@ -238,6 +246,7 @@ void exec_start(uint32_t stream, const uint8_t *p, size_t n) {
     pl_int(&pl, T_PID, pid);
     send_frame(MSG_STARTED, stream, buf_ptr(&pl.b), pl.b.len);
     buf_free(&pl.b);
+    s->ack_stdin = r.stdin_mode != 2;
     if (r.stdin_mode == 2) {
         buf_append(&s->in_buf, r.stdin_data, r.stdin_len);
         exec_stdin_close(s);
@@ -245,18 +254,33 @@ void exec_start(uint32_t stream, const uint8_t *p, size_t n) {
     req_free(&r);
 }
 
+/* Credit the host's stdin window: bytes the command consumed, or that were dropped. */
+static void ack_stdin(struct stream *s, size_t n, int now) {
+    s->stdin_unacked += (int64_t)n;
+    if (!s->ack_stdin || !s->stdin_unacked || (!now && s->stdin_unacked < STDIN_ACK_EVERY))
+        return;
+    struct payload pl = {0};
+    pl_int(&pl, T_SIZE, s->stdin_unacked);
+    send_frame(MSG_STDIN_ACK, s->id, buf_ptr(&pl.b), pl.b.len);
+    buf_free(&pl.b);
+    s->stdin_unacked = 0;
+}
+
 static void stdin_flush(struct stream *s) {
     while (s->in_fd >= 0 && s->in_buf.len) {
         ssize_t w = write(s->in_fd, buf_ptr(&s->in_buf), s->in_buf.len);
         if (w > 0) {
             buf_consume(&s->in_buf, (size_t)w);
+            ack_stdin(s, (size_t)w, s->in_buf.len == 0);
         } else if (w < 0 && errno == EINTR) {
             continue;
         } else if (w < 0 && errno == EAGAIN) {
             return;
         } else { /* the command closed its stdin: what it did not read is dropped */
-            buf_consume(&s->in_buf, s->in_buf.len);
+            size_t dropped = s->in_buf.len;
+            buf_consume(&s->in_buf, dropped);
             close_if(&s->in_fd);
+            ack_stdin(s, dropped, 1);
         }
     }
     if (s->in_close_pending && s->in_buf.len == 0 && s->in_fd >= 0) {
@@ -273,8 +297,10 @@ void exec_stdin(struct stream *s, const uint8_t *p, size_t n) {
         send_error(s->id, E_BAD_STATE, "stdin of stream %u is not open", s->id);
         return;
     }
-    if (s->in_fd < 0)
-        return; /* the command is gone: input is dropped */
+    if (s->in_fd < 0) { /* the command is gone: input is dropped */
+        ack_stdin(s, n, 1);
+        return;
+    }
     buf_append(&s->in_buf, p, n);
     stdin_flush(s);
 }

@@ -23,6 +23,7 @@
 
 int agent_is_init;
 int agent_booted;
+char agent_boot_error[300];
 
 static void try_mount(const char *src, const char *dst, const char *type, unsigned long flags, const char *data) {
     mkdir(dst, 0755);
@@ -377,9 +378,13 @@ void init_apply_boot_file(const char *path) {
     close(fd);
     char err[256] = "";
     if (b.len > MAX_PAYLOAD || fields_validate(buf_ptr(&b), b.len))
-        agent_log("boot config %s is malformed: ignored", path);
-    else if (init_apply_boot(buf_ptr(&b), b.len, err, sizeof(err)) < 0)
-        agent_log("boot config %s: %s", path, err);
+        snprintf(err, sizeof(err), "malformed: ignored");
+    else
+        init_apply_boot(buf_ptr(&b), b.len, err, sizeof(err));
+    if (err[0]) { /* kept for HELLO replies: the host reports it rather than a bare "not booted" */
+        snprintf(agent_boot_error, sizeof(agent_boot_error), "boot config %s: %s", path, err);
+        agent_log("%s", agent_boot_error);
+    }
     buf_free(&b);
 }
 

@@ -263,6 +263,7 @@ int serve(int fd) {
         return 1;
     }
     reap_children(sfd); /* children that exited before we started */
+    reply_hello(0);     /* the announcement: hosts on a console port discard what came before it (echo) */
 
     struct pollfd pfds[2 + 3 * MAX_STREAMS];
     struct stream *owner[2 + 3 * MAX_STREAMS];

@@ -12,47 +12,18 @@
 
 #include "agent.h"
 
-/* /dev/vportNpM of the virtio-serial port called `name` (no udev here to make /dev/virtio-ports links) */
-static int find_port_by_name(const char *name, char *out, size_t outlen) {
-    DIR *d = opendir("/sys/class/virtio-ports");
-    if (!d)
-        return -1;
-    struct dirent *de;
-    int found = -1;
-    while (found && (de = readdir(d))) {
-        if (de->d_name[0] == '.')
-            continue;
-        char path[300], got[256];
-        snprintf(path, sizeof(path), "/sys/class/virtio-ports/%s/name", de->d_name);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t n = read(fd, got, sizeof(got) - 1);
-        close(fd);
-        if (n <= 0)
-            continue;
-        got[n] = 0;
-        got[strcspn(got, "\n")] = 0;
-        if (strcmp(got, name) == 0) {
-            snprintf(out, outlen, "/dev/%s", de->d_name);
-            found = 0;
-        }
-    }
-    closedir(d);
-    return found;
-}
-
 static int open_port(const char *spec) {
     char path[300];
     const char *name = strncmp(spec, "name:", 5) == 0 ? spec + 5 : NULL;
     /* devices can show up a little after PID 1 starts: wait up to 10 s */
     for (int i = 0; i < 200; i++) {
-        if (name ? find_port_by_name(name, path, sizeof(path)) == 0 : snprintf(path, sizeof(path), "%s", spec) > 0) {
+        if (name ? find_dev_by_attr("/sys/class/virtio-ports", "name", name, path, sizeof(path)) == 0 : snprintf(path, sizeof(path), "%s", spec) > 0) {
             int fd = open(path, O_RDWR | O_NOCTTY | O_CLOEXEC);
             struct termios tio;
             if (fd >= 0 && tcgetattr(fd, &tio) == 0) { /* a console (hvc) is a tty: no echo, no line editing */
                 cfmakeraw(&tio);
                 tcsetattr(fd, TCSANOW, &tio);
+                tcflush(fd, TCIOFLUSH); /* input that arrived before raw mode was mangled (and echoed): drop it */
             }
             if (fd >= 0)
                 return fd;
@@ -100,8 +71,12 @@ int main(int argc, char **argv) {
         else
             port = getenv("MSB_AGENT_PORT");
     }
+    if (agent_is_init)
+        init_early(); /* mounts /dev and puts the console on any of fds 0-2 that is missing */
+    for (int i = 0; i < 3; i++) /* keep 0-2 taken, so pipes never land there and get clobbered in a child */
+        if (fcntl(i, F_GETFD) < 0 && open("/dev/null", O_RDWR) < 0)
+            break;
     if (agent_is_init) {
-        init_early();
         init_apply_boot_file(boot_file ? boot_file : "/boot.msb");
     } else {
         prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); /* orphans of our commands are ours to reap */

@@ -12,38 +12,6 @@
 
 #include "mounts.h"
 
-/* /dev/NAME of the block device whose virtio serial is `serial` */
-static int find_block_by_serial(const char *serial, char *out, size_t outlen) {
-    DIR *d = opendir("/sys/block");
-    if (!d)
-        return -1;
-    struct dirent *de;
-    int found = -1;
-    while (found && (de = readdir(d))) {
-        if (de->d_name[0] == '.')
-            continue;
-        char path[300], got[256];
-        snprintf(path, sizeof(path), "/sys/block/%s/serial", de->d_name);
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
-            continue;
-        ssize_t n = read(fd, got, sizeof(got) - 1);
-        close(fd);
-        if (n <= 0)
-            continue;
-        got[n] = 0;
-        got[strcspn(got, "\n")] = 0;
-        if (strcmp(got, serial) == 0) {
-            snprintf(out, outlen, "/dev/%s", de->d_name);
-            found = 0;
-        }
-    }
-    closedir(d);
-    if (found)
-        errno = ENODEV;
-    return found;
-}
-
 /* Filesystem type from the superblock magic; NULL when unknown. */
 static const char *detect_fstype(const char *dev) {
     uint8_t sb[4096];
@@ -64,8 +32,6 @@ static const char *detect_fstype(const char *dev) {
         return "xfs";
     return NULL;
 }
-
-
 
 void spec_free(struct mount_spec *m) {
     free(m->source);
@@ -140,7 +106,7 @@ int mount_spec_at(struct mount_spec *m, const char *target, unsigned long extra,
     case SRC_BLOCK_SERIAL:
     case SRC_BLOCK_PATH:
         if (m->kind == SRC_BLOCK_SERIAL) {
-            if (find_block_by_serial(m->source, dev, sizeof(dev)) < 0) {
+            if (find_dev_by_attr("/sys/block", "serial", m->source, dev, sizeof(dev)) < 0) {
                 snprintf(err, errlen, "no block device with serial %s", m->source);
                 return -1;
             }

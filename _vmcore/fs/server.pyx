@@ -1,0 +1,1112 @@
+# cython: language_level=3
+"""The FUSE server core: one request in (header + body bytes), one reply out, transport-agnostic.
+
+Confinement rules, enforced here for every transport:
+
+- every inode is an ``O_PATH | O_NOFOLLOW`` descriptor; a lookup is one ``openat`` of a single validated name
+  (not empty, not ``.``/``..``, no ``/``) beneath its parent's descriptor, so no path is ever walked on the host;
+- symlinks are handed to the guest as symlinks; the server never follows one (files are reopened through
+  ``/proc/self/fd/N`` only for regular files and directories, whose magic link points at the inode itself);
+- hard links may only name inodes the guest already reached through the share;
+- a read-only share answers ``EROFS`` to every mutating request, whatever the mount flags say;
+- with a quota, growth (write past EOF, fallocate, truncate up, copy_file_range) stops with ``ENOSPC``: apparent
+  file sizes are the unit and the bytes present at start are the baseline.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
+from libc.errno cimport (errno, EINVAL, ENOSYS, EBADF, EROFS, ENOSPC, EIO, EPERM, ENOTDIR, EISDIR, ELOOP,
+                         ERANGE, ENAMETOOLONG, EPROTO, EOPNOTSUPP, EFBIG, ENOENT, EACCES)
+from libc.stdlib cimport malloc, free
+from libc cimport errno as cerrno
+from libc.string cimport memchr, memcpy, memset
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t, INT64_MAX
+from posix.stat cimport struct_stat
+from posix.time cimport timespec
+from posix.types cimport off_t
+
+from _vmcore.fs.abi cimport *
+
+import os
+
+cdef enum:
+    IN_HDR = 40
+    OUT_HDR = 16
+    MIN_REPLY = 16 + 256        # every fixed-size reply fits in this
+    NAME_MAX = 255
+    PATH_MAX = 4096
+    MODE_BITS = 0o7777
+    OUR_MINOR_MIN = 31
+
+cdef int PATH_FLAGS = O_PATH | O_NOFOLLOW | O_CLOEXEC
+cdef int STAT_FLAGS = AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW
+# Open flags passed through from the guest; anything else (O_CREAT, O_NOFOLLOW games, O_DIRECT, O_APPEND: the
+# kernel sends explicit offsets) is dropped.
+cdef int PASS_FLAGS = O_ACCMODE | O_TRUNC | O_NONBLOCK | O_SYNC | O_DSYNC | O_NOATIME
+
+
+cdef inline int neg_errno() noexcept nogil:
+    return -errno if errno else -EIO
+
+
+cdef inline void fill_attr(fuse_attr *a, const struct_stat *st) noexcept nogil:
+    a.ino = st.st_ino
+    a.size = st.st_size
+    a.blocks = st.st_blocks
+    a.atime = st.st_atim.tv_sec
+    a.mtime = st.st_mtim.tv_sec
+    a.ctime = st.st_ctim.tv_sec
+    a.atimensec = st.st_atim.tv_nsec
+    a.mtimensec = st.st_mtim.tv_nsec
+    a.ctimensec = st.st_ctim.tv_nsec
+    a.mode = st.st_mode
+    a.nlink = st.st_nlink
+    a.uid = st.st_uid
+    a.gid = st.st_gid
+    a.rdev = <uint32_t>st.st_rdev
+    a.blksize = st.st_blksize
+    a.flags = 0
+
+
+cdef inline int check_name(const uint8_t *p, size_t n, size_t *used) noexcept nogil:
+    """A single path component, NUL-terminated inside the body: 0 or a negative errno."""
+    cdef const uint8_t *z = <const uint8_t *>memchr(p, 0, n)
+    if z == NULL:
+        return -EINVAL
+    cdef size_t length = z - p
+    used[0] = length + 1
+    if length == 0 or memchr(p, 47, length) != NULL:  # 47 == '/'
+        return -EINVAL
+    if p[0] == 46 and (length == 1 or (length == 2 and p[1] == 46)):  # "." and ".."
+        return -EINVAL
+    if length > NAME_MAX:
+        return -ENAMETOOLONG
+    return 0
+
+
+cdef class _Inode:
+    def __dealloc__(self):
+        if self.fd >= 0:
+            close(self.fd)
+            self.fd = -1
+
+
+cdef class _Handle:
+    def __dealloc__(self):
+        if self.fd >= 0:
+            close(self.fd)
+            self.fd = -1
+
+
+def _baseline_bytes(root: str) -> int:
+    """Apparent size of the regular files under ``root`` (hard links once), without following symlinks."""
+    seen = set()
+    total = 0
+    for dirpath, _dirs, files in os.walk(root, followlinks=False):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if (st.st_mode & 0o170000) == 0o100000 and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
+    return total
+
+
+cdef class FuseServer:
+    """Serves the directory ``root`` over the FUSE protocol (7.31+), one request at a time per call.
+
+    ``handle(request) -> reply`` (empty bytes where the protocol wants no reply) and ``handle_into(request,
+    reply_buffer) -> length`` for Python callers; ``handle_raw`` for Cython transports (zero copy: READ data goes
+    straight into the caller's reply buffer, WRITE data straight from its request buffer).
+    """
+
+    def __cinit__(self):
+        self.root_fd = -1
+        self.proc_fd = -1
+
+    def __init__(self, root, *, bint readonly=False, quota_mib=None, double cache_timeout=1.0,
+                 uint32_t max_write=1 << 20):
+        if max_write < 4096 or max_write > (1 << 20):
+            raise ValueError("max_write must be between 4096 and 1 MiB")
+        if quota_mib is not None and quota_mib < 0:
+            raise ValueError("quota_mib must be >= 0")
+        if cache_timeout < 0:
+            raise ValueError("cache_timeout must be >= 0")
+        root = os.fspath(root)
+        self.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.proc_fd = os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        st = os.fstat(self.root_fd)
+        root_inode = _Inode()
+        root_inode.fd = os.dup(self.root_fd)
+        root_inode.dev = st.st_dev
+        root_inode.ino = st.st_ino
+        root_inode.kind = S_IFDIR
+        root_inode.nlookup = 1
+        self.inodes = {FUSE_ROOT_ID: root_inode}
+        self.by_key = {(st.st_dev, st.st_ino): FUSE_ROOT_ID}
+        self.handles = {}
+        self.next_nodeid = FUSE_ROOT_ID + 1
+        self.next_fh = 1
+        self.readonly = readonly
+        self.max_write = max_write
+        self.t_sec = <uint64_t>cache_timeout
+        self.t_nsec = <uint32_t>((cache_timeout - self.t_sec) * 1e9)
+        self.quota = -1 if quota_mib is None else <int64_t>quota_mib * 1024 * 1024
+        self.used = _baseline_bytes(root) if quota_mib is not None else 0
+        # With attribute caching on, keep file pages cached across opens; AUTO_INVAL_DATA still drops them when
+        # the kernel sees the size or mtime change.
+        self.open_flags = FOPEN_KEEP_CACHE if cache_timeout > 0 else 0
+
+    def __dealloc__(self):
+        self._close_fds()
+
+    cdef void _close_fds(self) noexcept:
+        if self.root_fd >= 0:
+            close(self.root_fd)
+            self.root_fd = -1
+        if self.proc_fd >= 0:
+            close(self.proc_fd)
+            self.proc_fd = -1
+
+    def close(self) -> None:
+        """Drop every inode and handle descriptor; later requests get EIO."""
+        self.closed = True
+        self.handles = {}
+        self.inodes = {}
+        self.by_key = {}
+        self._close_fds()
+
+    @property
+    def used_bytes(self) -> int:
+        return self.used
+
+    @property
+    def quota_bytes(self):
+        return None if self.quota < 0 else self.quota
+
+    def request_counts(self) -> dict:
+        """Requests served so far, by opcode number."""
+        return {op: self.counts[op] for op in range(64) if self.counts[op]}
+
+    @property
+    def inode_count(self) -> int:
+        return len(self.inodes)
+
+    @property
+    def handle_count(self) -> int:
+        return len(self.handles)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- public entry points ------------------------------------------------------------------------------
+
+    def handle(self, request) -> bytes:
+        """Serve one request; returns the reply bytes (b"" for FORGET/BATCH_FORGET, which get none)."""
+        cdef Py_buffer view
+        PyObject_GetBuffer(request, &view, PyBUF_SIMPLE)
+        cdef size_t cap = MIN_REPLY + self.max_write + 4096
+        cdef bytearray out = bytearray(cap)
+        cdef Py_ssize_t n
+        try:
+            n = self.handle_raw(<const uint8_t *>view.buf, view.len, <uint8_t *><char *>out, cap)
+        finally:
+            PyBuffer_Release(&view)
+        return bytes(out[:n]) if n > 0 else b""
+
+    def handle_into(self, request, reply) -> int:
+        """Serve one request, writing the reply into the writable buffer ``reply``; returns its length (0: none)."""
+        cdef Py_buffer req_view, out_view
+        PyObject_GetBuffer(request, &req_view, PyBUF_SIMPLE)
+        try:
+            PyObject_GetBuffer(reply, &out_view, PyBUF_WRITABLE)
+        except BaseException:
+            PyBuffer_Release(&req_view)
+            raise
+        try:
+            if out_view.len < MIN_REPLY:
+                raise ValueError(f"reply buffer must hold at least {MIN_REPLY} bytes")
+            return self.handle_raw(<const uint8_t *>req_view.buf, req_view.len, <uint8_t *>out_view.buf,
+                                   out_view.len)
+        finally:
+            PyBuffer_Release(&out_view)
+            PyBuffer_Release(&req_view)
+
+    cdef Py_ssize_t handle_raw(self, const uint8_t *req, size_t reqlen, uint8_t *out, size_t outcap) noexcept:
+        """Serve one request: returns the reply length written at ``out`` (0: no reply is due)."""
+        cdef fuse_in_header h
+        cdef fuse_out_header *oh = <fuse_out_header *>out
+        cdef Py_ssize_t r
+        if outcap < OUT_HDR:
+            return 0
+        memset(oh, 0, OUT_HDR)
+        if reqlen < IN_HDR:
+            oh.len = OUT_HDR
+            oh.error = -EINVAL
+            return OUT_HDR
+        memcpy(&h, req, IN_HDR)
+        oh.unique = h.unique
+        if h.len < IN_HDR or h.len > reqlen:
+            r = -EINVAL
+        elif outcap < MIN_REPLY:
+            r = -ERANGE
+        elif self.closed:
+            r = -EIO
+        else:
+            try:
+                r = self._dispatch(&h, req + IN_HDR, h.len - IN_HDR, out + OUT_HDR, outcap - OUT_HDR)
+            except BaseException:
+                r = -EIO
+            if r == -0x7fffffff:   # FORGET and BATCH_FORGET: the protocol wants no reply
+                return 0
+        if r < 0:
+            oh.len = OUT_HDR
+            oh.error = <int>r
+        else:
+            oh.len = <uint32_t>(OUT_HDR + r)
+        return oh.len
+
+    # ---- dispatch -----------------------------------------------------------------------------------------
+
+    cdef Py_ssize_t _dispatch(self, const fuse_in_header *h, const uint8_t *b, size_t n, uint8_t *o, size_t cap):
+        cdef uint32_t op = h.opcode
+        self.counts[op if op < 63 else 63] += 1
+        if op == FUSE_INIT:
+            return self._init(b, n, o)
+        if not self.initialized:
+            return -EIO
+        if op == FUSE_FORGET:
+            if n >= sizeof(fuse_forget_in):
+                self._forget(h.nodeid, (<const fuse_forget_in *>b).nlookup)
+            return -0x7fffffff
+        if op == FUSE_BATCH_FORGET:
+            self._batch_forget(b, n)
+            return -0x7fffffff
+        if op == FUSE_INTERRUPT:
+            return -ENOSYS          # requests are short and synchronous: the kernel stops sending these
+        if op == FUSE_DESTROY:
+            self._reset()
+            self.initialized = False
+            return 0
+        cdef _Inode ino = self.inodes.get(h.nodeid)
+        if ino is None:
+            return -EBADF
+        if op == FUSE_LOOKUP:
+            return self._lookup(ino, b, n, o)
+        if op == FUSE_GETATTR:
+            return self._getattr(ino, b, n, o)
+        if op == FUSE_OPEN:
+            return self._open(ino, b, n, o)
+        if op == FUSE_READ:
+            return self._read(b, n, o, cap)
+        if op == FUSE_WRITE:
+            return -EROFS if self.readonly else self._write(b, n, o)
+        if op == FUSE_RELEASE or op == FUSE_RELEASEDIR:
+            return self._release(b, n)
+        if op == FUSE_FLUSH:
+            return -ENOSYS          # nothing to flush (no write-back cache here): the kernel stops sending these
+        if op == FUSE_OPENDIR:
+            return self._opendir(ino, o)
+        if op == FUSE_READDIR:
+            return self._readdir(b, n, o, cap, False)
+        if op == FUSE_READDIRPLUS:
+            return self._readdir(b, n, o, cap, True)
+        if op == FUSE_STATFS:
+            return self._statfs(ino, o)
+        if op == FUSE_READLINK:
+            return self._readlink(ino, o, cap)
+        if op == FUSE_ACCESS:
+            return self._access(ino, b, n)
+        if op == FUSE_FSYNC or op == FUSE_FSYNCDIR:
+            return self._fsync(b, n)
+        if op == FUSE_LSEEK:
+            return self._lseek(b, n, o)
+        if op in (FUSE_GETXATTR, FUSE_LISTXATTR, FUSE_SETXATTR, FUSE_REMOVEXATTR):
+            if self.readonly and (op == FUSE_SETXATTR or op == FUSE_REMOVEXATTR):
+                return -EROFS
+            return -ENOSYS          # no xattrs: the kernel stops asking after the first ENOSYS
+        if op in (FUSE_SETATTR, FUSE_SYMLINK, FUSE_MKNOD, FUSE_MKDIR, FUSE_UNLINK, FUSE_RMDIR, FUSE_RENAME,
+                  FUSE_RENAME2, FUSE_LINK, FUSE_CREATE, FUSE_FALLOCATE, FUSE_COPY_FILE_RANGE):
+            if self.readonly:
+                return -EROFS
+            if op == FUSE_SETATTR:
+                return self._setattr(ino, b, n, o)
+            if op == FUSE_CREATE:
+                return self._create(ino, b, n, o)
+            if op == FUSE_MKDIR:
+                return self._mkdir(ino, b, n, o)
+            if op == FUSE_MKNOD:
+                return self._mknod(ino, b, n, o)
+            if op == FUSE_SYMLINK:
+                return self._symlink(ino, b, n, o)
+            if op == FUSE_LINK:
+                return self._link(ino, b, n, o)
+            if op == FUSE_UNLINK:
+                return self._unlink(ino, b, n, 0)
+            if op == FUSE_RMDIR:
+                return self._unlink(ino, b, n, AT_REMOVEDIR)
+            if op == FUSE_RENAME:
+                if n < sizeof(fuse_rename_in):
+                    return -EINVAL
+                return self._rename(ino, (<const fuse_rename_in *>b).newdir, 0, b + sizeof(fuse_rename_in),
+                                    n - sizeof(fuse_rename_in))
+            if op == FUSE_RENAME2:
+                if n < sizeof(fuse_rename2_in):
+                    return -EINVAL
+                return self._rename(ino, (<const fuse_rename2_in *>b).newdir, (<const fuse_rename2_in *>b).flags,
+                                    b + sizeof(fuse_rename2_in), n - sizeof(fuse_rename2_in))
+            if op == FUSE_FALLOCATE:
+                return self._fallocate(b, n)
+            if op == FUSE_COPY_FILE_RANGE:
+                return self._copy_file_range(b, n, o)
+        return -ENOSYS
+
+    # ---- session ------------------------------------------------------------------------------------------
+
+    cdef Py_ssize_t _init(self, const uint8_t *b, size_t n, uint8_t *o):
+        cdef fuse_init_in i
+        cdef fuse_init_out *r = <fuse_init_out *>o
+        if n < 16:
+            return -EINVAL
+        memcpy(&i, b, 16)
+        memset(r, 0, sizeof(fuse_init_out))
+        r.major = FUSE_KERNEL_VERSION
+        r.minor = FUSE_KERNEL_MINOR_VERSION
+        if i.major > FUSE_KERNEL_VERSION:
+            return 8                     # the kernel retries with our major
+        if i.major < FUSE_KERNEL_VERSION or i.minor < OUR_MINOR_MIN:
+            return -EPROTO
+        if i.minor < r.minor:
+            r.minor = i.minor
+        r.max_readahead = i.max_readahead
+        r.flags = i.flags & (FUSE_ASYNC_READ | FUSE_ATOMIC_O_TRUNC | FUSE_BIG_WRITES | FUSE_DO_READDIRPLUS |
+                             FUSE_READDIRPLUS_AUTO | FUSE_PARALLEL_DIROPS | FUSE_MAX_PAGES | FUSE_CACHE_SYMLINKS |
+                             FUSE_AUTO_INVAL_DATA)
+        r.max_background = 64
+        r.congestion_threshold = 48
+        r.max_write = self.max_write
+        r.time_gran = 1
+        r.max_pages = <uint16_t>((self.max_write + 4095) // 4096)
+        self.initialized = True
+        return sizeof(fuse_init_out)
+
+    cdef void _reset(self):
+        """DESTROY: forget every handle and inode but the root."""
+        self.handles = {}
+        root = self.inodes[FUSE_ROOT_ID]
+        self.inodes = {FUSE_ROOT_ID: root}
+        self.by_key = {((<_Inode>root).dev, (<_Inode>root).ino): FUSE_ROOT_ID}
+
+    cdef void _forget(self, uint64_t nodeid, uint64_t count):
+        cdef _Inode ino
+        if nodeid == FUSE_ROOT_ID:
+            return
+        ino = self.inodes.get(nodeid)
+        if ino is None:
+            return
+        ino.nlookup = ino.nlookup - count if ino.nlookup > count else 0
+        if ino.nlookup == 0:
+            del self.inodes[nodeid]
+            self.by_key.pop((ino.dev, ino.ino), None)
+
+    cdef void _batch_forget(self, const uint8_t *b, size_t n):
+        cdef uint32_t count, k
+        cdef const fuse_forget_one *one
+        if n < 8:
+            return
+        count = (<const fuse_batch_forget_in *>b).count
+        if count > (n - 8) // sizeof(fuse_forget_one):
+            count = <uint32_t>((n - 8) // sizeof(fuse_forget_one))   # never past the body
+        one = <const fuse_forget_one *>(b + 8)
+        for k in range(count):
+            self._forget(one[k].nodeid, one[k].nlookup)
+
+    # ---- inodes -------------------------------------------------------------------------------------------
+
+    cdef uint64_t _intern(self, int fd, const struct_stat *st):
+        """Adopt ``fd`` (O_PATH) as an inode, or count one more lookup of a known one (closing ``fd``)."""
+        cdef _Inode ino
+        key = (st.st_dev, st.st_ino)
+        nodeid = self.by_key.get(key)
+        if nodeid is not None:
+            ino = self.inodes[nodeid]
+            ino.nlookup += 1
+            close(fd)
+            return nodeid
+        ino = _Inode()
+        ino.fd = fd
+        ino.dev = st.st_dev
+        ino.ino = st.st_ino
+        ino.kind = st.st_mode & S_IFMT
+        ino.nlookup = 1
+        nodeid = self.next_nodeid
+        self.next_nodeid += 1
+        self.inodes[nodeid] = ino
+        self.by_key[key] = nodeid
+        return nodeid
+
+    cdef void _fill_entry(self, fuse_entry_out *e, uint64_t nodeid, const struct_stat *st) noexcept:
+        memset(e, 0, sizeof(fuse_entry_out))
+        e.nodeid = nodeid
+        e.entry_valid = self.t_sec
+        e.attr_valid = self.t_sec
+        e.entry_valid_nsec = self.t_nsec
+        e.attr_valid_nsec = self.t_nsec
+        fill_attr(&e.attr, st)
+
+    cdef Py_ssize_t _entry_at(self, int dirfd, const char *name, fuse_entry_out *e):
+        """Look ``name`` up beneath ``dirfd`` without following it; fills ``e`` and counts one lookup."""
+        cdef struct_stat st
+        cdef int fd = openat(dirfd, name, PATH_FLAGS)
+        if fd < 0:
+            return neg_errno()
+        if fstatat(fd, "", &st, STAT_FLAGS) < 0:
+            r = neg_errno()
+            close(fd)
+            return r
+        self._fill_entry(e, self._intern(fd, &st), &st)
+        return sizeof(fuse_entry_out)
+
+    cdef Py_ssize_t _entry_from_open_fd(self, int fd, fuse_entry_out *e):
+        """An inode for the file behind an open descriptor, reached through its magic link (no path walk)."""
+        cdef struct_stat st
+        cdef char num[24]
+        snprintf(num, 24, "%d", fd)
+        cdef int pfd = openat(self.proc_fd, num, O_PATH | O_CLOEXEC)
+        if pfd < 0:
+            return neg_errno()
+        if fstat(pfd, &st) < 0:
+            r = neg_errno()
+            close(pfd)
+            return r
+        self._fill_entry(e, self._intern(pfd, &st), &st)
+        return sizeof(fuse_entry_out)
+
+    cdef int _reopen(self, _Inode ino, int flags):
+        """A real descriptor for a regular file or directory inode (never a symlink: those are not opened)."""
+        cdef char num[24]
+        if ino.kind != S_IFREG and ino.kind != S_IFDIR:
+            cerrno.errno = ELOOP if ino.kind == S_IFLNK else EACCES
+            return -1
+        snprintf(num, 24, "%d", ino.fd)
+        return openat(self.proc_fd, num, (flags & ~(O_CREAT | O_EXCL)) | O_CLOEXEC)
+
+    cdef int64_t _reserve(self, int64_t size, int64_t end) noexcept:
+        """Bytes of growth allowed for extending a file of ``size`` to ``end`` (reserved), or -1 for none."""
+        cdef int64_t growth = end - size
+        if growth <= 0 or self.quota < 0:
+            return growth if growth > 0 else 0
+        if self.used + growth > self.quota:
+            growth = self.quota - self.used
+            if growth <= 0:
+                return -1
+        self.used += growth
+        return growth
+
+    # ---- attributes ---------------------------------------------------------------------------------------
+
+    cdef Py_ssize_t _lookup(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o):
+        cdef size_t used
+        cdef int r = check_name(b, n, &used)
+        if r < 0:
+            return r
+        return self._entry_at(parent.fd, <const char *>b, <fuse_entry_out *>o)
+
+    cdef Py_ssize_t _getattr(self, _Inode ino, const uint8_t *b, size_t n, uint8_t *o):
+        cdef struct_stat st
+        cdef fuse_attr_out *a = <fuse_attr_out *>o
+        cdef _Handle hd = None
+        cdef int rc
+        if n >= sizeof(fuse_getattr_in) and (<const fuse_getattr_in *>b).getattr_flags & FUSE_GETATTR_FH:
+            hd = self.handles.get((<const fuse_getattr_in *>b).fh)
+        rc = fstat(hd.fd, &st) if hd is not None else fstatat(ino.fd, "", &st, STAT_FLAGS)
+        if rc < 0:
+            return neg_errno()
+        memset(a, 0, sizeof(fuse_attr_out))
+        a.attr_valid = self.t_sec
+        a.attr_valid_nsec = self.t_nsec
+        fill_attr(&a.attr, &st)
+        return sizeof(fuse_attr_out)
+
+    cdef Py_ssize_t _setattr(self, _Inode ino, const uint8_t *b, size_t n, uint8_t *o):
+        cdef fuse_setattr_in s
+        cdef struct_stat st
+        cdef _Handle hd = None
+        cdef char num[24]
+        cdef timespec ts[2]
+        cdef int fd, rc
+        cdef int64_t growth
+        if n < sizeof(fuse_setattr_in):
+            return -EINVAL
+        memcpy(&s, b, sizeof(fuse_setattr_in))
+        if s.valid & FATTR_FH:
+            hd = self.handles.get(s.fh)
+        snprintf(num, 24, "%d", ino.fd)
+        if s.valid & FATTR_MODE:
+            if ino.kind == S_IFLNK:
+                return -EOPNOTSUPP
+            rc = fchmod(hd.fd, s.mode & MODE_BITS) if hd is not None else fchmodat(self.proc_fd, num,
+                                                                                 s.mode & MODE_BITS, 0)
+            if rc < 0:
+                return neg_errno()
+        if s.valid & (FATTR_UID | FATTR_GID):
+            if fchownat(ino.fd, "", s.uid if s.valid & FATTR_UID else <uint32_t>-1,
+                        s.gid if s.valid & FATTR_GID else <uint32_t>-1, STAT_FLAGS) < 0:
+                return neg_errno()
+        if s.valid & FATTR_SIZE:
+            if ino.kind != S_IFREG:
+                return -EISDIR if ino.kind == S_IFDIR else -EINVAL
+            if s.size > <uint64_t>INT64_MAX:
+                return -EFBIG
+            fd = hd.fd if hd is not None and hd.writable else self._reopen(ino, O_WRONLY)
+            if fd < 0:
+                return neg_errno()
+            rc = fstat(fd, &st)
+            growth = 0
+            if rc == 0:
+                growth = self._reserve(st.st_size, s.size)
+                if growth < 0 or (growth < <int64_t>s.size - st.st_size):
+                    if growth > 0:
+                        self.used -= growth
+                    rc = -1
+                    cerrno.errno = ENOSPC
+            if rc == 0:
+                with nogil:
+                    rc = ftruncate(fd, s.size)
+                if rc < 0:
+                    self.used -= growth
+                elif <int64_t>s.size < st.st_size and self.quota >= 0:
+                    self.used -= st.st_size - <int64_t>s.size
+            err = neg_errno()
+            if hd is None or not hd.writable:
+                close(fd)
+            if rc < 0:
+                return err
+        if s.valid & (FATTR_ATIME | FATTR_MTIME):
+            ts[0].tv_nsec = UTIME_OMIT
+            ts[1].tv_nsec = UTIME_OMIT
+            if s.valid & FATTR_ATIME:
+                ts[0].tv_sec = s.atime
+                ts[0].tv_nsec = UTIME_NOW if s.valid & FATTR_ATIME_NOW else s.atimensec
+            if s.valid & FATTR_MTIME:
+                ts[1].tv_sec = s.mtime
+                ts[1].tv_nsec = UTIME_NOW if s.valid & FATTR_MTIME_NOW else s.mtimensec
+            if ino.kind == S_IFLNK:
+                rc = utimensat(ino.fd, "", ts, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
+            else:
+                rc = utimensat(self.proc_fd, num, ts, 0)
+            if rc < 0:
+                return neg_errno()
+        return self._getattr(ino, NULL, 0, o)
+
+    cdef Py_ssize_t _statfs(self, _Inode ino, uint8_t *o):
+        cdef statvfs sv
+        cdef fuse_statfs_out *r = <fuse_statfs_out *>o
+        cdef uint64_t frsize
+        if fstatvfs(ino.fd, &sv) < 0:
+            return neg_errno()
+        memset(r, 0, sizeof(fuse_statfs_out))
+        r.st.bsize = sv.f_bsize
+        r.st.frsize = sv.f_frsize
+        r.st.namelen = sv.f_namemax
+        r.st.files = sv.f_files
+        r.st.ffree = sv.f_ffree
+        r.st.blocks = sv.f_blocks
+        r.st.bfree = sv.f_bfree
+        r.st.bavail = sv.f_bavail
+        if self.quota >= 0:
+            frsize = sv.f_frsize if sv.f_frsize else 4096
+            r.st.blocks = <uint64_t>self.quota // frsize
+            free_blocks = (self.quota - self.used) // <int64_t>frsize if self.used < self.quota else 0
+            r.st.bfree = min(<uint64_t>free_blocks, sv.f_bfree)
+            r.st.bavail = min(<uint64_t>free_blocks, sv.f_bavail)
+        return sizeof(fuse_statfs_out)
+
+    cdef Py_ssize_t _readlink(self, _Inode ino, uint8_t *o, size_t cap):
+        cdef ssize_t got = 0
+        if ino.kind != S_IFLNK:
+            return -EINVAL
+        got = readlinkat(ino.fd, "", <char *>o, cap)
+        if got < 0:
+            return neg_errno()
+        return got
+
+    cdef Py_ssize_t _access(self, _Inode ino, const uint8_t *b, size_t n):
+        cdef char num[24]
+        if n < sizeof(fuse_access_in):
+            return -EINVAL
+        cdef uint32_t mask = (<const fuse_access_in *>b).mask
+        if self.readonly and (mask & W_OK):
+            return -EROFS
+        if ino.kind == S_IFLNK:
+            return 0
+        snprintf(num, 24, "%d", ino.fd)
+        if faccessat(self.proc_fd, num, mask, 0) < 0:
+            return neg_errno()
+        return 0
+
+    # ---- files and directories ----------------------------------------------------------------------------
+
+    cdef uint64_t _new_handle(self, int fd, _Inode ino, bint is_dir, bint writable):
+        cdef _Handle hd = _Handle()
+        hd.fd = fd
+        hd.inode = ino
+        hd.is_dir = is_dir
+        hd.writable = writable
+        fh = self.next_fh
+        self.next_fh += 1
+        self.handles[fh] = hd
+        return fh
+
+    cdef Py_ssize_t _open(self, _Inode ino, const uint8_t *b, size_t n, uint8_t *o):
+        cdef struct_stat st
+        cdef fuse_open_out *r = <fuse_open_out *>o
+        if n < 4:
+            return -EINVAL
+        cdef int flags = (<const fuse_open_in *>b).flags
+        cdef int acc = flags & O_ACCMODE
+        if ino.kind == S_IFDIR:
+            return -EISDIR
+        if self.readonly and (acc != O_RDONLY or flags & O_TRUNC):
+            return -EROFS
+        if flags & O_TRUNC and self.quota >= 0 and fstatat(ino.fd, "", &st, STAT_FLAGS) == 0:
+            old_size = st.st_size
+        else:
+            old_size = 0
+        cdef int fd = self._reopen(ino, flags & PASS_FLAGS)
+        if fd < 0:
+            return neg_errno()
+        if flags & O_TRUNC:
+            self.used -= min(old_size, self.used)
+        memset(r, 0, sizeof(fuse_open_out))
+        r.open_flags = self.open_flags
+        r.fh = self._new_handle(fd, ino, False, acc != O_RDONLY)
+        return sizeof(fuse_open_out)
+
+    cdef Py_ssize_t _opendir(self, _Inode ino, uint8_t *o):
+        cdef fuse_open_out *r = <fuse_open_out *>o
+        if ino.kind != S_IFDIR:
+            return -ENOTDIR
+        cdef int fd = self._reopen(ino, O_RDONLY | O_DIRECTORY)
+        if fd < 0:
+            return neg_errno()
+        memset(r, 0, sizeof(fuse_open_out))
+        r.fh = self._new_handle(fd, ino, True, False)
+        return sizeof(fuse_open_out)
+
+    cdef Py_ssize_t _release(self, const uint8_t *b, size_t n):
+        if n < 8:
+            return -EINVAL
+        self.handles.pop((<const fuse_release_in *>b).fh, None)   # the handle closes its descriptor
+        return 0
+
+    cdef _Handle _file(self, uint64_t fh, bint want_dir):
+        cdef _Handle hd = self.handles.get(fh)
+        if hd is None or hd.is_dir != want_dir:
+            return None
+        return hd
+
+    cdef Py_ssize_t _read(self, const uint8_t *b, size_t n, uint8_t *o, size_t cap):
+        cdef fuse_read_in r
+        cdef ssize_t got = 0
+        cdef size_t want, done = 0
+        if n < 24:
+            return -EINVAL
+        memcpy(&r, b, 24)
+        cdef _Handle hd = self._file(r.fh, False)
+        if hd is None:
+            return -EBADF
+        if r.offset > <uint64_t>INT64_MAX:
+            return -EINVAL
+        want = min(<size_t>r.size, cap)
+        cdef int fd = hd.fd
+        cdef int64_t off = r.offset
+        with nogil:
+            while done < want:
+                got = pread(fd, o + done, want - done, off + done)
+                if got <= 0:
+                    break
+                done += got
+        if done == 0 and got < 0:
+            return neg_errno()
+        return done
+
+    cdef Py_ssize_t _write(self, const uint8_t *b, size_t n, uint8_t *o):
+        cdef fuse_write_in w
+        cdef struct_stat st
+        cdef ssize_t put = 0
+        cdef size_t size, done = 0
+        cdef int64_t growth, end, real
+        if n < sizeof(fuse_write_in):
+            return -EINVAL
+        memcpy(&w, b, sizeof(fuse_write_in))
+        size = w.size
+        if size > n - sizeof(fuse_write_in):
+            return -EINVAL                               # claims more data than the request carries
+        if w.offset > <uint64_t>(INT64_MAX - size):
+            return -EFBIG
+        cdef _Handle hd = self._file(w.fh, False)
+        if hd is None:
+            return -EBADF
+        if not hd.writable:
+            return -EBADF
+        cdef int fd = hd.fd
+        cdef int64_t off = w.offset
+        growth = 0
+        if self.quota >= 0 and size:
+            if fstat(fd, &st) < 0:
+                return neg_errno()
+            end = off + <int64_t>size
+            growth = self._reserve(st.st_size, end)
+            if growth < 0:
+                return -ENOSPC
+            if growth < end - st.st_size:                # only part of it fits: write up to the limit
+                if off >= st.st_size + growth:
+                    self.used -= growth
+                    return -ENOSPC
+                size = <size_t>(st.st_size + growth - off)
+        cdef const uint8_t *data = b + sizeof(fuse_write_in)
+        with nogil:
+            while done < size:
+                put = pwrite(fd, data + done, size - done, off + done)
+                if put <= 0:
+                    break
+                done += put
+        if growth > 0:                                   # give back what was reserved but not written
+            real = off + <int64_t>done - st.st_size
+            if real < 0:
+                real = 0
+            if real < growth:
+                self.used -= growth - real
+        if done == 0 and put < 0:
+            return neg_errno()
+        memset(o, 0, sizeof(fuse_write_out))
+        (<fuse_write_out *>o).size = <uint32_t>done
+        return sizeof(fuse_write_out)
+
+    cdef Py_ssize_t _fsync(self, const uint8_t *b, size_t n):
+        cdef int rc
+        if n < sizeof(fuse_fsync_in):
+            return -EINVAL
+        cdef _Handle hd = self.handles.get((<const fuse_fsync_in *>b).fh)
+        if hd is None:
+            return -EBADF
+        cdef int fd = hd.fd
+        cdef bint data_only = (<const fuse_fsync_in *>b).fsync_flags & 1
+        with nogil:
+            rc = fdatasync(fd) if data_only else fsync(fd)
+        return neg_errno() if rc < 0 else 0
+
+    cdef Py_ssize_t _lseek(self, const uint8_t *b, size_t n, uint8_t *o):
+        if n < sizeof(fuse_lseek_in):
+            return -EINVAL
+        cdef fuse_lseek_in s
+        memcpy(&s, b, sizeof(fuse_lseek_in))
+        cdef _Handle hd = self._file(s.fh, False)
+        if hd is None:
+            return -EBADF
+        if s.offset > <uint64_t>INT64_MAX:
+            return -EINVAL
+        cdef int64_t pos = lseek(hd.fd, s.offset, s.whence)
+        if pos < 0:
+            return neg_errno()
+        (<fuse_lseek_out *>o).offset = pos
+        return sizeof(fuse_lseek_out)
+
+    cdef Py_ssize_t _fallocate(self, const uint8_t *b, size_t n):
+        cdef fuse_fallocate_in f
+        cdef struct_stat st
+        cdef int rc
+        cdef int64_t growth = 0
+        if n < sizeof(fuse_fallocate_in):
+            return -EINVAL
+        memcpy(&f, b, sizeof(fuse_fallocate_in))
+        cdef _Handle hd = self._file(f.fh, False)
+        if hd is None or not hd.writable:
+            return -EBADF
+        if f.offset > <uint64_t>INT64_MAX or f.length > <uint64_t>INT64_MAX - f.offset:
+            return -EFBIG
+        cdef int64_t end = f.offset + f.length
+        if self.quota >= 0:
+            if fstat(hd.fd, &st) < 0:
+                return neg_errno()
+            if end > st.st_size:
+                if f.mode & FALLOC_FL_KEEP_SIZE:
+                    return -EOPNOTSUPP           # preallocation past EOF would escape the size-based quota
+                growth = self._reserve(st.st_size, end)
+                if growth < end - st.st_size:
+                    if growth > 0:
+                        self.used -= growth
+                    return -ENOSPC
+        cdef int fd = hd.fd
+        with nogil:
+            rc = fallocate(fd, f.mode, f.offset, f.length)
+        if rc < 0:
+            self.used -= growth
+            return neg_errno()
+        return 0
+
+    cdef Py_ssize_t _copy_file_range(self, const uint8_t *b, size_t n, uint8_t *o):
+        cdef fuse_copy_file_range_in c
+        cdef struct_stat st
+        cdef ssize_t got = 0
+        cdef int64_t growth = 0, real, off_in, off_out
+        cdef size_t length
+        if n < sizeof(fuse_copy_file_range_in):
+            return -EINVAL
+        memcpy(&c, b, sizeof(fuse_copy_file_range_in))
+        if c.flags != 0:
+            return -EINVAL
+        cdef _Handle src = self._file(c.fh_in, False)
+        cdef _Handle dst = self._file(c.fh_out, False)
+        if src is None or dst is None or not dst.writable:
+            return -EBADF
+        if c.off_in > <uint64_t>INT64_MAX or c.off_out > <uint64_t>INT64_MAX:
+            return -EINVAL
+        length = min(c.len, <uint64_t>(1 << 30))
+        if c.off_out > <uint64_t>INT64_MAX - length:
+            return -EFBIG
+        off_in = c.off_in
+        off_out = c.off_out
+        if self.quota >= 0 and length:
+            if fstat(dst.fd, &st) < 0:
+                return neg_errno()
+            growth = self._reserve(st.st_size, off_out + <int64_t>length)
+            if growth < 0:
+                return -ENOSPC
+            if growth < off_out + <int64_t>length - st.st_size:
+                if off_out >= st.st_size + growth:
+                    self.used -= growth
+                    return -ENOSPC
+                length = <size_t>(st.st_size + growth - off_out)
+        cdef int fd_in = src.fd, fd_out = dst.fd
+        with nogil:
+            got = copy_file_range(fd_in, <off_t *>&off_in, fd_out, <off_t *>&off_out, length, 0)
+        err = neg_errno()
+        if growth > 0:
+            real = off_out - st.st_size if got > 0 else 0
+            if real < 0:
+                real = 0
+            if real < growth:
+                self.used -= growth - real
+        if got < 0:
+            return err
+        memset(o, 0, sizeof(fuse_write_out))
+        (<fuse_write_out *>o).size = <uint32_t>got
+        return sizeof(fuse_write_out)
+
+    cdef Py_ssize_t _readdir(self, const uint8_t *b, size_t n, uint8_t *o, size_t cap, bint plus):
+        cdef fuse_read_in r
+        cdef ssize_t got = 0
+        cdef size_t pos = 0, at, need, namelen, bufsize
+        cdef dirent64 *d
+        cdef fuse_dirent *fd_ent
+        cdef fuse_direntplus *fp
+        cdef char *buf
+        cdef Py_ssize_t rc
+        if n < 24:
+            return -EINVAL
+        memcpy(&r, b, 24)
+        cdef _Handle hd = self._file(r.fh, True)
+        if hd is None:
+            return -EBADF
+        if r.offset > <uint64_t>INT64_MAX:
+            return -EINVAL
+        cap = min(cap, <size_t>r.size)
+        cdef int dirfd = hd.fd
+        if lseek(hd.fd, r.offset, SEEK_SET) < 0:
+            return neg_errno()
+        bufsize = 32768
+        buf = <char *>malloc(bufsize)
+        if buf == NULL:
+            return -ENOSPC
+        try:
+            while True:
+                with nogil:
+                    got = getdents64(dirfd, buf, bufsize)
+                if got < 0:
+                    return neg_errno() if pos == 0 else pos
+                if got == 0:
+                    return pos
+                at = 0
+                while at < <size_t>got:
+                    d = <dirent64 *>(buf + at)
+                    at += d.d_reclen
+                    namelen = <size_t>(<char *>memchr(d.d_name, 0, NAME_MAX + 1) - d.d_name)
+                    if plus:
+                        need = (sizeof(fuse_direntplus) + namelen + 7) & ~(<size_t>7)
+                    else:
+                        need = (sizeof(fuse_dirent) + namelen + 7) & ~(<size_t>7)
+                    if pos + need > cap:
+                        return pos                       # the next READDIR restarts at this entry's offset
+                    if plus:
+                        fp = <fuse_direntplus *>(o + pos)
+                        memset(fp, 0, need)
+                        fd_ent = &fp.dirent
+                        if not (d.d_name[0] == 46 and (namelen == 1 or (namelen == 2 and d.d_name[1] == 46))):
+                            rc = self._entry_at(hd.fd, d.d_name, &fp.entry_out)
+                            if rc < 0:
+                                memset(&fp.entry_out, 0, sizeof(fuse_entry_out))
+                    else:
+                        fd_ent = <fuse_dirent *>(o + pos)
+                        memset(fd_ent, 0, need)
+                    fd_ent.ino = d.d_ino
+                    fd_ent.off = d.d_off
+                    fd_ent.namelen = <uint32_t>namelen
+                    fd_ent.type = d.d_type
+                    memcpy(<char *>fd_ent + sizeof(fuse_dirent), d.d_name, namelen)
+                    pos += need
+        finally:
+            free(buf)
+
+    # ---- namespace changes --------------------------------------------------------------------------------
+
+    cdef Py_ssize_t _create(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o):
+        cdef fuse_create_in c
+        cdef struct_stat st
+        cdef size_t used
+        cdef int fd, rc
+        cdef Py_ssize_t er
+        if n < sizeof(fuse_create_in):
+            return -EINVAL
+        memcpy(&c, b, sizeof(fuse_create_in))
+        rc = check_name(b + sizeof(fuse_create_in), n - sizeof(fuse_create_in), &used)
+        if rc < 0:
+            return rc
+        cdef const char *name = <const char *>(b + sizeof(fuse_create_in))
+        if (c.mode & S_IFMT) not in (0, S_IFREG):
+            return -EPERM
+        old_size = 0
+        if c.flags & O_TRUNC and self.quota >= 0 and fstatat(parent.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0:
+            if (st.st_mode & S_IFMT) == S_IFREG and st.st_nlink == 1:
+                old_size = st.st_size
+        fd = openat(parent.fd, name, (c.flags & (PASS_FLAGS | O_EXCL)) | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+                    c.mode & MODE_BITS)
+        if fd < 0:
+            return neg_errno()
+        if c.flags & O_TRUNC:
+            self.used -= min(old_size, self.used)
+        er = self._entry_from_open_fd(fd, <fuse_entry_out *>o)
+        if er < 0:
+            close(fd)
+            return er
+        cdef fuse_open_out *r = <fuse_open_out *>(o + sizeof(fuse_entry_out))
+        memset(r, 0, sizeof(fuse_open_out))
+        r.open_flags = self.open_flags
+        ino = self.inodes[(<fuse_entry_out *>o).nodeid]
+        r.fh = self._new_handle(fd, ino, False, (c.flags & O_ACCMODE) != O_RDONLY)
+        return sizeof(fuse_entry_out) + sizeof(fuse_open_out)
+
+    cdef Py_ssize_t _mkdir(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o):
+        cdef size_t used
+        if n < sizeof(fuse_mkdir_in):
+            return -EINVAL
+        cdef int rc = check_name(b + sizeof(fuse_mkdir_in), n - sizeof(fuse_mkdir_in), &used)
+        if rc < 0:
+            return rc
+        cdef const char *name = <const char *>(b + sizeof(fuse_mkdir_in))
+        if mkdirat(parent.fd, name, (<const fuse_mkdir_in *>b).mode & MODE_BITS) < 0:
+            return neg_errno()
+        return self._entry_at(parent.fd, name, <fuse_entry_out *>o)
+
+    cdef Py_ssize_t _mknod(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o):
+        cdef size_t used
+        if n < sizeof(fuse_mknod_in):
+            return -EINVAL
+        cdef uint32_t mode = (<const fuse_mknod_in *>b).mode
+        cdef int rc = check_name(b + sizeof(fuse_mknod_in), n - sizeof(fuse_mknod_in), &used)
+        if rc < 0:
+            return rc
+        if (mode & S_IFMT) != S_IFREG and (mode & S_IFMT) != S_IFIFO:
+            return -EPERM                                # no devices or sockets on the host
+        cdef const char *name = <const char *>(b + sizeof(fuse_mknod_in))
+        if mknodat(parent.fd, name, (mode & S_IFMT) | (mode & MODE_BITS), 0) < 0:
+            return neg_errno()
+        return self._entry_at(parent.fd, name, <fuse_entry_out *>o)
+
+    cdef Py_ssize_t _symlink(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o):
+        cdef size_t used
+        cdef int rc = check_name(b, n, &used)
+        if rc < 0:
+            return rc
+        cdef const uint8_t *target = b + used
+        cdef const uint8_t *z = <const uint8_t *>memchr(target, 0, n - used)
+        if z == NULL:
+            return -EINVAL
+        if z == target:
+            return -ENOENT
+        if z - target >= PATH_MAX:
+            return -ENAMETOOLONG
+        # The target is stored verbatim and never resolved by us: it only means something inside the guest.
+        if symlinkat(<const char *>target, parent.fd, <const char *>b) < 0:
+            return neg_errno()
+        return self._entry_at(parent.fd, <const char *>b, <fuse_entry_out *>o)
+
+    cdef Py_ssize_t _link(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o):
+        cdef size_t used
+        cdef char num[24]
+        if n < sizeof(fuse_link_in):
+            return -EINVAL
+        cdef int rc = check_name(b + sizeof(fuse_link_in), n - sizeof(fuse_link_in), &used)
+        if rc < 0:
+            return rc
+        cdef _Inode src = self.inodes.get((<const fuse_link_in *>b).oldnodeid)
+        if src is None:
+            return -EBADF                                # only inodes already reached through the share
+        if src.kind == S_IFDIR:
+            return -EPERM
+        cdef const char *name = <const char *>(b + sizeof(fuse_link_in))
+        if linkat(src.fd, "", parent.fd, name, AT_EMPTY_PATH) < 0:
+            if errno != ENOENT or src.kind == S_IFLNK:
+                return neg_errno()
+            snprintf(num, 24, "%d", src.fd)              # without CAP_DAC_READ_SEARCH: through the magic link
+            if linkat(self.proc_fd, num, parent.fd, name, AT_SYMLINK_FOLLOW) < 0:
+                return neg_errno()
+        return self._entry_at(parent.fd, name, <fuse_entry_out *>o)
+
+    cdef int64_t _released_bytes(self, int dirfd, const char *name):
+        """Bytes a successful unlink/overwrite of ``name`` gives back to the quota (last link of a file)."""
+        cdef struct_stat st
+        if self.quota < 0 or fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0:
+            return 0
+        if (st.st_mode & S_IFMT) == S_IFREG and st.st_nlink == 1:
+            return st.st_size
+        return 0
+
+    cdef Py_ssize_t _unlink(self, _Inode parent, const uint8_t *b, size_t n, int flags):
+        cdef size_t used
+        cdef int rc = check_name(b, n, &used)
+        if rc < 0:
+            return rc
+        cdef int64_t freed = self._released_bytes(parent.fd, <const char *>b) if flags == 0 else 0
+        if unlinkat(parent.fd, <const char *>b, flags) < 0:
+            return neg_errno()
+        self.used -= min(freed, self.used)
+        return 0
+
+    cdef Py_ssize_t _rename(self, _Inode parent, uint64_t newdir, uint32_t flags, const uint8_t *b, size_t n):
+        cdef size_t used_old, used_new
+        cdef int64_t freed = 0
+        if flags & ~(<uint32_t>(RENAME_NOREPLACE | RENAME_EXCHANGE)):
+            return -EINVAL                               # RENAME_WHITEOUT would make a device node
+        cdef int rc = check_name(b, n, &used_old)
+        if rc < 0:
+            return rc
+        rc = check_name(b + used_old, n - used_old, &used_new)
+        if rc < 0:
+            return rc
+        cdef _Inode dst = self.inodes.get(newdir)
+        if dst is None:
+            return -EBADF
+        cdef const char *newname = <const char *>(b + used_old)
+        if flags == 0:
+            freed = self._released_bytes(dst.fd, newname)
+        if renameat2(parent.fd, <const char *>b, dst.fd, newname, flags) < 0:
+            return neg_errno()
+        self.used -= min(freed, self.used)
+        return 0

@@ -1,0 +1,62 @@
+"""The ``sandbox`` and ``sandbox_factory`` fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pytest_microsandbox._options import Settings
+from pytest_microsandbox._registry import registry_of
+from pytest_microsandbox._run import RunContext
+from pytest_microsandbox.errors import KvmUnavailableError
+from pytest_microsandbox.sandbox import Sandbox
+
+SandboxFactory = Callable[..., Sandbox]
+
+
+@pytest.fixture
+def sandbox_factory(request: pytest.FixtureRequest, msb_sandbox_settings: Settings,
+                    msb_run: RunContext) -> Iterator[SandboxFactory]:
+    """Start sandboxes for this test: ``sandbox_factory(volumes={...}, env={...})``; keyword arguments override the
+    run's settings and the test's ``sandbox`` marker. Each is stopped and removed at teardown (see ``--msb-keep``)."""
+    registry = registry_of(request.node)
+    mine: list[Sandbox] = []
+
+    def make(**overrides: Any) -> Sandbox:
+        settings = msb_sandbox_settings
+        options: dict[str, Any] = {
+            "name": msb_run.next_name("sb"),
+            "image": settings.image,
+            "memory_mib": settings.memory,
+            "cpus": settings.cpus,
+            "isolation": settings.isolation,
+            "boot_timeout": settings.boot_timeout,
+            "volumes": {},
+            "env": {},
+            "home": msb_run.home,
+        }
+        options.update(overrides)
+        options["labels"] = {**dict(options.get("labels") or {}), **msb_run.labels("sandbox")}
+        request.config.hook.pytest_microsandbox_sandbox_config(config=request.config, request=request,
+                                                                options=options)
+        try:
+            sandbox = Sandbox.create(**options)
+        except KvmUnavailableError as err:
+            if settings.if_unavailable == "fail":
+                pytest.fail(f"microsandbox: {err}", pytrace=False)
+            pytest.skip(f"microsandbox: {err}")
+        registry.add(sandbox, dict(options["volumes"]))
+        mine.append(sandbox)
+        return sandbox
+
+    yield make
+    for sandbox in reversed(mine):
+        sandbox.remove()
+
+
+@pytest.fixture
+def sandbox(sandbox_factory: SandboxFactory) -> Sandbox:
+    """A fresh sandbox for this test (image, memory, cpus, isolation from the marker, CLI, env or ini)."""
+    return sandbox_factory()
