@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -302,14 +303,20 @@ class Sandbox:
             self._finish("stopped")
 
     def _wait_or_signal(self, timeout: float) -> None:
-        """For a handle without the process object: wait for the recorded process, then SIGKILL it."""
+        """For a handle without the process object: SIGTERM the recorded process (the launcher or VMM: its guest
+        dies with it), wait up to ``timeout`` s, then SIGKILL it."""
         owner = self._record.owner
+        if owner is not None and owner.is_alive() and self._client is None:
+            try:
+                os.kill(owner.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + timeout
         while owner is not None and owner.is_alive() and time.monotonic() < deadline:
             time.sleep(0.02)
         if owner is not None and owner.is_alive():
             try:
-                os.kill(owner.pid, 9)
+                os.kill(owner.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             while owner.is_alive() and time.monotonic() < deadline + 5:
