@@ -6,7 +6,14 @@ an escape. It exists for hosts whose KVM cannot run guests and is used only when
 
 Process tree: ``setpriv --pdeathsig KILL`` (the guest dies with the thread that started it) execs ``unshare`` which
 stays as the recorded sandbox process and forks the agent as PID 1 (``--kill-child``: it dies with ``unshare``).
-The agent talks over an inherited socketpair end and powers off (ends the pid namespace) when it closes. Disk
+The agent talks over an inherited socketpair end and powers off (ends the pid namespace) when it closes.
+
+The guest's root is the caller's uid on the host (``--map-root-user``: host root when pytest runs as root), with
+capabilities only inside its user namespace. What keeps host files safe: the root is an overlay with a tmpfs upper,
+host directories come in only as the binds asked for (read-only ones stay read-only: CAP_SYS_ADMIN is dropped after
+the mounts, so nothing can remount them), ``/dev`` holds only null/zero/full/random/urandom/tty, ``/sys`` and
+``/proc/sys`` are read-only and the host's kernel knobs in ``/proc`` are masked. ``memory_mib`` and ``cpus`` are not
+enforced by this backend (no cgroup limits). Disk
 images are loop-mounted read-only in a private mount namespace made *before* the user namespace (so only when we
 hold CAP_SYS_ADMIN on the host); the mount and its loop device go away with the namespace.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -302,14 +303,18 @@ class Sandbox:
             self._finish("stopped")
 
     def _wait_or_signal(self, timeout: float) -> None:
-        """For a handle without the process object: wait for the recorded process, then SIGKILL it."""
+        """For a handle without the process object: after a SHUTDOWN sent over a relay, wait up to ``timeout`` s for
+        the recorded process (the launcher or VMM; its guest dies with it), then SIGKILL it. Without a connection
+        there is no graceful way (the launcher defers SIGTERM to its child; PID 1 of a namespace ignores it)."""
         owner = self._record.owner
+        if self._client is None:
+            timeout = 0
         deadline = time.monotonic() + timeout
         while owner is not None and owner.is_alive() and time.monotonic() < deadline:
             time.sleep(0.02)
         if owner is not None and owner.is_alive():
             try:
-                os.kill(owner.pid, 9)
+                os.kill(owner.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
             while owner.is_alive() and time.monotonic() < deadline + 5:

@@ -104,3 +104,28 @@ def test_leak_twenty_sandboxes_creator_sigkilled(home: Path, tmp_path: Path, cap
     owner_alive = [r.owner.pid for r in Store(home).list_sandboxes() if r.owner and r.owner.is_alive()]
     assert owner_alive == []
     assert ProcessIdentity.current().is_alive()
+
+
+def test_stop_from_another_process_handle(make_sandbox, home: Path) -> None:
+    """A handle from Sandbox.get in a process that does not own the guest stops it by its recorded process."""
+    sb = make_sandbox(name="far")
+    script = ("import sys; from pytest_microsandbox.sync import Sandbox; "
+              "Sandbox.get('far', home=sys.argv[1]).stop(timeout=5)")
+    subprocess.run([sys.executable, "-c", script, str(home)], cwd=REPO, check=True, timeout=60,
+                   env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert _wait_dead([sb.pid]) == []
+    assert Store(home).get_sandbox("far").status == "stopped"
+
+
+def test_boot_failure_reports_the_console(home: Path, tmp_path: Path) -> None:
+    from pytest_microsandbox.errors import BootError
+    from pytest_microsandbox.sandbox._namespace import loop_mounts_unavailable
+
+    if loop_mounts_unavailable():
+        pytest.skip(loop_mounts_unavailable())
+    junk = tmp_path / "junk.raw"
+    junk.write_bytes(b"\0" * (1 << 20))  # no filesystem on it: the loop mount fails before the guest starts
+    with pytest.raises(BootError) as info:
+        Sandbox.create(isolation="namespace", home=home, volumes={"/d": Volume.disk(junk, readonly=True)})
+    assert "mount" in info.value.console_tail
+    assert Sandbox.list(home=home) == []
