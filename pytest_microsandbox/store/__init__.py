@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_exponential
+
 from pytest_microsandbox.errors import (
     SandboxNotFoundError,
     VolumeAlreadyExistsError,
@@ -28,6 +30,23 @@ __all__ = ["SCHEMA_VERSION", "Event", "MountRecord", "ProcessIdentity", "Sandbox
 
 _BUSY_TIMEOUT_S = 30.0
 _migrated: set[Path] = set()
+
+
+def _is_locked(err: BaseException) -> bool:
+    return isinstance(err, sqlite3.OperationalError) and "locked" in str(err)
+
+
+# Processes opening a brand-new database at once can get "database is locked" from the switch to WAL without
+# SQLite's busy handler being consulted: retry that first setup for as long as a busy wait would have lasted.
+@retry(retry=retry_if_exception(_is_locked), stop=stop_after_delay(_BUSY_TIMEOUT_S),
+       wait=wait_random_exponential(multiplier=0.005, max=0.25), reraise=True)
+def _prepare(conn: sqlite3.Connection, path: Path) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    if path not in _migrated:
+        migrate(conn)
+        _migrated.add(path)
 
 
 def now_ms() -> int:
@@ -121,12 +140,7 @@ class Store:
         conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
         try:
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            if self.path not in _migrated:
-                migrate(conn)
-                _migrated.add(self.path)
+            _prepare(conn, self.path)
             yield conn
         finally:
             conn.close()

@@ -96,3 +96,28 @@ def test_events_log_creations_and_removals(tmp_path: Path) -> None:
     assert [(e.kind, e.subject) for e in events] == [
         ("volume.created", "a"), ("volume.created", "b"), ("volume.removed", "a")]
     assert [e.kind for e in Store(tmp_path).events("a")] == ["volume.created", "volume.removed"]
+
+
+def _open_fresh(home: str, barrier, results) -> None:  # noqa: ANN001 (multiprocessing primitives)
+    barrier.wait()
+    try:
+        Store(Path(home)).list_volumes()
+        results.put("ok")
+    except Exception as err:  # report every failure kind, not only the expected one
+        results.put(repr(err))
+
+
+def test_many_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
+    """The first open switches the file to WAL and migrates it; racing first opens must all succeed."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    for round_ in range(20):
+        barrier, results = ctx.Barrier(10), ctx.Queue()
+        procs = [ctx.Process(target=_open_fresh, args=(str(tmp_path / f"home-{round_}"), barrier, results))
+                 for _ in range(10)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [results.get(timeout=5) for _ in procs] == ["ok"] * 10
