@@ -33,6 +33,15 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
 def _choice(*choices: str) -> Callable[[str], str]:
     def parse(text: str) -> str:
         if text not in choices:
@@ -54,6 +63,7 @@ class Option:
     parse: Callable[[str], Any]
     default: str | Callable[[], str] | None = None
     metavar: str | None = None
+    is_flag: bool = False  # a bare --msb-NAME on the command line means true
 
     @property
     def flag(self) -> str:
@@ -84,6 +94,8 @@ OPTIONS: tuple[Option, ...] = (
            _choice(*KEEP_CHOICES), "never", "WHEN"),
     Option("if_unavailable", "when the sandbox engine cannot run here: skip the test or fail it "
            "(default skip, but fail when CI is set)", _choice("skip", "fail"), _default_if_unavailable, "ACTION"),
+    Option("cov", "measure Python run inside sandboxes of the host image with coverage and combine it into this "
+           "run's coverage data", _bool, "false", is_flag=True),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
 
@@ -99,6 +111,7 @@ class Settings:
     boot_timeout: float
     keep: str
     if_unavailable: str
+    cov: bool
 
     def with_marker(self, marker: pytest.Mark | None) -> Settings:
         """These settings with a ``@pytest.mark.sandbox(...)`` marker's keywords applied on top."""
@@ -110,7 +123,7 @@ class Settings:
         changes: dict[str, Any] = {}
         for key, value in marker.kwargs.items():
             name = aliases.get(key, key)
-            if name not in _BY_NAME or name == "home":
+            if name not in _BY_NAME or name in ("home", "cov"):
                 raise InvalidConfigError(f"@pytest.mark.sandbox: unknown option {key!r}")
             changes[name] = _parse(_BY_NAME[name], str(value), f"@pytest.mark.sandbox({key}=...)")
         return replace(self, **changes)
@@ -119,8 +132,13 @@ class Settings:
 def register(parser: pytest.Parser) -> None:
     group = parser.getgroup("microsandbox", "microVM sandboxes (pytest-microsandbox)")
     for option in OPTIONS:
-        group.addoption(option.flag, dest="msb_" + option.name, default=None, metavar=option.metavar,
-                        help=f"{option.help} [env {option.env}, ini {option.ini}]")
+        help_text = f"{option.help} [env {option.env}, ini {option.ini}]"
+        if option.is_flag:
+            group.addoption(option.flag, dest="msb_" + option.name, action="store_const", const="true",
+                            default=None, help=help_text)
+        else:
+            group.addoption(option.flag, dest="msb_" + option.name, default=None, metavar=option.metavar,
+                            help=help_text)
         parser.addini(option.ini, help=option.help, default=None)
 
 

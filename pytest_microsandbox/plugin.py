@@ -11,12 +11,16 @@ from _vmcore.errors import KernelLoadError
 from _vmcore.host import detect_kvm
 from _vmcore.kernels import find_kernel
 from pytest_microsandbox import _options, fixtures, hookspecs, sandbox_fixtures
+from pytest_microsandbox._coverage import GuestCoverage
 from pytest_microsandbox._home import msb_home
 from pytest_microsandbox._reaper import sweep_leftover_volumes
 from pytest_microsandbox._registry import REGISTRY_KEY
 from pytest_microsandbox._report import sandbox_sections
 from pytest_microsandbox._run import RunContext
 from pytest_microsandbox.fixtures import RUN_KEY, SETTINGS_KEY
+from pytest_microsandbox.sandbox_fixtures import COVERAGE_KEY
+
+COMBINED_KEY = pytest.StashKey[int]()
 
 _SIGTERM_KEY = pytest.StashKey[Any]()
 
@@ -36,6 +40,9 @@ def pytest_configure(config: pytest.Config) -> None:
     settings = _options.resolve(config)
     config.stash[SETTINGS_KEY] = settings
     config.stash[RUN_KEY] = RunContext.for_config(config, msb_home(settings.home))
+    if settings.cov:
+        run = config.stash[RUN_KEY]
+        config.stash[COVERAGE_KEY] = GuestCoverage.prepare(run.home / "coverage" / run.run_id, config.rootpath)
     config.pluginmanager.register(fixtures, "microsandbox-fixtures")
     config.pluginmanager.register(sandbox_fixtures, "microsandbox-sandbox-fixtures")
     _tear_down_on_sigterm(config)
@@ -77,6 +84,16 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     run = session.config.stash[RUN_KEY]
     if run.is_controller:
         fixtures.remove_shared_volume(run)
+        guest_coverage = session.config.stash.get(COVERAGE_KEY, None)
+        if guest_coverage is not None:
+            session.config.stash[COMBINED_KEY] = guest_coverage.combine()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    combined = config.stash.get(COMBINED_KEY, None)
+    if combined is not None:
+        data_file = config.stash[COVERAGE_KEY].data_file
+        terminalreporter.write_line(f"microsandbox: combined {combined} guest coverage data file(s) into {data_file}")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from pytest_microsandbox._coverage import GuestCoverage
 from pytest_microsandbox._options import Settings
 from pytest_microsandbox._registry import registry_of
 from pytest_microsandbox._run import RunContext
@@ -14,6 +15,7 @@ from pytest_microsandbox.errors import KvmUnavailableError
 from pytest_microsandbox.sandbox import Sandbox
 
 SandboxFactory = Callable[..., Sandbox]
+COVERAGE_KEY = pytest.StashKey[GuestCoverage]()
 
 
 @pytest.fixture
@@ -41,6 +43,9 @@ def sandbox_factory(request: pytest.FixtureRequest, msb_sandbox_settings: Settin
         options["labels"] = {**dict(options.get("labels") or {}), **msb_run.labels("sandbox")}
         request.config.hook.pytest_microsandbox_sandbox_config(config=request.config, request=request,
                                                                 options=options)
+        guest_coverage = request.config.stash.get(COVERAGE_KEY, None)
+        if guest_coverage is not None and options["image"] == "host":
+            guest_coverage.apply(options)
         try:
             sandbox = Sandbox.create(**options)
         except KvmUnavailableError as err:
