@@ -34,7 +34,8 @@ def test_defaults(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) ->
     pytester.makepyfile(DUMP_SETTINGS)
     settings = settings_of(pytester.runpytest("-s"))
     assert settings == {"image": "host", "home": None, "kernel": None, "memory": 512, "cpus": 1,
-                        "isolation": "vm", "boot_timeout": 60.0, "keep": "never", "if_unavailable": "skip"}
+                        "isolation": "vm", "boot_timeout": 60.0, "keep": "never", "if_unavailable": "skip",
+                        "cov": False}
 
 
 def test_if_unavailable_defaults_to_fail_on_ci(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,12 +55,14 @@ def test_if_unavailable_defaults_to_fail_on_ci(pytester: pytest.Pytester, monkey
         ("--msb-boot-timeout", "2.5", "boot_timeout", 2.5),
         ("--msb-keep", "on-failure", "keep", "on-failure"),
         ("--msb-if-unavailable", "fail", "if_unavailable", "fail"),
+        ("--msb-cov", "yes", "cov", True),
     ],
 )
 def test_each_option_from_cli_env_and_ini(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, flag: str,
                                           value: str, field: str, expected: object) -> None:
     pytester.makepyfile(DUMP_SETTINGS)
-    assert settings_of(pytester.runpytest("-s", f"{flag}={value}"))[field] == expected
+    cli = [flag] if flag == "--msb-cov" else [f"{flag}={value}"]  # a flag option takes no value
+    assert settings_of(pytester.runpytest("-s", *cli))[field] == expected
     env = "MSB_" + field.upper()
     monkeypatch.setenv(env, value)
     assert settings_of(pytester.runpytest("-s"))[field] == expected
