@@ -6,7 +6,7 @@
         m.start()
         m.wait_for_console("Run /init", timeout=300)
 
-Layout: RAM at guest physical 0 (at most 3 GiB, below the MMIO window); virtio-mmio devices at 0xd0000000 +
+Layout: RAM at guest physical 0 (at most 3328 MiB, below the MMIO window); virtio-mmio devices at 0xd0000000 +
 4 KiB each with IRQs 5, 6, 7, 9, 10, ... (ISA lines of the PIC and I/O APIC, raised through
 irqfd; with more than one vCPU an MP table describes the vCPUs and the I/O APIC); i8042 at port 0x60, CMOS at
 0x70, an 8250 UART at 0x3f8 for kernels that have the driver. Guest reset (i8042 0xFE, triple fault) and
