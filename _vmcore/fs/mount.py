@@ -5,6 +5,7 @@ Also what ``msb volume mount NAME DIR`` uses to give users a quota-enforced, opt
 
 from __future__ import annotations
 
+import atexit
 import errno
 import os
 import threading
@@ -68,6 +69,7 @@ class FuseMount:
                 raise FuseUnavailableError(err.errno, f"cannot mount FUSE: {err.strerror}") from err
             raise
         self._mounted = True
+        atexit.register(self.close)  # never leave a dead mount behind when the interpreter exits
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
         self._thread = threading.Thread(target=self._serve, name=f"fuse:{self.mountpoint}", daemon=True)
         self._thread.start()
@@ -96,16 +98,20 @@ class FuseMount:
                 self._devfd = -1
 
     def close(self) -> None:
-        """Unmount (lazily if busy), stop the serving thread, release every descriptor. Idempotent."""
+        """Unmount (lazily if busy), stop the serving thread, release every descriptor. Idempotent; the cleanup
+        runs to the end even when the unmount fails, and that failure is raised afterwards."""
+        failure: OSError | None = None
         if self._mounted:
             self._mounted = False
+            atexit.unregister(self.close)
             try:
                 devfuse.unmount(self.mountpoint)
             except OSError as err:
-                if err.errno == errno.EBUSY:
-                    devfuse.unmount(self.mountpoint, lazy=True)
-                elif err.errno not in (errno.EINVAL, errno.ENOENT):
-                    raise
+                if err.errno not in (errno.EINVAL, errno.ENOENT):  # EINVAL: no longer mounted
+                    try:
+                        devfuse.unmount(self.mountpoint, lazy=True)
+                    except OSError as lazy_err:
+                        failure = lazy_err
         if self._thread is not None:
             os.write(self._stop_w, b"x")
             self._thread.join(timeout=10)
@@ -116,3 +122,5 @@ class FuseMount:
                 os.close(fd)
         self._stop_r = self._stop_w = -1
         self.server.close()
+        if failure is not None:
+            raise failure

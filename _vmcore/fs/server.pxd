@@ -29,6 +29,7 @@ cdef class FuseServer:
     cdef uint32_t t_nsec
     cdef readonly uint32_t max_write
     cdef uint64_t counts[64]     # requests served, by opcode (the last slot: everything past 62)
+    cdef bint switch_creds       # running as root: create as the caller (setfsuid/setfsgid)
     cdef uint32_t open_flags     # FOPEN_* flags given to every OPEN/CREATE reply
     cdef object __weakref__
 
@@ -45,6 +46,8 @@ cdef class FuseServer:
     cdef Py_ssize_t _entry_at(self, int dirfd, const char *name, fuse_entry_out *e)
     cdef Py_ssize_t _entry_from_open_fd(self, int fd, fuse_entry_out *e)
     cdef int _reopen(self, _Inode ino, int flags)
+    cdef void _become(self, uint32_t uid, uint32_t gid) noexcept
+    cdef void _unbecome(self, uint32_t uid, uint32_t gid) noexcept
     cdef int64_t _reserve(self, int64_t size, int64_t end) noexcept
     cdef Py_ssize_t _lookup(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o)
     cdef Py_ssize_t _getattr(self, _Inode ino, const uint8_t *b, size_t n, uint8_t *o)
@@ -64,10 +67,14 @@ cdef class FuseServer:
     cdef Py_ssize_t _fallocate(self, const uint8_t *b, size_t n)
     cdef Py_ssize_t _copy_file_range(self, const uint8_t *b, size_t n, uint8_t *o)
     cdef Py_ssize_t _readdir(self, const uint8_t *b, size_t n, uint8_t *o, size_t cap, bint plus)
-    cdef Py_ssize_t _create(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o)
-    cdef Py_ssize_t _mkdir(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o)
-    cdef Py_ssize_t _mknod(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o)
-    cdef Py_ssize_t _symlink(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o)
+    cdef Py_ssize_t _create(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o, uint32_t uid,
+                         uint32_t gid)
+    cdef Py_ssize_t _mkdir(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o, uint32_t uid,
+                         uint32_t gid)
+    cdef Py_ssize_t _mknod(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o, uint32_t uid,
+                         uint32_t gid)
+    cdef Py_ssize_t _symlink(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o, uint32_t uid,
+                         uint32_t gid)
     cdef Py_ssize_t _link(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o)
     cdef int64_t _released_bytes(self, int dirfd, const char *name)
     cdef Py_ssize_t _unlink(self, _Inode parent, const uint8_t *b, size_t n, int flags)

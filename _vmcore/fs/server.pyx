@@ -23,7 +23,7 @@ from libc.string cimport memchr, memcpy, memset
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t, INT64_MAX
 from posix.stat cimport struct_stat
 from posix.time cimport timespec
-from posix.types cimport off_t
+from posix.types cimport off_t, uid_t, gid_t
 
 from _vmcore.fs.abi cimport *
 
@@ -37,6 +37,24 @@ cdef enum:
     PATH_MAX = 4096
     MODE_BITS = 0o7777
     OUR_MINOR_MIN = 31
+
+cdef extern from "<sys/fsuid.h>" nogil:
+    int setfsuid(uid_t uid)
+    int setfsgid(gid_t gid)
+
+cdef extern from "<linux/capability.h>" nogil:
+    ctypedef struct cap_header "struct __user_cap_header_struct":
+        uint32_t version
+        int pid
+    ctypedef struct cap_data "struct __user_cap_data_struct":
+        uint32_t effective
+        uint32_t permitted
+        uint32_t inheritable
+    enum: _LINUX_CAPABILITY_VERSION_3, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+
+cdef extern from "<sys/syscall.h>" nogil:
+    long syscall(long number, ...)
+    enum: SYS_capget, SYS_capset
 
 cdef int PATH_FLAGS = O_PATH | O_NOFOLLOW | O_CLOEXEC
 cdef int STAT_FLAGS = AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW
@@ -158,6 +176,7 @@ cdef class FuseServer:
         # With attribute caching on, keep file pages cached across opens; AUTO_INVAL_DATA still drops them when
         # the kernel sees the size or mtime change.
         self.open_flags = FOPEN_KEEP_CACHE if cache_timeout > 0 else 0
+        self.switch_creds = os.geteuid() == 0 and os.getegid() == 0
 
     def __dealloc__(self):
         self._close_fds()
@@ -169,6 +188,12 @@ cdef class FuseServer:
         if self.proc_fd >= 0:
             close(self.proc_fd)
             self.proc_fd = -1
+
+    def reset(self) -> None:
+        """Back to the state before INIT (a virtio-fs device reset): every handle and inode but the root dropped."""
+        if not self.closed:
+            self._reset()
+            self.initialized = False
 
     def close(self) -> None:
         """Drop every inode and handle descriptor; later requests get EIO."""
@@ -337,13 +362,13 @@ cdef class FuseServer:
             if op == FUSE_SETATTR:
                 return self._setattr(ino, b, n, o)
             if op == FUSE_CREATE:
-                return self._create(ino, b, n, o)
+                return self._create(ino, b, n, o, h.uid, h.gid)
             if op == FUSE_MKDIR:
-                return self._mkdir(ino, b, n, o)
+                return self._mkdir(ino, b, n, o, h.uid, h.gid)
             if op == FUSE_MKNOD:
-                return self._mknod(ino, b, n, o)
+                return self._mknod(ino, b, n, o, h.uid, h.gid)
             if op == FUSE_SYMLINK:
-                return self._symlink(ino, b, n, o)
+                return self._symlink(ino, b, n, o, h.uid, h.gid)
             if op == FUSE_LINK:
                 return self._link(ino, b, n, o)
             if op == FUSE_UNLINK:
@@ -495,6 +520,29 @@ cdef class FuseServer:
             return -1
         snprintf(num, 24, "%d", ino.fd)
         return openat(self.proc_fd, num, (flags & ~(O_CREAT | O_EXCL)) | O_CLOEXEC)
+
+    cdef void _become(self, uint32_t uid, uint32_t gid) noexcept:
+        """Create as the caller (owner and group as on a local file system), keeping the server's power to
+        bypass permission bits: the client already checked them (default_permissions), the host must not
+        refuse for lack of supplementary groups. Thread-local (fsuid/fsgid and capabilities are per thread)."""
+        cdef cap_header hdr
+        cdef cap_data data[2]
+        if not self.switch_creds or (uid == 0 and gid == 0):
+            return
+        setfsgid(gid)
+        setfsuid(uid)
+        if uid != 0:   # a non-zero fsuid drops the file capabilities from the effective set: take two back
+            hdr.version = _LINUX_CAPABILITY_VERSION_3
+            hdr.pid = 0
+            if syscall(SYS_capget, &hdr, data) == 0:
+                data[0].effective |= (1 << CAP_DAC_OVERRIDE) | (1 << CAP_DAC_READ_SEARCH)
+                syscall(SYS_capset, &hdr, data)
+
+    cdef void _unbecome(self, uint32_t uid, uint32_t gid) noexcept:
+        if not self.switch_creds or (uid == 0 and gid == 0):
+            return
+        setfsuid(0)    # back to fsuid 0: the permitted capabilities return to the effective set
+        setfsgid(0)
 
     cdef int64_t _reserve(self, int64_t size, int64_t end) noexcept:
         """Bytes of growth allowed for extending a file of ``size`` to ``end`` (reserved), or -1 for none."""
@@ -966,7 +1014,8 @@ cdef class FuseServer:
 
     # ---- namespace changes --------------------------------------------------------------------------------
 
-    cdef Py_ssize_t _create(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o):
+    cdef Py_ssize_t _create(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o, uint32_t uid,
+                         uint32_t gid):
         cdef fuse_create_in c
         cdef struct_stat st
         cdef size_t used
@@ -983,26 +1032,32 @@ cdef class FuseServer:
             return -EPERM
         old_size = 0
         if c.flags & O_TRUNC and self.quota >= 0 and fstatat(parent.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0:
-            if (st.st_mode & S_IFMT) == S_IFREG and st.st_nlink == 1:
+            if (st.st_mode & S_IFMT) == S_IFREG:
                 old_size = st.st_size
+        self._become(uid, gid)
         fd = openat(parent.fd, name, (c.flags & (PASS_FLAGS | O_EXCL)) | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
                     c.mode & MODE_BITS)
+        rc = neg_errno()
+        self._unbecome(uid, gid)
         if fd < 0:
-            return neg_errno()
+            return rc
         if c.flags & O_TRUNC:
             self.used -= min(old_size, self.used)
-        er = self._entry_from_open_fd(fd, <fuse_entry_out *>o)
+        cdef fuse_entry_out entry            # built privately: the reply buffer may be shared with a guest
+        er = self._entry_from_open_fd(fd, &entry)
         if er < 0:
             close(fd)
             return er
+        memcpy(o, &entry, sizeof(fuse_entry_out))
         cdef fuse_open_out *r = <fuse_open_out *>(o + sizeof(fuse_entry_out))
         memset(r, 0, sizeof(fuse_open_out))
         r.open_flags = self.open_flags
-        ino = self.inodes[(<fuse_entry_out *>o).nodeid]
+        ino = self.inodes[entry.nodeid]
         r.fh = self._new_handle(fd, ino, False, (c.flags & O_ACCMODE) != O_RDONLY)
         return sizeof(fuse_entry_out) + sizeof(fuse_open_out)
 
-    cdef Py_ssize_t _mkdir(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o):
+    cdef Py_ssize_t _mkdir(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o, uint32_t uid,
+                         uint32_t gid):
         cdef size_t used
         if n < sizeof(fuse_mkdir_in):
             return -EINVAL
@@ -1010,11 +1065,16 @@ cdef class FuseServer:
         if rc < 0:
             return rc
         cdef const char *name = <const char *>(b + sizeof(fuse_mkdir_in))
-        if mkdirat(parent.fd, name, (<const fuse_mkdir_in *>b).mode & MODE_BITS) < 0:
-            return neg_errno()
+        self._become(uid, gid)
+        rc = mkdirat(parent.fd, name, (<const fuse_mkdir_in *>b).mode & MODE_BITS)
+        err = neg_errno()
+        self._unbecome(uid, gid)
+        if rc < 0:
+            return err
         return self._entry_at(parent.fd, name, <fuse_entry_out *>o)
 
-    cdef Py_ssize_t _mknod(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o):
+    cdef Py_ssize_t _mknod(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o, uint32_t uid,
+                         uint32_t gid):
         cdef size_t used
         if n < sizeof(fuse_mknod_in):
             return -EINVAL
@@ -1025,11 +1085,16 @@ cdef class FuseServer:
         if (mode & S_IFMT) != S_IFREG and (mode & S_IFMT) != S_IFIFO:
             return -EPERM                                # no devices or sockets on the host
         cdef const char *name = <const char *>(b + sizeof(fuse_mknod_in))
-        if mknodat(parent.fd, name, (mode & S_IFMT) | (mode & MODE_BITS), 0) < 0:
-            return neg_errno()
+        self._become(uid, gid)
+        rc = mknodat(parent.fd, name, (mode & S_IFMT) | (mode & MODE_BITS), 0)
+        err = neg_errno()
+        self._unbecome(uid, gid)
+        if rc < 0:
+            return err
         return self._entry_at(parent.fd, name, <fuse_entry_out *>o)
 
-    cdef Py_ssize_t _symlink(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o):
+    cdef Py_ssize_t _symlink(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o, uint32_t uid,
+                         uint32_t gid):
         cdef size_t used
         cdef int rc = check_name(b, n, &used)
         if rc < 0:
@@ -1043,8 +1108,12 @@ cdef class FuseServer:
         if z - target >= PATH_MAX:
             return -ENAMETOOLONG
         # The target is stored verbatim and never resolved by us: it only means something inside the guest.
-        if symlinkat(<const char *>target, parent.fd, <const char *>b) < 0:
-            return neg_errno()
+        self._become(uid, gid)
+        rc = symlinkat(<const char *>target, parent.fd, <const char *>b)
+        err = neg_errno()
+        self._unbecome(uid, gid)
+        if rc < 0:
+            return err
         return self._entry_at(parent.fd, <const char *>b, <fuse_entry_out *>o)
 
     cdef Py_ssize_t _link(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o):

@@ -6,6 +6,7 @@ import ctypes
 import errno
 import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,35 @@ def test_one_gib_sparse_file(where: Path) -> None:
         assert fh.read(10) == b"\0\0middle\0\0"
         fh.seek(12345)
         assert fh.read(4096) == bytes(4096)
+
+
+def test_files_belong_to_their_creator(where: Path) -> None:
+    """A non-root caller's new files, directories, symlinks and fifos are its own (the server creates as it).
+
+    The caller is a thread with fsuid 12345 / fsgid 4321 (what the kernel reports to FUSE and uses locally)."""
+    os.chmod(where, 0o777)
+    dirfd = os.open(where, os.O_RDONLY | os.O_DIRECTORY)
+    errors: list[BaseException] = []
+
+    def as_user() -> None:
+        _libc.setfsgid(4321)
+        _libc.setfsuid(12345)
+        try:
+            os.close(os.open("file", os.O_CREAT | os.O_WRONLY, 0o640, dir_fd=dirfd))
+            os.mkdir("dir", 0o750, dir_fd=dirfd)
+            os.symlink("file", "link", dir_fd=dirfd)
+            os.mkfifo("fifo", dir_fd=dirfd)
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+        finally:
+            _libc.setfsuid(0)
+            _libc.setfsgid(0)
+
+    worker = threading.Thread(target=as_user)
+    worker.start()
+    worker.join(timeout=60)
+    os.close(dirfd)
+    assert not errors
+    for name in ("file", "dir", "link", "fifo"):
+        st = os.lstat(where / name)
+        assert (st.st_uid, st.st_gid) == (12345, 4321), name

@@ -1,0 +1,61 @@
+"""virtio-fs (device type 26): our FUSE server behind a hiprio queue and request queues, the tag in config space.
+
+Needs the VMM's virtio layer (``_vmcore.devices``): importing this module without it raises ImportError.
+Queue 0 is the high-priority queue (FORGET, BATCH_FORGET, INTERRUPT: no replies), queues 1..n carry requests.
+Each chain is served by ``serve_chain`` (request copied privately, reply straight into guest memory when it fits).
+"""
+
+from __future__ import annotations
+
+import struct
+
+from _vmcore.devices.virtio_device import VirtioDevice
+from _vmcore.devices.virtqueue import Virtqueue
+from _vmcore.errors import VirtqueueError
+from _vmcore.fs.chain import ChainError, serve_chain
+from _vmcore.fs.server import FuseServer
+
+DEVICE_ID = 26
+TAG_BYTES = 36
+QUEUE_SIZE = 256
+
+
+class VirtioFs(VirtioDevice):
+    """``tag`` is what the guest mounts (``mount -t virtiofs TAG /dir``, or ``rootfstype=virtiofs root=TAG``)."""
+
+    def __init__(self, server: FuseServer, tag: str, request_queues: int = 1, queue_size: int = QUEUE_SIZE) -> None:
+        raw = tag.encode()
+        if not raw or len(raw) > TAG_BYTES or b"\0" in raw:
+            raise ValueError(f"virtio-fs tag must be 1 to {TAG_BYTES} bytes without NUL: {tag!r}")
+        if not 1 <= request_queues <= 64:
+            raise ValueError("request_queues must be between 1 and 64")
+        super().__init__(DEVICE_ID, 0, [queue_size] * (1 + request_queues))
+        self.server = server
+        self.tag = tag
+        self.request_queues = request_queues
+        self.counters = {"requests": 0, "bad_chains": 0}
+
+    def config_bytes(self) -> bytes:
+        return self.tag.encode().ljust(TAG_BYTES, b"\0") + struct.pack("<I", self.request_queues)
+
+    def process_queue(self, index: int) -> None:
+        queue: Virtqueue = self.queues[index]
+        base, size = self.mem.address, self.mem.size
+        while (chain := queue.pop()) is not None:
+            try:
+                used = serve_chain(self.server, base, size, chain.segments)
+            except ChainError as err:
+                self.counters["bad_chains"] += 1
+                raise VirtqueueError(f"virtio-fs queue {index}: {err}") from None
+            self.counters["requests"] += 1
+            queue.add_used(chain.head, used)
+        self.signal_used(index)
+
+    def reset(self) -> None:
+        VirtioDevice.reset(self)
+        self.server.reset()  # the driver will INIT again: nothing it looked up before is valid any more
+
+    def state(self) -> dict:
+        st = VirtioDevice.state(self)
+        st.update(tag=self.tag, request_queues=self.request_queues)
+        return st
