@@ -60,6 +60,7 @@ class GuestPlan:
     boot: BootConfig
     disks: list[DiskAttachment] = field(default_factory=list)
     extra_mounts: list[GuestMount] = field(default_factory=list)  # mounts the plan adds after the disks
+    quotas: dict[str, int] = field(default_factory=dict)  # guest path -> MiB, for binds (vm: our virtio-fs server)
 
 
 class Guest:
