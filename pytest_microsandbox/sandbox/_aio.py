@@ -106,8 +106,9 @@ class Sandbox:
     async def status(self) -> str:
         return await asyncio.to_thread(lambda: self.sync.status)
 
-    async def exec(self, cmd: str | os.PathLike[str], *args: str | os.PathLike[str], env: Mapping[str, str] | None = None,
-                   cwd: str | None = None, stdin: bytes | str | None = None, timeout: float | None = None) -> ExecResult:
+    async def exec(self, cmd: str | os.PathLike[str], *args: str | os.PathLike[str],
+                   env: Mapping[str, str] | None = None, cwd: str | None = None, stdin: bytes | str | None = None,
+                   timeout: float | None = None) -> ExecResult:
         return await asyncio.to_thread(self.sync.exec, cmd, *args, env=env, cwd=cwd, stdin=stdin, timeout=timeout)
 
     async def shell(self, script: str, **options) -> ExecResult:

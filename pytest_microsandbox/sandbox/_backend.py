@@ -24,11 +24,18 @@ T = TypeVar("T")
 
 # PR_SET_PDEATHSIG fires when the *thread* that forked the child exits, so every guest process is started from this
 # one long-lived thread: the guests die with the process that created them, not with a short-lived worker thread.
-_spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="msb-spawner")
+# A forked child (multiprocessing) inherits the executor but not its thread: each process makes its own.
+_spawner: tuple[int, ThreadPoolExecutor] | None = None
+_spawner_lock = threading.Lock()
 
 
 def on_spawner_thread(fn: Callable[[], T]) -> T:
-    return _spawner.submit(fn).result()
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None or _spawner[0] != os.getpid():
+            _spawner = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="msb-spawner"))
+        executor = _spawner[1]
+    return executor.submit(fn).result()
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,7 @@ class GuestPlan:
     boot: BootConfig
     disks: list[DiskAttachment] = field(default_factory=list)
     extra_mounts: list[GuestMount] = field(default_factory=list)  # mounts the plan adds after the disks
+    quotas: dict[str, int] = field(default_factory=dict)  # guest path -> MiB, for binds (vm: our virtio-fs server)
 
 
 class Guest:

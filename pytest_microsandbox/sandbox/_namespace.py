@@ -12,10 +12,10 @@ The guest's root is the caller's uid on the host (``--map-root-user``: host root
 capabilities only inside its user namespace. What keeps host files safe: the root is an overlay with a tmpfs upper,
 host directories come in only as the binds asked for (read-only ones stay read-only: CAP_SYS_ADMIN is dropped after
 the mounts, so nothing can remount them), ``/dev`` holds only null/zero/full/random/urandom/tty, ``/sys`` and
-``/proc/sys`` are read-only and the host's kernel knobs in ``/proc`` are masked. ``memory_mib`` and ``cpus`` are not
-enforced by this backend (no cgroup limits). Disk
-images are loop-mounted read-only in a private mount namespace made *before* the user namespace (so only when we
-hold CAP_SYS_ADMIN on the host); the mount and its loop device go away with the namespace.
+``/proc/sys`` are read-only and the host's kernel knobs in ``/proc`` are masked. ``memory_mib``, ``cpus`` and
+volume quotas are not enforced by this backend (no cgroup limits; binds are plain binds, not our virtio-fs server).
+Disk images are loop-mounted read-only in a private mount namespace made *before* the user namespace (so only when
+we hold CAP_SYS_ADMIN on the host); the mount and its loop device go away with the namespace.
 """
 
 from __future__ import annotations

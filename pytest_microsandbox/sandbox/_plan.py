@@ -62,6 +62,7 @@ def build_plan(config: SandboxConfig, home: Path, run_dir: Path) -> tuple[GuestP
     mounts = list(image.mounts)
     disks: list[DiskAttachment] = []
     named: list[NamedMount] = []
+    quotas: dict[str, int] = {}
     for guest_path, m in sorted(config.volumes.items()):  # parents before children
         if m.kind == MountKind.TMPFS:
             mounts.append(GuestMount("tmpfs", guest_path, size_mib=m.size_mib, mode=0o1777, **_flags(m)))
@@ -69,6 +70,8 @@ def build_plan(config: SandboxConfig, home: Path, run_dir: Path) -> tuple[GuestP
             if not Path(m.bind).exists():
                 raise InvalidConfigError(f"bind mount source does not exist: {m.bind}")
             mounts.append(GuestMount("bind", guest_path, m.bind, **_flags(m)))
+            if m.quota_mib:
+                quotas[guest_path] = m.quota_mib
         elif m.kind == MountKind.DISK:
             if m.format not in (None, DiskImageFormat.RAW):
                 raise InvalidConfigError(f"disk image {m.disk}: only raw images can be attached here, not {m.format}")
@@ -82,6 +85,8 @@ def build_plan(config: SandboxConfig, home: Path, run_dir: Path) -> tuple[GuestP
                 disks.append(DiskAttachment(str(handle.disk_image), guest_path, "ext4", **_flags(m)))
             else:
                 mounts.append(GuestMount("bind", guest_path, str(handle.path), **_flags(m)))
+                if handle.quota_mib:
+                    quotas[guest_path] = handle.quota_mib
     env = {**image.env, **config.env}
     boot = BootConfig(
         root=GuestMount("bind", source=str(image.root)),
@@ -91,4 +96,4 @@ def build_plan(config: SandboxConfig, home: Path, run_dir: Path) -> tuple[GuestP
         workdir=config.workdir or image.workdir,
         restricted=config.security == Security.RESTRICTED,
     )
-    return GuestPlan(config, run_dir, boot, disks), named
+    return GuestPlan(config, run_dir, boot, disks, quotas=quotas), named

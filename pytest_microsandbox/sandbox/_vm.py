@@ -8,8 +8,8 @@ exactly as for the namespace backend.
 
 Mount kinds: tmpfs and disk images (virtio-blk by serial, ``flock`` on the image held by the VMM: shared for
 read-only, exclusive otherwise) work with what ``_vmcore`` has today. Bind mounts, directory volumes and the ``host``
-image need a virtio-fs device: ``virtiofs_available()`` says whether this build has one; until then they are refused
-with a clear SandboxError rather than half-mounted.
+image go through virtio-fs (``_vmcore.fs``: our FUSE server, read-only and quota enforced on the host); a build
+without it refuses them with a clear SandboxError rather than half-mounting them.
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ AGENT_PORT = "agent"
 ROOT_SERIAL = "msb-root"
 
 
+MAX_DEVICES = 9  # virtio-mmio IRQ lines of _vmcore.machine (DEVICE_IRQS), the console included
+
+
 def virtiofs_available() -> bool:
     try:
-        from _vmcore.devices import virtio_fs  # noqa: F401
+        from _vmcore.fs import virtio_fs  # noqa: F401
     except ImportError:
         return False
     return True
@@ -47,7 +50,7 @@ class VmSpec:
     kernel: str | None
     console_log: str
     disks: list[dict] = field(default_factory=list)  # {path, read_only, serial, lock}
-    shares: list[dict] = field(default_factory=list)  # virtio-fs: {tag, root, readonly}
+    shares: list[dict] = field(default_factory=list)  # virtio-fs: {tag, root, readonly, quota_mib}
 
 
 def vm_spec(plan: GuestPlan, root_disk: Path | None, kernel: str | None = None) -> tuple[VmSpec, list[GuestMount]]:
@@ -62,7 +65,7 @@ def vm_spec(plan: GuestPlan, root_disk: Path | None, kernel: str | None = None) 
         root = _share(spec, plan.boot.root.source if plan.boot.root else "", True)
     for m in plan.boot.mounts:
         if m.kind == "bind":
-            tag = _share(spec, m.source, m.readonly).source
+            tag = _share(spec, m.source, m.readonly, plan.quotas.get(m.target)).source
             mounts.append(GuestMount("virtiofs", m.target, tag, readonly=m.readonly, noexec=m.noexec,
                                      nosuid=m.nosuid, nodev=m.nodev))
         else:
@@ -72,16 +75,19 @@ def vm_spec(plan: GuestPlan, root_disk: Path | None, kernel: str | None = None) 
         spec.disks.append({"path": d.image, "read_only": d.readonly, "serial": serial, "lock": True})
         mounts.append(GuestMount("block_serial", d.guest_path, serial, fstype=d.fstype, readonly=d.readonly,
                                  noexec=d.noexec, nosuid=d.nosuid, nodev=d.nodev))
+    if 1 + len(spec.disks) + len(spec.shares) > MAX_DEVICES:
+        raise SandboxError(f"a vm sandbox has at most {MAX_DEVICES - 1} virtio devices for its root, shared "
+                           f"directories and disks; this one needs {len(spec.disks) + len(spec.shares)}")
     return spec, [root, *mounts]
 
 
-def _share(spec: VmSpec, path: str, readonly: bool) -> GuestMount:
+def _share(spec: VmSpec, path: str, readonly: bool, quota_mib: int | None = None) -> GuestMount:
     if not virtiofs_available():
         raise SandboxError(
             f"the vm backend shares host directories ({path}) through virtio-fs, which this build of _vmcore does "
             "not have yet: use an image with a root disk (not 'host') and tmpfs/disk mounts, or isolation='namespace'")
     tag = f"msb-fs{len(spec.shares)}"
-    spec.shares.append({"tag": tag, "root": path, "readonly": readonly})
+    spec.shares.append({"tag": tag, "root": path, "readonly": readonly, "quota_mib": quota_mib})
     return GuestMount("virtiofs", source=tag)
 
 

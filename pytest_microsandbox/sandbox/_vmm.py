@@ -37,9 +37,11 @@ def lock_disks(disks: list[dict]) -> list[int]:
 def shares(spec: dict) -> list:
     if not spec["shares"]:
         return []
-    from _vmcore.devices.virtio_fs import VirtioFs  # present once the virtio-fs device lands (see _vm.py)
+    from _vmcore.fs.server import FuseServer
+    from _vmcore.fs.virtio_fs import VirtioFs
 
-    return [VirtioFs(s["tag"], s["root"], readonly=s["readonly"]) for s in spec["shares"]]
+    return [VirtioFs(FuseServer(s["root"], readonly=s["readonly"], quota_mib=s.get("quota_mib")), s["tag"])
+            for s in spec["shares"]]
 
 
 def relay(a: socket.socket, b: socket.socket, ended) -> None:

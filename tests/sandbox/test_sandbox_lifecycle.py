@@ -128,3 +128,31 @@ def test_relay_forwards_whole_frames_only() -> None:
     assert buf.feed(a[:5]) == []
     assert buf.feed(a[5:] + b[:100]) == [a]
     assert buf.feed(b[100:]) == [b] and buf.data == bytearray()
+
+
+def test_concurrent_execs_and_a_forked_creator(make_sandbox, isolation: str, home: Path) -> None:
+    import multiprocessing
+    from concurrent.futures import ThreadPoolExecutor
+
+    sb = make_sandbox()
+    with ThreadPoolExecutor(8) as pool:
+        outs = list(pool.map(lambda i: sb.exec("sh", "-c", f"echo {i}").stdout, range(32)))
+    assert outs == [f"{i}\n" for i in range(32)]
+
+    def child(q) -> None:  # a forked process starts sandboxes of its own (its own spawner thread)
+        with Sandbox.create(isolation=isolation, home=home) as inner:
+            q.put(inner.exec("echo", "forked").stdout)
+
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=child, args=(q,))
+    p.start()
+    assert q.get(timeout=30) == "forked\n"
+    p.join(30)
+    assert p.exitcode == 0
+
+
+def test_names_are_unique_while_live(make_sandbox) -> None:
+    make_sandbox(name="only")
+    with pytest.raises(InvalidConfigError, match="already exists"):
+        make_sandbox(name="only")

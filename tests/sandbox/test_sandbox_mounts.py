@@ -44,7 +44,8 @@ def test_noexec_nosuid_nodev_flags(make_sandbox, host_dir: Path) -> None:
     assert sb.exec("/exec/true-bin").exit_code == 0
     refused = sb.shell("/noexec/true-bin")
     assert refused.exit_code == 126 and "denied" in refused.stderr.lower()
-    options = {line.split()[1]: set(line.split()[3].split(",")) for line in sb.fs.read_text("/proc/mounts").splitlines()}
+    mounts = [line.split() for line in sb.fs.read_text("/proc/mounts").splitlines()]
+    options = {m[1]: set(m[3].split(",")) for m in mounts}
     assert "noexec" in options["/noexec"] and "noexec" not in options["/exec"]
     assert {"nosuid", "nodev"} <= options["/locked"]
 

@@ -38,3 +38,29 @@ def test_root_disk_tmpfs_and_disks_map_to_virtio_blk(tmp_path: Path) -> None:
 def test_bind_mounts_without_virtiofs_are_refused_clearly(tmp_path: Path) -> None:
     with pytest.raises(SandboxError, match="virtio-fs"):
         vm_spec(_plan(tmp_path, [GuestMount("bind", "/in", "/srv/in", readonly=True)]), Path("/cache/root.ext4"))
+
+
+@pytest.mark.skipif(not virtiofs_available(), reason="this build has no virtio-fs device")
+def test_binds_become_virtiofs_shares_with_their_quota(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, [GuestMount("bind", "/in", "/srv/in", readonly=True), GuestMount("bind", "/out", "/srv/o")])
+    plan.quotas["/out"] = 64
+    spec, (root, *mounts) = vm_spec(plan, None)
+    assert root == GuestMount("virtiofs", source="msb-fs0")  # no root disk: the root directory is shared too
+    assert spec.shares == [{"tag": "msb-fs0", "root": "/unused", "readonly": True, "quota_mib": None},
+                           {"tag": "msb-fs1", "root": "/srv/in", "readonly": True, "quota_mib": None},
+                           {"tag": "msb-fs2", "root": "/srv/o", "readonly": False, "quota_mib": 64}]
+    assert mounts == [GuestMount("virtiofs", "/in", "msb-fs1", readonly=True),
+                      GuestMount("virtiofs", "/out", "msb-fs2")]
+    too_many = _plan(tmp_path, [GuestMount("bind", f"/m{i}", f"/srv/{i}") for i in range(9)])
+    with pytest.raises(SandboxError, match="at most"):
+        vm_spec(too_many, None)
+
+
+@pytest.mark.skipif(not virtiofs_available(), reason="this build has no virtio-fs device")
+def test_vmm_builds_its_shares(tmp_path: Path) -> None:
+    from pytest_microsandbox.sandbox._vmm import shares
+
+    devices = shares({"shares": [{"tag": "msb-fs0", "root": str(tmp_path), "readonly": True, "quota_mib": 8}]})
+    assert [d.tag for d in devices] == ["msb-fs0"]
+    for d in devices:
+        d.server.close()
