@@ -12,8 +12,7 @@ import struct
 from _vmcore.devices.virtio_device import VirtioDevice
 from _vmcore.devices.virtqueue import Virtqueue
 from _vmcore.errors import VirtqueueError
-from _vmcore.fs.chain import ChainError, serve_chain
-from _vmcore.fs.server import FuseServer
+from _vmcore.fs import ChainError, FuseServer, serve_chain
 
 DEVICE_ID = 26
 TAG_BYTES = 36

@@ -14,7 +14,7 @@ import pytest
 harness = pytest.importorskip("tests.vmcore.harness", reason="the VMM's guest-driver harness is not here")
 pytest.importorskip("_vmcore.devices.virtio_mmio", reason="the VMM's virtio layer is not here")
 
-from fuse_wire import OP, ROOT, Reply, parse, request  # noqa: E402
+from fuse_wire import OP, ROOT, Reply, parse, request  # noqa: E402, I001 - ruff's first-party set differs by branch
 
 from _vmcore.devices.virtio_mmio import MmioTransport  # noqa: E402
 from _vmcore.fs import FuseServer  # noqa: E402
