@@ -99,9 +99,9 @@ def measure(fn: Callable[[], None]) -> float:
     return time.perf_counter() - start
 
 
-def run_suite(base: Path, size: int, files: int, ops: int, results: dict[str, list[float]]) -> None:
-    """One pass of every workload on ``base``, timings appended to ``results``."""
-    steps: list[tuple[str, Callable[[], None]]] = [
+def suite(base: Path, size: int, files: int, ops: int) -> list[tuple[str, Callable[[], None]]]:
+    """Every workload on ``base``, in the order they must run (each leaves what the next one needs)."""
+    return [
         (f"seq write {size >> 20} MiB (1 MiB, fsync)", lambda: seq_write(base, size)),
         (f"seq read {size >> 20} MiB (1 MiB)", lambda: seq_read(base, size)),
         (f"rand read {ops} x 4 KiB", lambda: rand_read(base, size, ops)),
@@ -110,10 +110,8 @@ def run_suite(base: Path, size: int, files: int, ops: int, results: dict[str, li
         (f"stat {files} files", lambda: stat_files(base, files)),
         (f"readdir {files} entries", lambda: list_files(base, files)),
         (f"unlink {files} files", lambda: unlink_files(base, files)),
+        ("(cleanup)", lambda: drop_file(base)),
     ]
-    for name, fn in steps:
-        results.setdefault(name, []).append(measure(fn))
-    drop_file(base)
 
 
 def main() -> None:
@@ -132,14 +130,20 @@ def main() -> None:
         plain_results: dict[str, list[float]] = {}
         fuse_results: dict[str, list[float]] = {}
         with FuseMount(share, mnt, cache_timeout=args.cache_timeout):
-            for _ in range(args.repeat):  # interleaved, so that drift on a shared machine hits both alike
-                run_suite(plain, size, args.files, args.ops, plain_results)
-                run_suite(mnt, size, args.files, args.ops, fuse_results)
+            plain_steps = suite(plain, size, args.files, args.ops)
+            fuse_steps = suite(mnt, size, args.files, args.ops)
+            for _ in range(args.repeat):
+                # each workload on both sides back to back, so drift on a shared machine hits both alike
+                for (name, on_plain), (_, on_fuse) in zip(plain_steps, fuse_steps, strict=True):
+                    plain_results.setdefault(name, []).append(measure(on_plain))
+                    fuse_results.setdefault(name, []).append(measure(on_fuse))
     print(f"# medians of {args.repeat} runs; ratio = fuse time / plain time (lower is better)")
     header = f"| {'workload':<34} | {'plain s':>9} | {'fuse s':>9} | {'plain rate':>13} | {'fuse rate':>13} | ratio |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for name, times in plain_results.items():
+        if name.startswith("("):
+            continue
         p, f = statistics.median(times), statistics.median(fuse_results[name])
         if "MiB" in name and "seq" in name:
             unit, amount = "MiB/s", args.size_mib

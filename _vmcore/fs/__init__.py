@@ -3,7 +3,8 @@
 ``FuseServer`` is transport-agnostic: one request in, one reply out. ``FuseMount`` mounts it on a host directory.
 """
 
+from _vmcore.fs.chain import ChainError, serve_chain
 from _vmcore.fs.mount import FuseMount, FuseUnavailableError
 from _vmcore.fs.server import FuseServer
 
-__all__ = ["FuseMount", "FuseServer", "FuseUnavailableError"]
+__all__ = ["ChainError", "FuseMount", "FuseServer", "FuseUnavailableError", "serve_chain"]

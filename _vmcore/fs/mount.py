@@ -23,7 +23,8 @@ class FuseMount:
     """Serve ``root`` at ``mountpoint``; use as a context manager (always unmounts, even on error).
 
     ``readonly`` and ``quota_mib`` are enforced by the server itself (EROFS, ENOSPC), not by mount flags.
-    ``cache_timeout`` is how long the kernel may cache names and attributes (seconds).
+    ``cache_timeout`` is how long the kernel may cache names and attributes (seconds); ``threads`` serve requests
+    side by side (the server is thread-safe: table updates run under the GIL, data transfers without it).
     """
 
     def __init__(
@@ -34,13 +35,17 @@ class FuseMount:
         readonly: bool = False,
         quota_mib: int | None = None,
         cache_timeout: float = 1.0,
+        threads: int = 1,
     ) -> None:
+        if not 1 <= threads <= 64:
+            raise ValueError("threads must be between 1 and 64")
         self.root = os.fspath(root)
         self.mountpoint = os.fspath(mountpoint)
         self.server = FuseServer(self.root, readonly=readonly, quota_mib=quota_mib, cache_timeout=cache_timeout)
         self._devfd = -1
         self._stop_r = self._stop_w = -1
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._thread_count = threads
         self._mounted = False
         self._lock = threading.Lock()
         self.error: BaseException | None = None
@@ -71,8 +76,10 @@ class FuseMount:
         self._mounted = True
         atexit.register(self.close)  # never leave a dead mount behind when the interpreter exits
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
-        self._thread = threading.Thread(target=self._serve, name=f"fuse:{self.mountpoint}", daemon=True)
-        self._thread.start()
+        for i in range(self._thread_count):  # each reads whole requests from the same connection
+            thread = threading.Thread(target=self._serve, name=f"fuse{i}:{self.mountpoint}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
         try:
             os.stat(self.mountpoint)  # proves the handshake worked (served by the thread above)
         except BaseException:
@@ -112,10 +119,11 @@ class FuseMount:
                         devfuse.unmount(self.mountpoint, lazy=True)
                     except OSError as lazy_err:
                         failure = lazy_err
-        if self._thread is not None:
-            os.write(self._stop_w, b"x")
-            self._thread.join(timeout=10)
-            self._thread = None
+        if self._threads:
+            os.write(self._stop_w, b"x")  # never read: every serving thread sees it
+            for thread in self._threads:
+                thread.join(timeout=10)
+            self._threads = []
         self._abort()
         for fd in (self._stop_r, self._stop_w):
             if fd >= 0:

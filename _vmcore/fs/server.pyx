@@ -28,6 +28,7 @@ from posix.types cimport off_t, uid_t, gid_t
 from _vmcore.fs.abi cimport *
 
 import os
+import resource
 
 cdef enum:
     IN_HDR = 40
@@ -116,6 +117,16 @@ cdef class _Handle:
             self.fd = -1
 
 
+def _raise_fd_limit() -> None:
+    """Every inode the guest holds is an open descriptor: lift the soft RLIMIT_NOFILE to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (OSError, ValueError):
+            pass  # best effort: lookups past the limit answer EMFILE, nothing worse
+
+
 def _baseline_bytes(root: str) -> int:
     """Apparent size of the regular files under ``root`` (hard links once), without following symlinks."""
     seen = set()
@@ -153,6 +164,7 @@ cdef class FuseServer:
         if cache_timeout < 0:
             raise ValueError("cache_timeout must be >= 0")
         root = os.fspath(root)
+        _raise_fd_limit()
         self.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.proc_fd = os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         st = os.fstat(self.root_fd)

@@ -7,23 +7,30 @@ Each chain is served by ``serve_chain`` (request copied privately, reply straigh
 
 from __future__ import annotations
 
+import errno
 import struct
 
 from _vmcore.devices.virtio_device import VirtioDevice
 from _vmcore.devices.virtqueue import Virtqueue
 from _vmcore.errors import VirtqueueError
-from _vmcore.fs.chain import ChainError, serve_chain
-from _vmcore.fs.server import FuseServer
+from _vmcore.fs import ChainError, FuseServer, serve_chain
 
 DEVICE_ID = 26
 TAG_BYTES = 36
 QUEUE_SIZE = 256
+NO_REPLY_OPCODES = (2, 42)  # FORGET, BATCH_FORGET
 
 
 class VirtioFs(VirtioDevice):
-    """``tag`` is what the guest mounts (``mount -t virtiofs TAG /dir``, or ``rootfstype=virtiofs root=TAG``)."""
+    """``tag`` is what the guest mounts (``mount -t virtiofs TAG /dir``, or ``rootfstype=virtiofs root=TAG``).
 
-    def __init__(self, server: FuseServer, tag: str, request_queues: int = 1, queue_size: int = QUEUE_SIZE) -> None:
+    ``server`` may be None: a pre-declared slot (e.g. in a snapshot) that ``bind`` gives a share later; until
+    then every request is answered ENODEV, so a guest mount of the slot fails cleanly.
+    """
+
+    def __init__(
+        self, server: FuseServer | None, tag: str, request_queues: int = 1, queue_size: int = QUEUE_SIZE
+    ) -> None:
         raw = tag.encode()
         if not raw or len(raw) > TAG_BYTES or b"\0" in raw:
             raise ValueError(f"virtio-fs tag must be 1 to {TAG_BYTES} bytes without NUL: {tag!r}")
@@ -42,6 +49,9 @@ class VirtioFs(VirtioDevice):
         queue: Virtqueue = self.queues[index]
         base, size = self.mem.address, self.mem.size
         while (chain := queue.pop()) is not None:
+            if self.server is None:
+                queue.add_used(chain.head, self._refuse(chain))
+                continue
             try:
                 used = serve_chain(self.server, base, size, chain.segments)
             except ChainError as err:
@@ -51,9 +61,31 @@ class VirtioFs(VirtioDevice):
             queue.add_used(chain.head, used)
         self.signal_used(index)
 
+    def _refuse(self, chain) -> int:
+        """Answer a request on an unbound slot with ENODEV (nothing for FORGETs, which get no reply)."""
+        header = chain.read_readable(0, 16)
+        if len(header) < 16 or chain.writable_len < 16:
+            return 0
+        _length, opcode, unique = struct.unpack("<IIQ", header)
+        if opcode in NO_REPLY_OPCODES:
+            return 0
+        return chain.write_writable(0, struct.pack("<IiQ", 16, -errno.ENODEV, unique))
+
+    def bind(self, server: FuseServer) -> None:
+        """Give this slot its share (the guest mounts it afterwards)."""
+        self.server = server
+
+    def unbind(self) -> FuseServer | None:
+        """Take the share away; the guest's next requests get ENODEV. Returns the server that was bound."""
+        server, self.server = self.server, None
+        if server is not None:
+            server.reset()
+        return server
+
     def reset(self) -> None:
         VirtioDevice.reset(self)
-        self.server.reset()  # the driver will INIT again: nothing it looked up before is valid any more
+        if self.server is not None:
+            self.server.reset()  # the driver will INIT again: nothing it looked up before is valid any more
 
     def state(self) -> dict:
         st = VirtioDevice.state(self)

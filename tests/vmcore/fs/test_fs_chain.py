@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from fuse_wire import OP, ROOT, Client, parse, request
 
-from _vmcore.fs import FuseServer
-from _vmcore.fs.chain import ChainError, serve_chain
+from _vmcore.fs import ChainError, FuseServer, serve_chain
 
 MEM = 1 << 20
 

@@ -234,3 +234,35 @@ def test_files_belong_to_their_creator(where: Path) -> None:
     for name in ("file", "dir", "link", "fifo"):
         st = os.lstat(where / name)
         assert (st.st_uid, st.st_gid) == (12345, 4321), name
+
+
+def test_parallel_clients_on_a_multithreaded_mount(layout, mount_share) -> None:
+    """Four client threads at once, served by four server threads: every file comes back intact."""
+    mount_share(threads=4)
+    mnt = layout.mountpoint
+    errors: list[BaseException] = []
+
+    def client(k: int) -> None:
+        try:
+            d = mnt / f"c{k}"
+            d.mkdir()
+            for i in range(100):
+                data = bytes([k, i]) * 2048
+                (d / f"f{i}").write_bytes(data)
+                assert (d / f"f{i}").read_bytes() == data
+            fd = os.open(d / "f0", os.O_RDWR)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            assert len(os.listdir(d)) == 100
+        except BaseException as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    workers = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=60)
+    assert not errors and not any(w.is_alive() for w in workers)
+    assert sorted(os.listdir(layout.share)) == ["c0", "c1", "c2", "c3"]

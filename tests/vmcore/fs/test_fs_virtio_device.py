@@ -14,7 +14,7 @@ import pytest
 harness = pytest.importorskip("tests.vmcore.harness", reason="the VMM's guest-driver harness is not here")
 pytest.importorskip("_vmcore.devices.virtio_mmio", reason="the VMM's virtio layer is not here")
 
-from fuse_wire import OP, ROOT, Reply, parse, request  # noqa: E402
+from fuse_wire import OP, ROOT, Reply, parse, request  # noqa: E402, I001 - ruff's first-party set differs by branch
 
 from _vmcore.devices.virtio_mmio import MmioTransport  # noqa: E402
 from _vmcore.fs import FuseServer  # noqa: E402
@@ -88,3 +88,16 @@ def test_requests_through_the_queues(share: Path, mem: GuestMemory) -> None:
     assert dev.server.inode_count == 1 and not drv.mmio.needs_reset
     drv.mmio.wr(harness.STATUS, 0)          # a driver reset: the server forgets everything, INIT comes again
     assert dev.server.handle_count == 0
+
+
+def test_a_slot_bound_late(share: Path, mem: GuestMemory) -> None:
+    dev = VirtioFs(None, "slot0")
+    drv = FsDriver(dev, mem)
+    init = request(OP["INIT"], 0, struct.pack("<IIII", 7, 38, 131072, 0) + bytes(48))
+    assert drv.call(init, 64).error == -errno.ENODEV                 # nothing bound: the mount would fail
+    assert drv.call(request(OP["FORGET"], 5, struct.pack("<Q", 1)), 0, queue=0) is None
+    dev.bind(FuseServer(share))
+    assert drv.call(init, 64).error == 0
+    assert drv.call(request(OP["LOOKUP"], ROOT, b"f\0"), 128).error == 0
+    assert dev.unbind() is not None
+    assert drv.call(request(OP["LOOKUP"], ROOT, b"f\0"), 128).error == -errno.ENODEV
