@@ -14,6 +14,7 @@ from pytest_microsandbox._registry import REGISTRY_KEY
 from pytest_microsandbox._run import LABEL_WORKER, RunContext
 from pytest_microsandbox.errors import InvalidConfigError, VolumeInUseError, VolumeNotFoundError
 from pytest_microsandbox.mounts import MountConfig, VolumeKind
+from pytest_microsandbox.sandbox_fixtures import keeps, remember_kept
 from pytest_microsandbox.store import Store
 from pytest_microsandbox.volumes._sync import Volume, VolumeHandle
 
@@ -59,6 +60,11 @@ def named_volume_factory(request: pytest.FixtureRequest, msb_run: RunContext) ->
     # A sandbox of this test that mounts one of these volumes depends on it: stop it first, as pytest would have
     # had the sandbox requested the volume fixture. Sandboxes started any other way keep the rule strict.
     registry = request.node.stash.get(REGISTRY_KEY, None)
+    settings = request.config.stash[SETTINGS_KEY].with_marker(request.node.get_closest_marker("sandbox"))
+    if registry is not None and keeps(request.node, settings):
+        for handle in [h for h in created if registry.users_of(h.name)]:
+            remember_kept(request.config, handle.name)  # kept with the sandbox that mounts it
+            created.remove(handle)
     for handle in created if registry is not None else ():
         for sandbox in registry.users_of(handle.name):
             sandbox.stop()

@@ -18,7 +18,7 @@ from pytest_microsandbox._registry import REGISTRY_KEY
 from pytest_microsandbox._report import sandbox_sections
 from pytest_microsandbox._run import RunContext
 from pytest_microsandbox.fixtures import RUN_KEY, SETTINGS_KEY
-from pytest_microsandbox.sandbox_fixtures import COVERAGE_KEY
+from pytest_microsandbox.sandbox_fixtures import COVERAGE_KEY, KEPT_KEY, PHASE_REPORTS_KEY
 
 COMBINED_KEY = pytest.StashKey[int]()
 
@@ -90,6 +90,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    kept = config.stash.get(KEPT_KEY, [])
+    if kept:
+        run = config.stash[RUN_KEY]
+        home = "" if run.home == msb_home(None) else f" --home {run.home}"
+        terminalreporter.section("microsandbox: kept (--msb-keep)")
+        for name in kept:
+            enter = f"msb{home} exec {name} -- /bin/sh" if "-sb-" in name else f"msb{home} volume inspect {name}"
+            terminalreporter.write_line(f"{name}: {enter}")
     combined = config.stash.get(COMBINED_KEY, None)
     if combined is not None:
         data_file = config.stash[COVERAGE_KEY].data_file
@@ -101,6 +109,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     """A failed test's report gets, for each sandbox its fixtures started, the guest console tail and the last
     command it ran with that command's output."""
     report = yield
+    item.stash.setdefault(PHASE_REPORTS_KEY, {})[report.when] = report
     registry = item.stash.get(REGISTRY_KEY, None)
     if report.failed and registry is not None:
         for started in registry.started:

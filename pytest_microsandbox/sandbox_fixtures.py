@@ -13,9 +13,22 @@ from pytest_microsandbox._registry import registry_of
 from pytest_microsandbox._run import RunContext
 from pytest_microsandbox.errors import KvmUnavailableError
 from pytest_microsandbox.sandbox import Sandbox
+from pytest_microsandbox.sandbox._detached import start_detached
 
 SandboxFactory = Callable[..., Sandbox]
 COVERAGE_KEY = pytest.StashKey[GuestCoverage]()
+PHASE_REPORTS_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
+KEPT_KEY = pytest.StashKey[list[str]]()  # names of sandboxes and volumes left behind by --msb-keep
+
+
+def keeps(item: pytest.Item, settings: Settings) -> bool:
+    """Whether ``--msb-keep`` leaves this test's sandboxes (and the volumes they mount) running after it."""
+    failed = any(r.failed for r in item.stash.get(PHASE_REPORTS_KEY, {}).values())
+    return settings.keep == "always" or (settings.keep == "on-failure" and failed)
+
+
+def remember_kept(config: pytest.Config, name: str) -> None:
+    config.stash.setdefault(KEPT_KEY, []).append(name)
 
 
 @pytest.fixture
@@ -47,7 +60,11 @@ def sandbox_factory(request: pytest.FixtureRequest, msb_sandbox_settings: Settin
         if guest_coverage is not None and options["image"] == "host":
             guest_coverage.apply(options)
         try:
-            sandbox = Sandbox.create(**options)
+            if settings.keep == "never":
+                sandbox = Sandbox.create(**options)
+            else:  # it may have to outlive this run: an owner process of its own holds it
+                home = options.pop("home")
+                sandbox = Sandbox.get(start_detached(home, options), home=home)
         except KvmUnavailableError as err:
             if settings.if_unavailable == "fail":
                 pytest.fail(f"microsandbox: {err}", pytrace=False)
@@ -57,6 +74,11 @@ def sandbox_factory(request: pytest.FixtureRequest, msb_sandbox_settings: Settin
         return sandbox
 
     yield make
+    if keeps(request.node, msb_sandbox_settings):
+        for sandbox in mine:
+            remember_kept(request.config, sandbox.name)
+            sandbox.close()
+        return
     for sandbox in reversed(mine):
         sandbox.remove()
 

@@ -9,14 +9,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import subprocess
 import sys
 
 from pytest_microsandbox._home import msb_home
-from pytest_microsandbox.errors import InvalidConfigError, SandboxError
+from pytest_microsandbox.errors import InvalidConfigError
 from pytest_microsandbox.mount_flags import parse_mount_flags
-from pytest_microsandbox.sandbox._config import build_config
+from pytest_microsandbox.sandbox._detached import start_detached
 from pytest_microsandbox.sandbox._select import default_isolation
 from pytest_microsandbox.sandbox._sync import Sandbox
 
@@ -117,28 +115,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _create(args: argparse.Namespace) -> int:
-    options = _config_options(args)
-    config = build_config(**options)  # refuse bad input here, before an owner process starts
-    options["name"] = config.name
-    options["volumes"] = {p: m.to_dict() for p, m in config.volumes.items()}
-    home = msb_home(args.home)
-    owner = subprocess.Popen([sys.executable, "-m", "pytest_microsandbox.sandbox._serve", str(home),
-                              json.dumps(options)], stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                             start_new_session=True, env={**os.environ, "PYTHONPATH": _pythonpath()})
-    assert owner.stdout is not None
-    line = owner.stdout.readline().decode().strip()
-    owner.stdout.close()
-    verdict, _, detail = line.partition(" ")
-    if verdict != "ready":
-        owner.wait()
-        raise SandboxError(detail or f"the sandbox owner process exited ({owner.wait()})")
-    print(detail)
+    print(start_detached(msb_home(args.home), _config_options(args)))
     return 0
-
-
-def _pythonpath() -> str:
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
 
 
 def _exec(args: argparse.Namespace) -> int:

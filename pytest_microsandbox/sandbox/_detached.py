@@ -1,0 +1,44 @@
+"""Sandboxes that outlive the process that asked for them (``msb create``, ``--msb-keep``): a detached owner process
+(``_serve``) creates the sandbox and relays its agent; callers reach it through ``Sandbox.get``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from pytest_microsandbox.errors import SandboxError
+from pytest_microsandbox.sandbox._config import build_config
+from pytest_microsandbox.sandbox._select import default_isolation
+
+# Sandbox.create's defaults, for callers that pass only some of its keywords.
+_CREATE_DEFAULTS: dict[str, Any] = {"name": None, "image": "host", "volumes": None, "memory_mib": 512, "cpus": 1,
+                                    "env": None, "workdir": None, "security": "default", "boot_timeout": 60.0,
+                                    "labels": None}
+
+
+def start_detached(home: Path, options: dict[str, Any]) -> str:
+    """Start the owner process for a sandbox made from ``Sandbox.create`` keyword ``options``; returns its name once
+    it is running (bad options are refused here, before any process starts)."""
+    options = {**_CREATE_DEFAULTS, "isolation": default_isolation(), **options}
+    config = build_config(**options)
+    wire = {**options, "name": config.name, "volumes": {p: m.to_dict() for p, m in config.volumes.items()}}
+    owner = subprocess.Popen([sys.executable, "-m", "pytest_microsandbox.sandbox._serve", str(home), json.dumps(wire)],
+                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
+                             env={**os.environ, "PYTHONPATH": _pythonpath()})
+    assert owner.stdout is not None
+    line = owner.stdout.readline().decode().strip()
+    owner.stdout.close()
+    verdict, _, detail = line.partition(" ")
+    if verdict != "ready":
+        raise SandboxError(detail or f"the sandbox owner process exited ({owner.wait()})")
+    return detail
+
+
+def _pythonpath() -> str:
+    """Our own package first, so the owner runs the same code as its caller (an editable or unpacked checkout)."""
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)

@@ -1,0 +1,77 @@
+"""``--msb-keep``: a failed test's sandbox (and the volume it mounts) is left running to be entered afterwards."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pytest_microsandbox.sync import Sandbox, Volume
+
+TESTS = """
+def test_passes(sandbox):
+    assert sandbox.shell("true").exit_code == 0
+
+def test_fails(sandbox_factory, named_volume):
+    named_volume.fs.write("evidence.txt", b"look here")
+    sb = sandbox_factory(volumes={"/data": named_volume.mount()})
+    sb.shell("echo state-before-failure > /root/state")
+    assert sb.shell("cat /data/evidence.txt").stdout == "something else"
+"""
+
+
+def kept_names(output: str) -> list[str]:
+    return re.findall(r"^(msb-\S+): msb", output, flags=re.M)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "home"
+    monkeypatch.setenv("MSB_HOME", str(path))
+    return path
+
+
+def cleanup(home: Path, names: list[str]) -> None:
+    for name in names:
+        if "-sb-" in name:
+            Sandbox.get(name, home=home).remove()
+    for name in names:
+        if "-sb-" not in name:
+            Volume.remove(name, home=home)
+
+
+def test_keep_on_failure_leaves_the_failed_tests_sandbox_and_volume(pytester: pytest.Pytester, home: Path) -> None:
+    pytester.makepyfile(TESTS)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--msb-isolation=namespace",
+                           "--msb-keep=on-failure"], cwd=pytester.path, capture_output=True, text=True, timeout=180)
+    assert "1 failed, 1 passed" in done.stdout, done.stdout + done.stderr
+    kept = kept_names(done.stdout)
+    try:
+        assert len(kept) == 2 and sum("-sb-" in n for n in kept) == 1, done.stdout
+        sandbox_name = next(n for n in kept if "-sb-" in n)
+        assert f"{sandbox_name}: msb --home {home} exec {sandbox_name} -- /bin/sh" in done.stdout
+        # The run is over; the failed test's sandbox still holds its state and is entered with msb exec.
+        entered = subprocess.run([sys.executable, "-m", "pytest_microsandbox", "exec", sandbox_name, "--",
+                                  "cat", "/root/state", "/data/evidence.txt"],
+                                 capture_output=True, text=True, timeout=60)
+        assert entered.stdout == "state-before-failure\nlook here", entered.stderr
+        running = [s.name for s in Sandbox.list(home=home) if s.status == "running"]
+        assert running == [sandbox_name]  # the passing test's sandbox was removed as usual
+    finally:
+        cleanup(home, kept)
+
+
+def test_keep_always_keeps_passing_tests_too(pytester: pytest.Pytester, home: Path) -> None:
+    pytester.makepyfile("def test_passes(sandbox):\n    assert sandbox.shell('true').exit_code == 0\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--msb-isolation=namespace",
+                           "--msb-keep=always"], cwd=pytester.path, capture_output=True, text=True, timeout=180)
+    assert "1 passed" in done.stdout, done.stdout + done.stderr
+    kept = kept_names(done.stdout)
+    try:
+        assert len(kept) == 1
+        assert [s.name for s in Sandbox.list(home=home) if s.status == "running"] == kept
+    finally:
+        cleanup(home, kept)
