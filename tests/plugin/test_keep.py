@@ -52,7 +52,8 @@ def test_keep_on_failure_leaves_the_failed_tests_sandbox_and_volume(pytester: py
     try:
         assert len(kept) == 2 and sum("-sb-" in n for n in kept) == 1, done.stdout
         sandbox_name = next(n for n in kept if "-sb-" in n)
-        assert f"{sandbox_name}: msb --home {home} exec {sandbox_name} -- /bin/sh" in done.stdout
+        # MSB_HOME is set, so plain `msb` finds the same home: the line needs no --home
+        assert f"{sandbox_name}: msb exec {sandbox_name} -- /bin/sh" in done.stdout
         # The run is over; the failed test's sandbox still holds its state and is entered with msb exec.
         entered = subprocess.run([sys.executable, "-m", "pytest_microsandbox", "exec", sandbox_name, "--",
                                   "cat", "/root/state", "/data/evidence.txt"],
