@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pytest_microsandbox.agent._wire import MAX_PAYLOAD, Tag, encode_fields
 from pytest_microsandbox.errors import InvalidConfigError
 
-SOURCE_KINDS = {"virtiofs": 1, "tmpfs": 2, "block_serial": 3, "block_path": 4, "bind": 5}
+# overlay: a private writable layer (in guest memory) over a read-only bind of its source
+SOURCE_KINDS = {"virtiofs": 1, "tmpfs": 2, "block_serial": 3, "block_path": 4, "bind": 5, "overlay": 6}
 _RDONLY, _NOEXEC, _NOSUID, _NODEV = 1, 2, 4, 8
 #: where the agent finds the boot config in the initramfs
 BOOT_CONFIG_PATH = "boot.msb"

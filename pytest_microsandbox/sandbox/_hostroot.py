@@ -78,16 +78,18 @@ def _build(root: Path) -> None:
 
 
 def host_mounts() -> list[GuestMount]:
-    """Read-only binds of the host's program directories (real directories only: links are in the skeleton)."""
+    """The host's program directories (real directories only: links are in the skeleton), each as a private
+    overlay: programs may install into ``/usr`` or ``site-packages`` inside the sandbox, as they would on a machine of
+    their own, while the host's files sit read-only below and never change."""
     mounts = []
     for name in _TOP_LEVEL:
         host = Path("/") / name
         if host.is_dir() and not host.is_symlink():
-            mounts.append(GuestMount("bind", f"/{name}", str(host), readonly=True, nodev=True))
+            mounts.append(GuestMount("overlay", f"/{name}", str(host), nodev=True))
     covered = [m.target for m in mounts]
     for prefix in {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}:
         if prefix != "/" and not any(prefix == c or prefix.startswith(c + "/") for c in covered):
-            mounts.append(GuestMount("bind", prefix, prefix, readonly=True, nodev=True))
+            mounts.append(GuestMount("overlay", prefix, prefix, nodev=True))
             covered.append(prefix)
     return mounts
 

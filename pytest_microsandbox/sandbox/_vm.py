@@ -64,9 +64,12 @@ def vm_spec(plan: GuestPlan, root_disk: Path | None, kernel: str | None = None) 
     else:
         root = _share(spec, plan.boot.root.source if plan.boot.root else "", True)
     for m in plan.boot.mounts:
-        if m.kind == "bind":
-            tag = _share(spec, m.source, m.readonly, plan.quotas.get(m.target)).source
-            mounts.append(GuestMount("virtiofs", m.target, tag, readonly=m.readonly, noexec=m.noexec,
+        if m.kind in ("bind", "overlay"):
+            # An overlay's lower reaches a VM as a read-only share; the writable layer over a virtio-fs lower is
+            # not built in the guest yet, so there such a directory stays read-only.
+            readonly = m.readonly or m.kind == "overlay"
+            tag = _share(spec, m.source, readonly, plan.quotas.get(m.target)).source
+            mounts.append(GuestMount("virtiofs", m.target, tag, readonly=readonly, noexec=m.noexec,
                                      nosuid=m.nosuid, nodev=m.nodev))
         else:
             mounts.append(m)

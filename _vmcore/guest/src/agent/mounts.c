@@ -59,7 +59,7 @@ int parse_spec(const struct field *outer, struct mount_spec *m) {
         default: break;
         }
     }
-    if (bad || it.malformed || m->kind < SRC_VIRTIOFS || m->kind > SRC_BIND ||
+    if (bad || it.malformed || m->kind < SRC_VIRTIOFS || m->kind > SRC_OVERLAY ||
         (m->kind != SRC_TMPFS && !m->source)) {
         errno = EINVAL;
         return -1;
@@ -81,6 +81,33 @@ static unsigned long mount_flags(int64_t flags, int restricted) {
 }
 
 /* Mount one spec on `target` (already prefixed); err gets a message on failure. */
+/* A private writable layer over `m->source`: the source is attached read-only under a tmpfs that also holds the
+ * overlay's upper and work directories, so writes in the guest land in memory and never reach the source. */
+static int mount_overlay(struct mount_spec *m, const char *target, unsigned long flags, char *err, size_t errlen) {
+    static int layers;
+    char base[64], lower[80], upper[80], work[80], opts[300];
+    snprintf(base, sizeof(base), "/run/msb/overlay%d", layers++);
+    snprintf(lower, sizeof(lower), "%s/lower", base);
+    snprintf(upper, sizeof(upper), "%s/upper", base);
+    snprintf(work, sizeof(work), "%s/work", base);
+    if (mkdir_parents(base, 0700) < 0 || mount("tmpfs", base, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700") < 0 ||
+        mkdir(lower, 0755) < 0 || mkdir(upper, 0755) < 0 || mkdir(work, 0755) < 0) {
+        snprintf(err, errlen, "overlay layer %s: %s", base, strerror(errno));
+        return -1;
+    }
+    struct mount_spec below = *m;
+    below.kind = SRC_BIND;
+    below.flags = 1; /* readonly */
+    if (mount_spec_at(&below, lower, 0, 0, err, errlen) < 0)
+        return -1;
+    snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s", lower, upper, work);
+    if (mount("overlay", target, "overlay", flags, opts) < 0) {
+        snprintf(err, errlen, "overlay of %s on %s: %s", m->source, target, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 int mount_spec_at(struct mount_spec *m, const char *target, unsigned long extra, int restricted, char *err,
                          size_t errlen) {
     unsigned long flags = mount_flags(m->flags, restricted) | extra;
@@ -139,6 +166,8 @@ int mount_spec_at(struct mount_spec *m, const char *target, unsigned long extra,
         }
         return 0;
     }
+    case SRC_OVERLAY:
+        return mount_overlay(m, target, flags, err, errlen);
     }
     if (mount(src, target, type, flags, opts) < 0) {
         snprintf(err, errlen, "mount %s (%s) on %s: %s", src, type, target, strerror(errno));

@@ -4,13 +4,13 @@
 
 #include "agent.h"
 
-enum { SRC_VIRTIOFS = 1, SRC_TMPFS = 2, SRC_BLOCK_SERIAL = 3, SRC_BLOCK_PATH = 4, SRC_BIND = 5 };
+enum { SRC_VIRTIOFS = 1, SRC_TMPFS = 2, SRC_BLOCK_SERIAL = 3, SRC_BLOCK_PATH = 4, SRC_BIND = 5, SRC_OVERLAY = 6 };
 enum { F_RDONLY = 1, F_NOEXEC = 2, F_NOSUID = 4, F_NODEV = 8 };
 
 struct mount_spec {
     int64_t kind, flags, size_mib, mode;
     char *source, *target, *fstype;
-    int source_fd; /* bind: the source opened before the root switch hid it (-1: use `source`) */
+    int source_fd; /* bind, overlay: the source opened before the root switch hid it (-1: use `source`) */
 };
 
 int parse_spec(const struct field *outer, struct mount_spec *m); /* 0, or -1 with errno EINVAL */
