@@ -7,12 +7,15 @@ host base address and size, and the chain's ``(guest_addr, length, writable)`` s
 The request (device-readable part) is always copied into private memory before it is parsed: another vCPU could
 rewrite guest memory mid-request, and a name checked for ``/`` and ``..`` must be the name that reaches
 ``openat``. The reply goes straight into guest memory when the driver gave one writable buffer big enough (the
-server never reads back what it wrote), otherwise through a private buffer scattered afterwards.
+server never reads back what it wrote), otherwise through a private buffer scattered afterwards. READ and WRITE
+keep only their header and arguments private: their data moves between the file and the guest's pages with
+``preadv``/``pwritev`` (file contents are never interpreted, so sharing them is safe).
 """
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
+from posix.uio cimport iovec
 
 from _vmcore.fs.server cimport FuseServer
 
@@ -20,6 +23,91 @@ cdef enum:
     OUT_HDR = 16
     MIN_REPLY = 16 + 256
     MAX_REQUEST = (1 << 20) + 8192       # a whole max_write WRITE plus headers
+    RW_ARGS = 80                         # fuse_in_header + fuse_read_in / fuse_write_in
+    OP_READ = 15
+    OP_WRITE = 16
+
+
+cdef size_t gather(uint64_t base, list segments, bint writable, size_t skip, uint8_t *dst, size_t n):
+    """Copy up to ``n`` bytes of the readable (or writable) part, from byte ``skip``, into ``dst``."""
+    cdef uint64_t addr, length, take
+    cdef size_t done = 0
+    for seg in segments:
+        if bool(seg[2]) != writable or done >= n:
+            continue
+        addr, length = seg[0], seg[1]
+        if skip >= length:
+            skip -= length
+            continue
+        take = min(length - skip, n - done)
+        memcpy(dst + done, <uint8_t *><uintptr_t>(base + addr + skip), take)
+        done += take
+        skip = 0
+    return done
+
+
+cdef size_t scatter(uint64_t base, list segments, const uint8_t *src, size_t n):
+    """Copy ``n`` bytes of ``src`` into the writable part, from its start."""
+    cdef uint64_t addr, length, take
+    cdef size_t done = 0
+    for seg in segments:
+        if not seg[2] or done >= n:
+            continue
+        addr, length = seg[0], seg[1]
+        take = min(length, n - done)
+        memcpy(<uint8_t *><uintptr_t>(base + addr), src + done, take)
+        done += take
+    return done
+
+
+cdef int guest_iov(uint64_t base, list segments, bint writable, size_t skip, iovec *iov) noexcept:
+    """Point ``iov`` at the readable (or writable) part of the chain after its first ``skip`` bytes."""
+    cdef uint64_t addr, length
+    cdef int cnt = 0
+    for seg in segments:
+        if bool(seg[2]) != writable:
+            continue
+        addr, length = seg[0], seg[1]
+        if skip >= length:
+            skip -= length
+            continue
+        iov[cnt].iov_base = <void *><uintptr_t>(base + addr + skip)
+        iov[cnt].iov_len = length - skip
+        cnt += 1
+        skip = 0
+    return cnt
+
+
+cdef Py_ssize_t serve_data(FuseServer server, uint64_t base, list segments, uint64_t rlen, uint64_t wlen,
+                           const uint8_t *args, uint32_t opcode) except -1:
+    """READ and WRITE: private arguments, data straight between the file and guest pages."""
+    cdef uint8_t reply[MIN_REPLY]
+    cdef iovec *iov = <iovec *>malloc(len(segments) * sizeof(iovec))
+    cdef int cnt
+    cdef Py_ssize_t n
+    if iov == NULL:
+        raise MemoryError()
+    try:
+        if opcode == OP_WRITE:
+            cnt = guest_iov(base, segments, False, RW_ARGS, iov)
+        else:
+            cnt = guest_iov(base, segments, True, OUT_HDR, iov)
+        n = server.handle_data(args, RW_ARGS, reply, MIN_REPLY, iov, cnt)
+    finally:
+        free(iov)
+    if n <= 0:
+        return 0
+    if opcode == OP_READ:
+        scatter(base, segments, reply, OUT_HDR)   # the data is already in place behind the header
+        return n
+    if <uint64_t>n > wlen:
+        if wlen < OUT_HDR:
+            return 0
+        (<uint32_t *>reply)[0] = OUT_HDR
+        (<int *>(reply + 4))[0] = -5             # EIO: no room for the reply
+        n = OUT_HDR
+    scatter(base, segments, reply, n)
+    return n
 
 
 class ChainError(ValueError):
@@ -50,6 +138,13 @@ def serve_chain(FuseServer server, uint64_t base, uint64_t mem_size, list segmen
             rlen += length
     if rlen > MAX_REQUEST:
         raise ChainError("request larger than any FUSE request we accept")
+    cdef uint8_t args[RW_ARGS]
+    cdef uint32_t opcode = 0
+    if rlen >= RW_ARGS:
+        gather(base, segments, False, 0, args, RW_ARGS)
+        memcpy(&opcode, args + 4, 4)
+        if opcode == OP_WRITE or (opcode == OP_READ and wlen >= OUT_HDR):
+            return serve_data(server, base, segments, rlen, wlen, args, opcode)
     req = <uint8_t *>malloc(rlen if rlen else 1)
     if req == NULL:
         raise MemoryError()
@@ -59,13 +154,7 @@ def serve_chain(FuseServer server, uint64_t base, uint64_t mem_size, list segmen
         free(req)
         raise MemoryError()
     try:
-        done = 0
-        for seg in segments:
-            if seg[2]:
-                break
-            addr, length = seg[0], seg[1]
-            memcpy(req + done, <uint8_t *><uintptr_t>(base + addr), length)
-            done += length
+        gather(base, segments, False, 0, req, rlen)
         n = server.handle_raw(req, rlen, out, wlen if direct else max(wlen, <uint64_t>MIN_REPLY))
         if n <= 0 or direct:
             return n if n > 0 else 0
@@ -75,14 +164,7 @@ def serve_chain(FuseServer server, uint64_t base, uint64_t mem_size, list segmen
             (<uint32_t *>out)[0] = OUT_HDR
             (<int *>(out + 4))[0] = -5           # EIO
             n = OUT_HDR
-        done = 0
-        for seg in segments:
-            if not seg[2] or done >= <uint64_t>n:
-                continue
-            addr, length = seg[0], seg[1]
-            take = min(length, <uint64_t>n - done)
-            memcpy(<uint8_t *><uintptr_t>(base + addr), out + done, take)
-            done += take
+        scatter(base, segments, out, n)
         return n
     finally:
         free(req)

@@ -3,6 +3,7 @@
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from posix.stat cimport struct_stat
+from posix.uio cimport iovec
 from _vmcore.fs.abi cimport fuse_in_header, fuse_entry_out
 
 
@@ -34,9 +35,14 @@ cdef class FuseServer:
     cdef object __weakref__
 
     cdef Py_ssize_t handle_raw(self, const uint8_t *req, size_t reqlen, uint8_t *out, size_t outcap) noexcept
+    cdef Py_ssize_t handle_data(self, const uint8_t *req, size_t reqlen, uint8_t *out, size_t outcap,
+                                iovec *data, int ndata) noexcept
+    cdef Py_ssize_t _handle(self, const uint8_t *req, size_t reqlen, uint8_t *out, size_t outcap, iovec *data,
+                            int ndata) noexcept
     # private helpers (declared here because Cython requires it for cdef methods of a .pxd class)
     cdef void _close_fds(self) noexcept
-    cdef Py_ssize_t _dispatch(self, const fuse_in_header *h, const uint8_t *b, size_t n, uint8_t *o, size_t cap)
+    cdef Py_ssize_t _dispatch(self, const fuse_in_header *h, const uint8_t *b, size_t n, uint8_t *o, size_t cap,
+                              iovec *data, int ndata)
     cdef Py_ssize_t _init(self, const uint8_t *b, size_t n, uint8_t *o)
     cdef void _reset(self)
     cdef void _forget(self, uint64_t nodeid, uint64_t count)
@@ -60,8 +66,8 @@ cdef class FuseServer:
     cdef Py_ssize_t _opendir(self, _Inode ino, uint8_t *o)
     cdef Py_ssize_t _release(self, const uint8_t *b, size_t n)
     cdef _Handle _file(self, uint64_t fh, bint want_dir)
-    cdef Py_ssize_t _read(self, const uint8_t *b, size_t n, uint8_t *o, size_t cap)
-    cdef Py_ssize_t _write(self, const uint8_t *b, size_t n, uint8_t *o)
+    cdef Py_ssize_t _read(self, const uint8_t *b, size_t n, uint8_t *o, size_t cap, iovec *data, int ndata)
+    cdef Py_ssize_t _write(self, const uint8_t *b, size_t n, uint8_t *o, iovec *data, int ndata)
     cdef Py_ssize_t _fsync(self, const uint8_t *b, size_t n)
     cdef Py_ssize_t _lseek(self, const uint8_t *b, size_t n, uint8_t *o)
     cdef Py_ssize_t _fallocate(self, const uint8_t *b, size_t n)

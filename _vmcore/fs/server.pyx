@@ -24,6 +24,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t, INT64_MAX
 from posix.stat cimport struct_stat
 from posix.time cimport timespec
 from posix.types cimport off_t, uid_t, gid_t
+from posix.uio cimport iovec, preadv, pwritev
 
 from _vmcore.fs.abi cimport *
 
@@ -101,6 +102,39 @@ cdef inline int check_name(const uint8_t *p, size_t n, size_t *used) noexcept no
     if length > NAME_MAX:
         return -ENAMETOOLONG
     return 0
+
+
+cdef inline size_t iov_total(const iovec *iov, int cnt) noexcept nogil:
+    cdef size_t total = 0
+    cdef int i
+    for i in range(cnt):
+        total += iov[i].iov_len
+    return total
+
+
+cdef inline int iov_trim(iovec *iov, int cnt, size_t limit) noexcept nogil:
+    """Cut ``iov`` (in place) to its first ``limit`` bytes; returns the new count."""
+    cdef size_t acc = 0
+    cdef int i
+    for i in range(cnt):
+        if acc + iov[i].iov_len >= limit:
+            iov[i].iov_len = limit - acc
+            return i + 1
+        acc += iov[i].iov_len
+    return cnt
+
+
+cdef inline int iov_skip(iovec *iov, int cnt, size_t n) noexcept nogil:
+    """Drop the first ``n`` bytes of ``iov`` (in place, after a partial transfer); returns the index of the first
+    entry still holding bytes."""
+    cdef int i = 0
+    while i < cnt and n >= iov[i].iov_len:
+        n -= iov[i].iov_len
+        i += 1
+    if i < cnt:
+        iov[i].iov_base = <uint8_t *>iov[i].iov_base + n
+        iov[i].iov_len -= n
+    return i
 
 
 cdef class _Inode:
@@ -275,7 +309,22 @@ cdef class FuseServer:
             PyBuffer_Release(&req_view)
 
     cdef Py_ssize_t handle_raw(self, const uint8_t *req, size_t reqlen, uint8_t *out, size_t outcap) noexcept:
-        """Serve one request: returns the reply length written at ``out`` (0: no reply is due)."""
+        """Serve one request: returns the reply length written at ``out`` (0: no reply is due).
+
+        ``req`` must not change during the call (copy memory another party can write, such as a guest's, first).
+        """
+        return self._handle(req, reqlen, out, outcap, NULL, 0)
+
+    cdef Py_ssize_t handle_data(self, const uint8_t *req, size_t reqlen, uint8_t *out, size_t outcap,
+                                iovec *data, int ndata) noexcept:
+        """READ or WRITE with the data outside the request: ``req`` holds the header and the arguments only, the
+        WRITE payload is read from ``data`` / READ data lands in ``data`` (guest pages: no copy). ``out`` gets the
+        reply header (and the WRITE reply); the returned length counts the READ data placed in ``data`` too.
+        ``data`` is modified (cut to size). Other opcodes are refused with EINVAL."""
+        return self._handle(req, reqlen, out, outcap, data, ndata)
+
+    cdef Py_ssize_t _handle(self, const uint8_t *req, size_t reqlen, uint8_t *out, size_t outcap, iovec *data,
+                            int ndata) noexcept:
         cdef fuse_in_header h
         cdef fuse_out_header *oh = <fuse_out_header *>out
         cdef Py_ssize_t r
@@ -288,7 +337,10 @@ cdef class FuseServer:
             return OUT_HDR
         memcpy(&h, req, IN_HDR)
         oh.unique = h.unique
-        if h.len < IN_HDR or h.len > reqlen:
+        cdef size_t data_len = iov_total(data, ndata) if data != NULL else 0
+        if data != NULL and h.opcode != FUSE_READ and h.opcode != FUSE_WRITE:
+            r = -EINVAL
+        elif h.len < IN_HDR or h.len > reqlen + (data_len if h.opcode == FUSE_WRITE else 0):
             r = -EINVAL
         elif outcap < MIN_REPLY:
             r = -ERANGE
@@ -296,7 +348,8 @@ cdef class FuseServer:
             r = -EIO
         else:
             try:
-                r = self._dispatch(&h, req + IN_HDR, h.len - IN_HDR, out + OUT_HDR, outcap - OUT_HDR)
+                r = self._dispatch(&h, req + IN_HDR, min(<size_t>h.len, reqlen) - IN_HDR, out + OUT_HDR,
+                                   outcap - OUT_HDR, data, ndata)
             except BaseException:
                 r = -EIO
             if r == -0x7fffffff:   # FORGET and BATCH_FORGET: the protocol wants no reply
@@ -305,12 +358,13 @@ cdef class FuseServer:
             oh.len = OUT_HDR
             oh.error = <int>r
         else:
-            oh.len = <uint32_t>(OUT_HDR + r)
+            oh.len = <uint32_t>(OUT_HDR + r)   # for READ through ``data``: the bytes placed there
         return oh.len
 
     # ---- dispatch -----------------------------------------------------------------------------------------
 
-    cdef Py_ssize_t _dispatch(self, const fuse_in_header *h, const uint8_t *b, size_t n, uint8_t *o, size_t cap):
+    cdef Py_ssize_t _dispatch(self, const fuse_in_header *h, const uint8_t *b, size_t n, uint8_t *o, size_t cap,
+                              iovec *data, int ndata):
         cdef uint32_t op = h.opcode
         self.counts[op if op < 63 else 63] += 1
         if op == FUSE_INIT:
@@ -340,9 +394,9 @@ cdef class FuseServer:
         if op == FUSE_OPEN:
             return self._open(ino, b, n, o)
         if op == FUSE_READ:
-            return self._read(b, n, o, cap)
+            return self._read(b, n, o, cap, data, ndata)
         if op == FUSE_WRITE:
-            return -EROFS if self.readonly else self._write(b, n, o)
+            return -EROFS if self.readonly else self._write(b, n, o, data, ndata)
         if op == FUSE_RELEASE or op == FUSE_RELEASEDIR:
             return self._release(b, n)
         if op == FUSE_FLUSH:
@@ -771,10 +825,12 @@ cdef class FuseServer:
             return None
         return hd
 
-    cdef Py_ssize_t _read(self, const uint8_t *b, size_t n, uint8_t *o, size_t cap):
+    cdef Py_ssize_t _read(self, const uint8_t *b, size_t n, uint8_t *o, size_t cap, iovec *data, int ndata):
         cdef fuse_read_in r
         cdef ssize_t got = 0
         cdef size_t want, done = 0
+        cdef iovec single
+        cdef int first = 0
         if n < 24:
             return -EINVAL
         memcpy(&r, b, 24)
@@ -783,30 +839,44 @@ cdef class FuseServer:
             return -EBADF
         if r.offset > <uint64_t>INT64_MAX:
             return -EINVAL
-        want = min(<size_t>r.size, cap)
+        if data == NULL:
+            single.iov_base = o
+            single.iov_len = cap
+            data = &single
+            ndata = 1
+        want = min(<size_t>r.size, iov_total(data, ndata))
+        ndata = iov_trim(data, ndata, want)
         cdef int fd = hd.fd
         cdef int64_t off = r.offset
         with nogil:
             while done < want:
-                got = pread(fd, o + done, want - done, off + done)
+                got = preadv(fd, data + first, ndata - first, off + done)
                 if got <= 0:
                     break
                 done += got
+                first += iov_skip(data + first, ndata - first, got)
         if done == 0 and got < 0:
             return neg_errno()
         return done
 
-    cdef Py_ssize_t _write(self, const uint8_t *b, size_t n, uint8_t *o):
+    cdef Py_ssize_t _write(self, const uint8_t *b, size_t n, uint8_t *o, iovec *data, int ndata):
         cdef fuse_write_in w
         cdef struct_stat st
         cdef ssize_t put = 0
         cdef size_t size, done = 0
         cdef int64_t growth, end, real
+        cdef iovec single
+        cdef int first = 0
         if n < sizeof(fuse_write_in):
             return -EINVAL
         memcpy(&w, b, sizeof(fuse_write_in))
         size = w.size
-        if size > n - sizeof(fuse_write_in):
+        if data == NULL:
+            single.iov_base = <void *>(b + sizeof(fuse_write_in))
+            single.iov_len = n - sizeof(fuse_write_in)
+            data = &single
+            ndata = 1
+        if size > iov_total(data, ndata):
             return -EINVAL                               # claims more data than the request carries
         if w.offset > <uint64_t>(INT64_MAX - size):
             return -EFBIG
@@ -830,13 +900,14 @@ cdef class FuseServer:
                     self.used -= growth
                     return -ENOSPC
                 size = <size_t>(st.st_size + growth - off)
-        cdef const uint8_t *data = b + sizeof(fuse_write_in)
+        ndata = iov_trim(data, ndata, size)
         with nogil:
             while done < size:
-                put = pwrite(fd, data + done, size - done, off + done)
+                put = pwritev(fd, data + first, ndata - first, off + done)
                 if put <= 0:
                     break
                 done += put
+                first += iov_skip(data + first, ndata - first, put)
         if growth > 0:                                   # give back what was reserved but not written
             real = off + <int64_t>done - st.st_size
             if real < 0:

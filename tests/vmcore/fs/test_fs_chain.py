@@ -98,3 +98,67 @@ def test_garbage_requests_in_chains(server: FuseServer) -> None:
         segments.append(g.room(64))
         used = serve_chain(server, g.base, MEM, segments)
         assert used in (0, 16)
+
+
+def _rw(op: str, nodeid: int, fh: int, offset: int, size: int) -> bytes:
+    return request(OP[op], nodeid, struct.pack("<QQIIQII", fh, offset, size, 0, 0, 0, 0),
+                   length=80 + (size if op == "WRITE" else 0))
+
+
+def _open_rw(tmp_path: Path, **options: object) -> tuple[FuseServer, int, int]:
+    server = FuseServer(tmp_path, **options)
+    c = Client(server)
+    c.init()
+    created = c.create(ROOT, b"data", os.O_RDWR)
+    assert created.error == 0, created
+    return server, struct.unpack_from("<Q", created.body)[0], struct.unpack_from("<Q", created.body, 128)[0]
+
+
+def test_write_from_scattered_guest_pages(tmp_path: Path) -> None:
+    server, nodeid, fh = _open_rw(tmp_path)
+    g = FakeGuest()
+    payload = os.urandom(10_000)
+    raw = _rw("WRITE", nodeid, fh, 100, len(payload))
+    segments = [g.put(raw[:40]), g.put(raw[40:] + payload[:3]), g.put(payload[3:4099]), g.put(payload[4099:]),
+                g.room(16), g.room(8)]
+    used = serve_chain(server, g.base, MEM, segments)
+    reply = parse(g.got(segments, used))
+    assert reply.error == 0 and struct.unpack_from("<I", reply.body)[0] == len(payload)
+    assert (tmp_path / "data").read_bytes() == bytes(100) + payload
+
+
+def test_read_into_scattered_guest_pages(tmp_path: Path) -> None:
+    server, nodeid, fh = _open_rw(tmp_path)
+    content = os.urandom(9000)
+    (tmp_path / "data").write_bytes(content)
+    g = FakeGuest()
+    segments = [g.put(_rw("READ", nodeid, fh, 10, 8192)), g.room(16), g.room(5), g.room(4091), g.room(4096)]
+    used = serve_chain(server, g.base, MEM, segments)
+    reply = parse(g.got(segments, used))
+    assert reply.error == 0 and reply.body == content[10:10 + 8192]
+    near_end = [g.put(_rw("READ", nodeid, fh, 8990, 4096)), g.room(16), g.room(4096)]
+    assert parse(g.got(near_end, serve_chain(server, g.base, MEM, near_end))).body == content[8990:]
+    bad = [g.put(_rw("READ", nodeid, 777, 0, 10)), g.room(16), g.room(10)]
+    assert parse(g.got(bad, serve_chain(server, g.base, MEM, bad))).error == -errno.EBADF
+
+
+def test_data_path_keeps_every_rule(tmp_path: Path) -> None:
+    server, nodeid, fh = _open_rw(tmp_path, quota_mib=1)
+    g = FakeGuest()
+    lying = [g.put(_rw("WRITE", nodeid, fh, 0, 5000)[:80] + b"short"), g.room(16), g.room(8)]
+    assert parse(g.got(lying, serve_chain(server, g.base, MEM, lying))).error == -errno.EINVAL
+    near_limit = [g.put(_rw("WRITE", nodeid, fh, (1 << 20) - 10, 100)), g.put(b"x" * 100), g.room(24)]
+    reply = parse(g.got(near_limit, serve_chain(server, g.base, MEM, near_limit)))
+    assert reply.error == 0 and struct.unpack_from("<I", reply.body)[0] == 10      # cut at the quota
+    full = [g.put(_rw("WRITE", nodeid, fh, 1 << 20, 1)), g.put(b"y"), g.room(24)]
+    assert parse(g.got(full, serve_chain(server, g.base, MEM, full))).error == -errno.ENOSPC
+    (tmp_path / "ro").mkdir()
+    (tmp_path / "ro" / "f").write_bytes(b"")
+    ro = FuseServer(tmp_path / "ro", readonly=True)
+    c = Client(ro)
+    c.init()
+    f = c.nodeid(ROOT, b"f")
+    rofh = c.fh(c.open(f, os.O_RDONLY))
+    write = [g.put(_rw("WRITE", f, rofh, 0, 1)), g.put(b"z"), g.room(24)]
+    assert parse(g.got(write, serve_chain(ro, g.base, MEM, write))).error == -errno.EROFS
+    assert (tmp_path / "ro" / "f").read_bytes() == b""
