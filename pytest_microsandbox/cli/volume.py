@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import signal
 
 from pytest_microsandbox._home import msb_home
 from pytest_microsandbox._validate import parse_size_mib
-from pytest_microsandbox.errors import InvalidConfigError
+from pytest_microsandbox.errors import InvalidConfigError, VolumeError
 from pytest_microsandbox.volumes._sync import Volume, VolumeHandle
 
 
@@ -32,6 +33,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     inspect = verbs.add_parser("inspect", help="show a volume as JSON")
     inspect.add_argument("name", nargs="+")
     inspect.set_defaults(handler=_inspect)
+
+    mount = verbs.add_parser("mount", help="serve a volume's files on a host directory through our FUSE server, "
+                             "with its quota (and --readonly) enforced, until interrupted")
+    mount.add_argument("name")
+    mount.add_argument("mountpoint")
+    mount.add_argument("--readonly", action="store_true", help="refuse every change (EROFS)")
+    mount.set_defaults(handler=_mount)
 
     rm = verbs.add_parser("rm", aliases=["remove"], help="remove volumes (refused while mounted)")
     rm.add_argument("name", nargs="+")
@@ -97,6 +105,26 @@ def _ls(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     home = msb_home(args.home)
     print(json.dumps([describe(Volume.get(name, home=home)) for name in args.name], indent=2))
+    return 0
+
+
+def _mount(args: argparse.Namespace) -> int:
+    from _vmcore.fs.mount import FuseMount, FuseUnavailableError
+
+    handle = Volume.get(args.name, home=msb_home(args.home))
+    if handle.kind != "dir":
+        raise InvalidConfigError(f"volume {handle.name} is a disk volume: mount its image inside a sandbox instead")
+    stop = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # taken by sigwait below, never by a server thread
+    try:
+        with FuseMount(handle.path, args.mountpoint, readonly=args.readonly, quota_mib=handle.quota_mib):
+            quota = f", quota {handle.quota_mib} MiB" if handle.quota_mib else ""
+            print(f"mounted {handle.name} on {args.mountpoint}{quota}; Ctrl-C to unmount", flush=True)
+            signal.sigwait(stop)
+    except FuseUnavailableError as err:
+        raise VolumeError(f"cannot mount {handle.name}: {err}") from None
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stop)
     return 0
 
 

@@ -79,3 +79,32 @@ def test_installed_console_script(home: Path) -> None:
     assert [h.name for h in Volume.list()] == ["from-script"]
     doctor = subprocess.run([str(MSB_SCRIPT), "doctor"], capture_output=True, text=True, timeout=60)
     assert doctor.returncode == 0 and "kvm:" in doctor.stdout
+
+
+def test_volume_mount_serves_the_volume_with_its_quota(home: Path, tmp_path: Path) -> None:
+    import errno
+    import os
+    import signal
+    import sys
+
+    volume = Volume.create("quota-mounted", quota_mib=1)
+    volume.fs.write("hello.txt", b"from the volume")
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "pytest_microsandbox", "volume", "mount", "quota-mounted",
+                             str(mountpoint)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("mounted quota-mounted on"), proc.stderr.read()
+        assert (mountpoint / "hello.txt").read_bytes() == b"from the volume"
+        (mountpoint / "new.txt").write_bytes(b"x" * 1000)
+        assert volume.fs.read("new.txt") == b"x" * 1000  # writes land in the volume itself
+        with pytest.raises(OSError) as full, open(mountpoint / "big.bin", "wb") as f:
+            f.write(b"\0" * (2 << 20))
+            f.flush()
+            os.fsync(f.fileno())
+        assert full.value.errno == errno.ENOSPC  # the quota holds through the mount
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    assert not os.path.ismount(mountpoint)
