@@ -11,11 +11,11 @@ import pytest
 
 from pytest_microsandbox._options import Settings
 from pytest_microsandbox._registry import REGISTRY_KEY
-from pytest_microsandbox._run import LABEL_WORKER, RunContext
+from pytest_microsandbox._run import RunContext
 from pytest_microsandbox.errors import InvalidConfigError, VolumeInUseError, VolumeNotFoundError
 from pytest_microsandbox.mounts import MountConfig, VolumeKind
 from pytest_microsandbox.sandbox_fixtures import keeps, remember_kept
-from pytest_microsandbox.store import Store
+from pytest_microsandbox.store import ProcessIdentity, Store
 from pytest_microsandbox.volumes._sync import Volume, VolumeHandle
 
 SETTINGS_KEY = pytest.StashKey[Settings]()
@@ -105,17 +105,16 @@ def shared_volume(pytestconfig: pytest.Config, msb_run: RunContext,
                 handle.remove()
                 raise
     yield handle
-    mounted_here = [m for m in Store(msb_run.home).mounts_of(name) if m.owner.is_alive()
-                    and _sandbox_worker(msb_run, m.sandbox) == msb_run.worker]
+    # Other workers' sandboxes may still use it; one this process started and left running is this worker's error.
+    store, me = Store(msb_run.home), ProcessIdentity.current()
+    mounted_here = [m for m in store.mounts_of(name) if m.owner.is_alive() and _created_by(store, m.sandbox, me)]
     if mounted_here:
         raise VolumeInUseError(name, mounted_here[0].sandbox)
 
 
-def _sandbox_worker(run: RunContext, sandbox: str) -> str | None:
-    record = Store(run.home).get_sandbox(sandbox)
-    if record is None or record.run_id != run.run_id:
-        return None
-    return record.config.get("labels", {}).get(LABEL_WORKER)
+def _created_by(store: Store, sandbox: str, process: ProcessIdentity) -> bool:
+    record = store.get_sandbox(sandbox)
+    return record is not None and record.config.get("creator") == [process.pid, process.start_ticks]
 
 
 def remove_shared_volume(run: RunContext) -> None:

@@ -225,3 +225,28 @@ def test_worker_id_in_names_under_xdist(pytester: pytest.Pytester, home: Path) -
     result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist", timeout=180)
     result.assert_outcomes(passed=1)
     assert os.path.isdir(home)
+
+
+def test_shared_volume_left_mounted_is_a_visible_teardown_error_under_xdist(pytester: pytest.Pytester,
+                                                                              home: Path) -> None:
+    pytester.makeconftest(SHARED_SUITE)
+    pytester.makepyfile(
+        """
+        from pytest_microsandbox.sync import Sandbox
+
+        LEFT_RUNNING = []
+
+        def test_leaves_it_mounted(shared_volume, msb_run):
+            LEFT_RUNNING.append(Sandbox.create(isolation="namespace", home=msb_run.home,
+                                               volumes={"/shared": shared_volume.mount()}))
+
+        def test_other(shared_volume):
+            assert shared_volume.fs.exists("populated-by.txt")
+        """
+    )
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist", timeout=180)
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*VolumeInUseError: volume msb-*-shared is attached to active sandbox *"])
+    # Once the worker (and with it the sandbox it left running) is gone, the controller removes the volume.
+    assert [e.kind for e in Store(home).events() if e.subject.endswith("-shared")] == ["volume.created",
+                                                                                          "volume.removed"]
