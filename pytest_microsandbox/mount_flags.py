@@ -9,11 +9,10 @@ SIZE is MiB (``100``) or has a unit (``512M``, ``1G``).
 from __future__ import annotations
 
 import os
-import re
 
 from pytest_microsandbox._validate import parse_size_mib
 from pytest_microsandbox.errors import InvalidConfigError
-from pytest_microsandbox.mounts import MountConfig, MountKind
+from pytest_microsandbox.mounts import MountConfig, MountKind, validate_guest_path
 
 _FLAGS = {"ro": "readonly", "readonly": "readonly", "rw": "rw", "noexec": "noexec", "nosuid": "nosuid",
           "nodev": "nodev"}
@@ -26,18 +25,6 @@ _VALUED = {
 }
 _FLAG_NAMES = {"--mount-dir": MountKind.BIND, "--mount-file": MountKind.BIND, "--mount-named": MountKind.NAMED,
                "--mount-disk": MountKind.DISK, "--tmpfs": MountKind.TMPFS}
-_BAD_GUEST_CHARS = re.compile(r"[:;,\0]")
-
-
-def validate_guest_path(path: str) -> str:
-    """A mount point inside the guest: absolute, not ``/``, without ``:;,``."""
-    if not path.startswith("/"):
-        raise InvalidConfigError(f"guest path {path!r} must be absolute")
-    if os.path.normpath(path) == "/":
-        raise InvalidConfigError("cannot mount over the guest's root '/'")
-    if _BAD_GUEST_CHARS.search(path):
-        raise InvalidConfigError(f"guest path {path!r} must not contain ':', ';', ',' or NUL")
-    return os.path.normpath(path)
 
 
 def parse_options(kind: MountKind, text: str, flag: str) -> dict[str, object]:

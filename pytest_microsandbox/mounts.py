@@ -117,11 +117,6 @@ class MountConfig:
         if self.fstype is not None and not (isinstance(self.fstype, str) and _FSTYPE.match(self.fstype)):
             raise InvalidConfigError(f"invalid filesystem type {self.fstype!r}")
 
-    @property
-    def source(self) -> str | None:
-        """The host path or volume name this mount comes from (None for tmpfs)."""
-        return self.bind or self.named or self.disk
-
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready form (None fields left out), as stored in sandbox records and mount plans."""
         return {k: (str(v) if isinstance(v, enum.Enum) else v) for k, v in asdict(self).items() if v is not None}
@@ -129,6 +124,21 @@ class MountConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MountConfig:
         return cls(**data)
+
+
+_BAD_GUEST_CHARS = re.compile(r"[:;,\0]")
+
+
+def validate_guest_path(path: str) -> str:
+    """A mount point inside the guest: absolute, not ``/``, without ``:;,``; returned normalised."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise InvalidConfigError(f"guest path {path!r} must be absolute")
+    if _BAD_GUEST_CHARS.search(path):
+        raise InvalidConfigError(f"guest path {path!r} must not contain ':', ';', ',' or NUL")
+    normal = os.path.normpath("/" + path.lstrip("/"))  # normpath keeps a leading '//'
+    if normal == "/":
+        raise InvalidConfigError("cannot mount over the guest's root '/'")
+    return normal
 
 
 def _enum_field(config: MountConfig, name: str, enum_type: type[enum.StrEnum], what: str) -> enum.StrEnum | None:

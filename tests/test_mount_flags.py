@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from pytest_microsandbox import InvalidConfigError, MountConfig, MountKind
-from pytest_microsandbox.mount_flags import parse_mount_flags, validate_guest_path
+from pytest_microsandbox.mount_flags import parse_mount_flags
+from pytest_microsandbox.mounts import validate_guest_path
 
 
 def test_every_flag_kind(tmp_path: Path) -> None:
@@ -83,3 +84,6 @@ def test_two_mounts_at_one_guest_path_are_refused() -> None:
 
 def test_guest_path_is_normalised() -> None:
     assert validate_guest_path("/a//b/./c/") == "/a/b/c"
+    assert validate_guest_path("//foo") == "/foo"  # os.path.normpath alone would keep the double slash
+    with pytest.raises(InvalidConfigError, match="already mounted"):
+        parse_mount_flags([("--tmpfs", "/foo"), ("--tmpfs", "//foo")])

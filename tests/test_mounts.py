@@ -51,6 +51,7 @@ def test_explicit_disk_format_and_fstype() -> None:
         (lambda: Volume.named("v", mode="sometimes"), "unknown named volume mode"),
         (lambda: Volume.named("v", mode="create", kind="tape"), "unknown volume kind"),
         (lambda: MountConfig("nfs"), "unknown mount kind"),  # type: ignore[arg-type]
+        (lambda: Volume.bind(3), "must be a path"),  # type: ignore[arg-type]
     ],
 )
 def test_invalid_configs_raise_typed_errors(build, message: str) -> None:
@@ -67,3 +68,10 @@ def test_round_trip_through_dict() -> None:
 def test_relative_bind_paths_become_absolute(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert Volume.bind("src").bind == str(tmp_path / "src")
+
+
+def test_every_flag_reaches_the_config() -> None:
+    flags = {"readonly": True, "noexec": True, "nosuid": True, "nodev": True}
+    for config in (Volume.bind("/srv", **flags), Volume.named("v", **flags), Volume.tmpfs(**flags),
+                   Volume.disk("/d.img", **flags)):
+        assert all(getattr(config, flag) for flag in flags), config

@@ -11,8 +11,7 @@ from typing import Any
 
 from pytest_microsandbox._validate import validate_volume_name
 from pytest_microsandbox.errors import InvalidConfigError
-from pytest_microsandbox.mount_flags import validate_guest_path
-from pytest_microsandbox.mounts import MountConfig
+from pytest_microsandbox.mounts import MountConfig, validate_guest_path
 
 MAX_MEMORY_MIB = 3072
 MAX_CPUS = 32

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 
+from pytest_microsandbox.errors import MicrosandboxError
+
 # Each entry upgrades from version N to N+1. Append only: never edit a released migration.
 MIGRATIONS: tuple[str, ...] = (
     # 1: volumes, sandboxes and their mounts. Transitional states (creating, removing) carry the owning process, so
@@ -59,8 +61,8 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class SchemaTooNewError(RuntimeError):
-    pass
+class SchemaTooNewError(MicrosandboxError):
+    """The store was written by a newer pytest-microsandbox."""
 
 
 def migrate(conn: sqlite3.Connection) -> None:

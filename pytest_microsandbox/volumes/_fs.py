@@ -71,6 +71,10 @@ class VolumeFs:
         root = self._resolver.open_root()
         try:
             fd = self._resolver.open(root, parts, flags, mode)
+        except OSError as err:
+            if err.errno == errno.ENXIO:  # a fifo without a reader, a socket: opened non-blocking, never waited on
+                raise InvalidConfigError(f"{'/'.join(parts)!r} is not a regular file") from None
+            raise
         finally:
             os.close(root)
         try:
@@ -106,7 +110,8 @@ class VolumeFs:
     # -- reading ----------------------------------------------------------------------------------------------------
 
     def read(self, path: str) -> bytes:
-        with self._fd(split_relative(path), os.O_RDONLY) as fd:
+        with self._fd(split_relative(path), os.O_RDONLY | os.O_NONBLOCK) as fd:
+            _require_regular(fd, path)
             chunks = []
             while chunk := os.read(fd, 1 << 20):
                 chunks.append(chunk)
@@ -174,7 +179,9 @@ class VolumeFs:
         if not parts:
             raise IsADirectoryError(errno.EISDIR, "the volume root is a directory", path)
         self._mkdirs(parts[:-1])
-        with self._fd(parts, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, _FILE_MODE) as fd:
+        with self._fd(parts, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, _FILE_MODE) as fd:
+            _require_regular(fd, path)
+            os.ftruncate(fd, 0)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
@@ -207,12 +214,15 @@ class VolumeFs:
         src_parts, dst_parts = split_relative(from_), split_relative(to)
         if not dst_parts:
             raise IsADirectoryError(errno.EISDIR, "the volume root is a directory", to)
-        with self._fd(src_parts, os.O_RDONLY) as src:
-            st = os.fstat(src)
-            if not stat_mod.S_ISREG(st.st_mode):
-                raise IsADirectoryError(errno.EISDIR, "only files can be copied", from_)
+        with self._fd(src_parts, os.O_RDONLY | os.O_NONBLOCK) as src:
+            st = _require_regular(src, from_)
             self._mkdirs(dst_parts[:-1])
-            with self._fd(dst_parts, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat_mod.S_IMODE(st.st_mode)) as dst:
+            # Truncate only once the destination is known not to be the source (or a hard link to it).
+            with self._fd(dst_parts, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, stat_mod.S_IMODE(st.st_mode)) as dst:
+                dst_st = _require_regular(dst, to)
+                if (dst_st.st_dev, dst_st.st_ino) == (st.st_dev, st.st_ino):
+                    return
+                os.ftruncate(dst, 0)
                 remaining = st.st_size
                 while remaining > 0:
                     copied = os.copy_file_range(src, dst, remaining)
@@ -220,6 +230,16 @@ class VolumeFs:
                         break
                     remaining -= copied
                 os.fchmod(dst, stat_mod.S_IMODE(st.st_mode))
+
+
+def _require_regular(fd: int, path: str) -> os.stat_result:
+    """Only regular files are read or written (a fifo would block, a device is never ours to open)."""
+    st = os.fstat(fd)
+    if stat_mod.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    if not stat_mod.S_ISREG(st.st_mode):
+        raise InvalidConfigError(f"{path!r} is not a regular file ({FsEntryKind.of(st.st_mode)})")
+    return st
 
 
 __all__ = ["FsEntry", "FsEntryKind", "FsMetadata", "PathEscapeError", "VolumeFs"]

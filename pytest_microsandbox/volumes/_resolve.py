@@ -14,7 +14,7 @@ import posixpath
 from collections import deque
 
 from _vmcore import beneath
-from pytest_microsandbox.errors import PathEscapeError
+from pytest_microsandbox.errors import InvalidConfigError, PathEscapeError
 
 _MAX_SYMLINKS = 40
 _ESCAPE_ERRNOS = {errno.EXDEV}
@@ -27,9 +27,9 @@ def split_relative(path: str) -> tuple[str, ...]:
     always relative to the volume, never to the host.
     """
     if not isinstance(path, str):
-        raise TypeError(f"volume paths are str, not {type(path).__name__}")
+        raise InvalidConfigError(f"volume paths are str, not {type(path).__name__}")
     if "\0" in path:
-        raise ValueError("volume paths must not contain NUL bytes")
+        raise InvalidConfigError("volume paths must not contain NUL bytes")
     parts: list[str] = []
     for part in path.split("/"):
         if part in ("", "."):
@@ -70,10 +70,6 @@ class Resolver:
                     raise PathEscapeError(shown) from None
                 raise
         return self._walk(root_fd, parts, flags, mode, shown)
-
-    def open_parent(self, root_fd: int, parts: tuple[str, ...]) -> int:
-        """An ``O_PATH`` descriptor of the directory holding ``parts[-1]``."""
-        return self.open(root_fd, parts[:-1], os.O_PATH | os.O_DIRECTORY)
 
     # -- the fallback walk ---------------------------------------------------------------------------------------
 

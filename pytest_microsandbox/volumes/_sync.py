@@ -147,7 +147,7 @@ class Volume:
     def bind(path: str | os.PathLike[str], *, readonly: bool = False, noexec: bool = False, nosuid: bool = False,
              nodev: bool = False, quota_mib: int | None = None) -> MountConfig:
         """Share a host directory (or file) with the sandbox."""
-        return MountConfig(MountKind.BIND, bind=os.fspath(path), quota_mib=quota_mib, readonly=readonly,
+        return MountConfig(MountKind.BIND, bind=path, quota_mib=quota_mib, readonly=readonly,  # type: ignore[arg-type]
                            noexec=noexec, nosuid=nosuid, nodev=nodev)
 
     @staticmethod
@@ -187,5 +187,5 @@ class Volume:
     def disk(path: str | os.PathLike[str], *, format: DiskImageFormat | str | None = None, fstype: str | None = None,
              readonly: bool = False, noexec: bool = False, nosuid: bool = False, nodev: bool = False) -> MountConfig:
         """Attach a disk image (raw, qcow2 or vmdk; the format defaults to what the extension says)."""
-        return MountConfig(MountKind.DISK, disk=os.fspath(path), format=format, fstype=fstype,  # type: ignore[arg-type]
+        return MountConfig(MountKind.DISK, disk=path, format=format, fstype=fstype,  # type: ignore[arg-type]
                            readonly=readonly, noexec=noexec, nosuid=nosuid, nodev=nodev)

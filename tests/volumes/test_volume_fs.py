@@ -132,3 +132,30 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_copy_onto_itself_or_a_hard_link_keeps_the_data(fs: VolumeFs) -> None:
+    fs.write("a", b"hello")
+    fs.copy("a", "a")
+    assert fs.read("a") == b"hello"
+    os.link(Path(fs.root, "a"), Path(fs.root, "b"))
+    fs.copy("a", "b")
+    assert fs.read("a") == fs.read("b") == b"hello"
+
+
+def test_fifos_and_other_non_files_are_refused_not_waited_on(fs: VolumeFs) -> None:
+    from pytest_microsandbox.errors import InvalidConfigError
+
+    os.mkfifo(Path(fs.root, "pipe"))  # as a guest could make one in a shared volume
+    for call in (lambda: fs.read("pipe"), lambda: fs.copy("pipe", "q"), lambda: fs.write("pipe", b"x")):
+        with pytest.raises(InvalidConfigError, match="not a regular file"):
+            call()
+
+
+def test_bad_path_types_are_typed_errors(fs: VolumeFs) -> None:
+    from pytest_microsandbox.errors import InvalidConfigError
+
+    with pytest.raises(InvalidConfigError):
+        fs.read(3)  # type: ignore[arg-type]
+    with pytest.raises(InvalidConfigError):
+        fs.read("a\0b")
