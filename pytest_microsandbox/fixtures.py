@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,7 +44,8 @@ def msb_sandbox_settings(request: pytest.FixtureRequest, msb_settings: Settings)
 
 
 @pytest.fixture
-def named_volume_factory(request: pytest.FixtureRequest, msb_run: RunContext) -> Iterator[NamedVolumeFactory]:
+def named_volume_factory(request: pytest.FixtureRequest, msb_run: RunContext,
+                         msb_sandbox_settings: Settings) -> Iterator[NamedVolumeFactory]:
     """Create fresh named volumes (``msb-<run>-<worker>-<n>``) for this test; all are removed at its teardown."""
     created: list[VolumeHandle] = []
 
@@ -60,24 +62,28 @@ def named_volume_factory(request: pytest.FixtureRequest, msb_run: RunContext) ->
     # A sandbox of this test that mounts one of these volumes depends on it: stop it first, as pytest would have
     # had the sandbox requested the volume fixture. Sandboxes started any other way keep the rule strict.
     registry = request.node.stash.get(REGISTRY_KEY, None)
-    settings = request.config.stash[SETTINGS_KEY].with_marker(request.node.get_closest_marker("sandbox"))
-    if registry is not None and keeps(request.node, settings):
+    if registry is not None and keeps(request.node, msb_sandbox_settings):
         for handle in [h for h in created if registry.users_of(h.name)]:
             remember_kept(request.config, handle.name)  # kept with the sandbox that mounts it
             created.remove(handle)
-    for handle in created if registry is not None else ():
-        for sandbox in registry.users_of(handle.name):
-            sandbox.stop()
     in_use: list[VolumeInUseError] = []
-    for handle in reversed(created):
-        try:
-            handle.remove()
-        except VolumeNotFoundError:
-            pass  # the test removed it itself
-        except VolumeInUseError as err:
-            in_use.append(err)  # the rule is enforced: a mounted volume is not removed behind a sandbox's back
+    with contextlib.ExitStack() as teardown:  # every volume is handled, even when one step fails
+        for handle in reversed(created):
+            teardown.callback(_remove_volume, handle, in_use)
+        for handle in created if registry is not None else ():
+            for sandbox in registry.users_of(handle.name):
+                teardown.callback(sandbox.stop)  # registered last: runs first, before the removals
     if in_use:
         raise in_use[0]
+
+
+def _remove_volume(handle: VolumeHandle, in_use: list[VolumeInUseError]) -> None:
+    try:
+        handle.remove()
+    except VolumeNotFoundError:
+        pass  # the test removed it itself
+    except VolumeInUseError as err:
+        in_use.append(err)  # the rule is enforced: a mounted volume is not removed behind a sandbox's back
 
 
 @pytest.fixture

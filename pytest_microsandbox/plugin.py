@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any
 
@@ -17,6 +18,7 @@ from pytest_microsandbox._reaper import sweep_leftover_volumes
 from pytest_microsandbox._registry import REGISTRY_KEY
 from pytest_microsandbox._report import sandbox_sections
 from pytest_microsandbox._run import RunContext
+from pytest_microsandbox.errors import VolumeInUseError
 from pytest_microsandbox.fixtures import RUN_KEY, SETTINGS_KEY
 from pytest_microsandbox.sandbox_fixtures import COVERAGE_KEY, KEPT_KEY, PHASE_REPORTS_KEY
 
@@ -39,6 +41,10 @@ def pytest_configure(config: pytest.Config) -> None:
                             "isolation, boot_timeout, keep, if_unavailable)")
     settings = _options.resolve(config)
     config.stash[SETTINGS_KEY] = settings
+    if settings.kernel:  # the vm backend takes its kernel from MSB_KERNEL; the option and ini key win over it
+        previous = os.environ.get("MSB_KERNEL")
+        os.environ["MSB_KERNEL"] = settings.kernel
+        config.add_cleanup(lambda: _restore_env("MSB_KERNEL", previous))
     config.stash[RUN_KEY] = RunContext.for_config(config, msb_home(settings.home))
     if settings.cov:
         run = config.stash[RUN_KEY]
@@ -52,6 +58,13 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     previous = config.stash.get(_SIGTERM_KEY, None)
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def _tear_down_on_sigterm(config: pytest.Config) -> None:
@@ -80,10 +93,15 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         sweep_leftover_volumes(run.home)
 
 
+@pytest.hookimpl(trylast=True)  # after pytest's own session teardown: no session fixture still uses the volume
 def pytest_sessionfinish(session: pytest.Session) -> None:
     run = session.config.stash[RUN_KEY]
     if run.is_controller:
-        fixtures.remove_shared_volume(run)
+        try:
+            fixtures.remove_shared_volume(run)
+        except VolumeInUseError as err:  # e.g. a --msb-keep sandbox still mounts it: keep it, and say so
+            session.config.stash.setdefault(KEPT_KEY, []).append(run.shared_volume_name)
+            session.config.issue_config_time_warning(pytest.PytestWarning(f"microsandbox: {err}"), stacklevel=2)
         guest_coverage = session.config.stash.get(COVERAGE_KEY, None)
         if guest_coverage is not None:
             session.config.stash[COMBINED_KEY] = guest_coverage.combine()

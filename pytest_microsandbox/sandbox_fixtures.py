@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -74,13 +75,14 @@ def sandbox_factory(request: pytest.FixtureRequest, msb_sandbox_settings: Settin
         return sandbox
 
     yield make
-    if keeps(request.node, msb_sandbox_settings):
+    kept = keeps(request.node, msb_sandbox_settings)
+    with contextlib.ExitStack() as teardown:  # every sandbox is handled, even when one of them fails to stop
         for sandbox in mine:
-            remember_kept(request.config, sandbox.name)
-            sandbox.close()
-        return
-    for sandbox in reversed(mine):
-        sandbox.remove()
+            if kept:
+                remember_kept(request.config, sandbox.name)
+                teardown.callback(sandbox.close)
+            else:
+                teardown.callback(sandbox.remove)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 
 from pytest_microsandbox.errors import SandboxError
 from pytest_microsandbox.sandbox._config import build_config
-from pytest_microsandbox.sandbox._select import default_isolation
+from pytest_microsandbox.sandbox._select import backend_for, default_isolation
 
 # Sandbox.create's defaults, for callers that pass only some of its keywords.
 _CREATE_DEFAULTS: dict[str, Any] = {"name": None, "image": "host", "volumes": None, "memory_mib": 512, "cpus": 1,
@@ -25,16 +25,20 @@ def start_detached(home: Path, options: dict[str, Any]) -> str:
     it is running (bad options are refused here, before any process starts)."""
     options = {**_CREATE_DEFAULTS, "isolation": default_isolation(), **options}
     config = build_config(**options)
+    backend_for(config.isolation)  # a host that cannot run it says so here, as KvmUnavailableError
     wire = {**options, "name": config.name, "volumes": {p: m.to_dict() for p, m in config.volumes.items()}}
-    owner = subprocess.Popen([sys.executable, "-m", "pytest_microsandbox.sandbox._serve", str(home), json.dumps(wire)],
-                             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True,
+    owner = subprocess.Popen([sys.executable, "-m", "pytest_microsandbox.sandbox._serve", str(home), "-"],
+                             stdout=subprocess.PIPE, stdin=subprocess.PIPE, start_new_session=True,
                              env={**os.environ, "PYTHONPATH": _pythonpath()})
-    assert owner.stdout is not None
+    assert owner.stdin is not None and owner.stdout is not None
+    owner.stdin.write(json.dumps(wire).encode())  # on stdin, not argv: env values are nobody else's business
+    owner.stdin.close()
     line = owner.stdout.readline().decode().strip()
     owner.stdout.close()
     verdict, _, detail = line.partition(" ")
     if verdict != "ready":
-        raise SandboxError(detail or f"the sandbox owner process exited ({owner.wait()})")
+        code = owner.wait()  # it exits after reporting the error: reap it
+        raise SandboxError(detail or f"the sandbox owner process exited ({code})")
     return detail
 
 

@@ -4,7 +4,8 @@ to one client at a time (others wait their turn) over ``<home>/run/<name>/agent.
 The relay forwards whole frames only (the 12-byte header says how long each is), so a client that goes away in the
 middle of a frame never leaves the agent or the next client out of step. Frames for a departed client are dropped.
 
-    python -m pytest_microsandbox.sandbox._serve HOME CONFIG_JSON   # prints "ready NAME" or "error MESSAGE"
+    python -m pytest_microsandbox.sandbox._serve HOME -   # the config as JSON on stdin (env values stay out of ps);
+                                                          # prints "ready NAME" or "error MESSAGE"
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def serve(home: Path, config_json: str) -> int:
     from pytest_microsandbox.sandbox._config import build_config
     from pytest_microsandbox.sandbox._sync import RELAY_SOCKET, Sandbox
 
-    options = json.loads(config_json)
+    options = json.loads(sys.stdin.read() if config_json == "-" else config_json)
     options["volumes"] = {p: MountConfig.from_dict(m) for p, m in options.get("volumes", {}).items()}
     try:
         sandbox = Sandbox._start(build_config(**options), home, detached=True)

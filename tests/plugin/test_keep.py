@@ -76,3 +76,12 @@ def test_keep_always_keeps_passing_tests_too(pytester: pytest.Pytester, home: Pa
         assert [s.name for s in Sandbox.list(home=home) if s.status == "running"] == kept
     finally:
         cleanup(home, kept)
+
+
+@pytest.mark.skipif(__import__("_vmcore.host").host.detect_kvm().runs_guest_userspace,
+                    reason="this host runs vm sandboxes")
+def test_keep_with_unusable_kvm_still_skips(pytester: pytest.Pytester, home: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    pytester.makepyfile("def test_vm(sandbox):\n    pass\n")
+    pytester.runpytest("--msb-keep=always").assert_outcomes(skipped=1)  # the detached path raises the typed error
