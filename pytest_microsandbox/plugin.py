@@ -93,9 +93,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         sweep_leftover_volumes(run.home)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """xdist controller: a worker's kept sandboxes and volumes join the controller's summary."""
+    kept = getattr(node, "workeroutput", {}).get("msb_kept", [])
+    node.config.stash.setdefault(KEPT_KEY, []).extend(kept)
+
+
 @pytest.hookimpl(trylast=True)  # after pytest's own session teardown: no session fixture still uses the volume
 def pytest_sessionfinish(session: pytest.Session) -> None:
     run = session.config.stash[RUN_KEY]
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["msb_kept"] = list(session.config.stash.get(KEPT_KEY, []))
     if run.is_controller:
         try:
             fixtures.remove_shared_volume(run)

@@ -10,6 +10,7 @@ import signal
 from pytest_microsandbox._home import msb_home
 from pytest_microsandbox._validate import parse_size_mib
 from pytest_microsandbox.errors import InvalidConfigError, VolumeError
+from pytest_microsandbox.store import ProcessIdentity, SandboxRecord, Store
 from pytest_microsandbox.volumes._sync import Volume, VolumeHandle
 
 
@@ -116,7 +117,11 @@ def _mount(args: argparse.Namespace) -> int:
         raise InvalidConfigError(f"volume {handle.name} is a disk volume: mount its image inside a sandbox instead")
     stop = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # taken by sigwait below, never by a server thread
+    store, me = Store(msb_home(args.home)), ProcessIdentity.current()
+    holder = f"msb-volume-mount-{me.pid}"  # recorded like a sandbox, so `msb volume rm` refuses while it is served
+    store.add_sandbox(SandboxRecord(name=holder, backend="fuse", owner=me, status="running"))
     try:
+        store.attach_volume(holder, handle.name, args.mountpoint, args.readonly, me)
         with FuseMount(handle.path, args.mountpoint, readonly=args.readonly, quota_mib=handle.quota_mib):
             quota = f", quota {handle.quota_mib} MiB" if handle.quota_mib else ""
             print(f"mounted {handle.name} on {args.mountpoint}{quota}; Ctrl-C to unmount", flush=True)
@@ -124,6 +129,7 @@ def _mount(args: argparse.Namespace) -> int:
     except FuseUnavailableError as err:
         raise VolumeError(f"cannot mount {handle.name}: {err}") from None
     finally:
+        store.remove_sandbox(holder)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, stop)
     return 0
 

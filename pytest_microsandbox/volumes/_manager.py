@@ -8,6 +8,7 @@ finished (remove) by the next call: a volume is either whole or absent.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
@@ -15,7 +16,7 @@ import uuid
 from pathlib import Path
 
 from pytest_microsandbox._validate import validate_mib, validate_volume_name
-from pytest_microsandbox.errors import InvalidConfigError, VolumeError
+from pytest_microsandbox.errors import InvalidConfigError, VolumeError, VolumeInUseError
 from pytest_microsandbox.mounts import VolumeKind
 from pytest_microsandbox.store import ProcessIdentity, Store, VolumeRecord, now_ms
 
@@ -89,6 +90,8 @@ class VolumeManager:
         """Remove a volume and its files; refuses (VolumeInUseError) while a live sandbox mounts it."""
         validate_volume_name(name)
         self.reap()
+        if _disk_image_locked(self.path_of(name) / DISK_IMAGE):
+            raise VolumeInUseError(name, "(a process holding a lock on its disk image)")
         me = ProcessIdentity.current()
         self.store.begin_volume_remove(name, me)
         self._discard(name, me)
@@ -174,6 +177,21 @@ def _make_ext4(image: Path, size_mib: int) -> None:
         raise VolumeError("disk volumes need e2fsprogs' mke2fs (apt-get install e2fsprogs)") from None
     except subprocess.CalledProcessError as err:
         raise VolumeError(f"mke2fs failed for {image.name}: {err.stderr.strip()}") from None
+
+
+def _disk_image_locked(image: Path) -> bool:
+    """Whether a VMM holds ``flock`` on a disk volume's image (it does for as long as it runs: a crash releases it)."""
+    try:
+        fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops our probe lock
+    return False
 
 
 def used_bytes(path: Path) -> int:

@@ -104,7 +104,11 @@ def test_volume_mount_serves_the_volume_with_its_quota(home: Path, tmp_path: Pat
             f.flush()
             os.fsync(f.fileno())
         assert full.value.errno == errno.ENOSPC  # the quota holds through the mount
+        refused = subprocess.run([sys.executable, "-m", "pytest_microsandbox", "volume", "rm", "quota-mounted"],
+                                 capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1 and "is attached to active sandbox msb-volume-mount-" in refused.stderr
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     assert not os.path.ismount(mountpoint)
+    Volume.remove("quota-mounted")  # served no longer: removal goes through

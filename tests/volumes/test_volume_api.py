@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -157,3 +158,19 @@ def test_named_mount_modes(home: Path) -> None:
     assert ensured.kind == "disk"
     assert sync.Volume.for_mount(msb.Volume.named("disk", mode="ensure-exists")).size_mib == 8
     assert asyncio.run(msb.Volume.for_mount(existing)).name == "cache"
+
+
+def test_a_locked_disk_image_blocks_removal(home: Path) -> None:
+    image = sync.Volume.create("locked-disk", kind="disk", size_mib=8).handle.disk_image
+    holder = subprocess.Popen(  # as a VMM holds its disks
+        [sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'rb'); fcntl.flock(f, fcntl.LOCK_EX); "
+         "print('locked', flush=True); time.sleep(60)", str(image)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with pytest.raises(VolumeInUseError, match="lock on its disk image"):
+            sync.Volume.remove("locked-disk")
+        assert sync.Volume.get("locked-disk").disk_image.exists()  # type: ignore[union-attr]
+    finally:
+        holder.kill()
+        holder.wait()
+    sync.Volume.remove("locked-disk")  # the lock died with its holder
