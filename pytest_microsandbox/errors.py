@@ -33,18 +33,24 @@ class VolumeError(MicrosandboxError):
 
 
 class VolumeAlreadyExistsError(VolumeError):
+    """A volume of that name exists already."""
+
     def __init__(self, name: str) -> None:
         super().__init__(f"volume already exists: {name}")
         self.name = name
 
 
 class VolumeNotFoundError(VolumeError):
+    """No volume of that name exists."""
+
     def __init__(self, name: str) -> None:
         super().__init__(f"volume not found: {name}")
         self.name = name
 
 
 class VolumeInUseError(VolumeError):
+    """A live sandbox mounts the volume (or a process holds its disk image)."""
+
     def __init__(self, name: str, sandbox: str) -> None:
         super().__init__(f"volume {name} is attached to active sandbox {sandbox}")
         self.name = name
@@ -52,6 +58,8 @@ class VolumeInUseError(VolumeError):
 
 
 class PathEscapeError(VolumeError, PermissionError):
+    """A path would leave the volume's root (``..`` above it, or a symlink out of it)."""
+
     def __init__(self, path: str) -> None:
         super().__init__(f"path escapes volume root: {path!r}")
         self.path = path
@@ -62,6 +70,8 @@ class SandboxError(MicrosandboxError):
 
 
 class SandboxNotFoundError(SandboxError):
+    """No sandbox of that name exists."""
+
     def __init__(self, name: str) -> None:
         super().__init__(f"sandbox not found: {name}")
         self.name = name

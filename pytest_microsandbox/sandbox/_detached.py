@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import subprocess
@@ -14,16 +15,12 @@ from pytest_microsandbox.errors import SandboxError
 from pytest_microsandbox.sandbox._config import build_config
 from pytest_microsandbox.sandbox._select import backend_for, default_isolation
 
-# Sandbox.create's defaults, for callers that pass only some of its keywords.
-_CREATE_DEFAULTS: dict[str, Any] = {"name": None, "image": "host", "volumes": None, "memory_mib": 512, "cpus": 1,
-                                    "env": None, "workdir": None, "security": "default", "boot_timeout": 60.0,
-                                    "labels": None}
 
 
 def start_detached(home: Path, options: dict[str, Any]) -> str:
     """Start the owner process for a sandbox made from ``Sandbox.create`` keyword ``options``; returns its name once
     it is running (bad options are refused here, before any process starts)."""
-    options = {**_CREATE_DEFAULTS, "isolation": default_isolation(), **options}
+    options = {**_create_defaults(), "isolation": default_isolation(), **options}
     config = build_config(**options)
     backend_for(config.isolation)  # a host that cannot run it says so here, as KvmUnavailableError
     wire = {**options, "name": config.name, "volumes": {p: m.to_dict() for p, m in config.volumes.items()}}
@@ -40,6 +37,14 @@ def start_detached(home: Path, options: dict[str, Any]) -> str:
         code = owner.wait()  # it exits after reporting the error: reap it
         raise SandboxError(detail or f"the sandbox owner process exited ({code})")
     return detail
+
+
+def _create_defaults() -> dict[str, Any]:
+    """``Sandbox.create``'s keyword defaults (one source of truth), for callers that pass only some of them."""
+    from pytest_microsandbox.sandbox._sync import Sandbox
+
+    parameters = inspect.signature(Sandbox.create).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty and p.name != "home"}
 
 
 def _pythonpath() -> str:

@@ -66,21 +66,52 @@ class VolumeHandle:
     def __repr__(self) -> str:
         return repr(self._sync)
 
-    name = property(lambda self: self._sync.name)
-    kind = property(lambda self: self._sync.kind)
-    quota_mib = property(lambda self: self._sync.quota_mib)
-    size_mib = property(lambda self: self._sync.size_mib)
-    labels = property(lambda self: self._sync.labels)
-    created_at = property(lambda self: self._sync.created_at)
-    path = property(lambda self: self._sync.path)
-    used_bytes = property(lambda self: self._sync.used_bytes)
+    @property
+    def name(self) -> str:
+        return self._sync.name
+
+    @property
+    def kind(self) -> VolumeKind:
+        return self._sync.kind
+
+    @property
+    def quota_mib(self) -> int | None:
+        return self._sync.quota_mib
+
+    @property
+    def size_mib(self) -> int | None:
+        return self._sync.size_mib
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return self._sync.labels
+
+    @property
+    def created_at(self) -> int:
+        """Milliseconds since the epoch."""
+        return self._sync.created_at
+
+    @property
+    def path(self) -> Path:
+        return self._sync.path
+
+    @property
+    def disk_image(self) -> Path | None:
+        return self._sync.disk_image
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes the volume occupies on the host's disk (measured once per handle: a walk of its tree)."""
+        return self._sync.used_bytes
 
     @property
     def fs(self) -> VolumeFs:
         return VolumeFs(self._sync.fs)
 
-    def mount(self, **options: bool) -> MountConfig:
-        return self._sync.mount(**options)
+    def mount(self, *, readonly: bool = False, noexec: bool = False, nosuid: bool = False,
+              nodev: bool = False) -> MountConfig:
+        """A ``MountConfig`` that mounts this volume into a sandbox."""
+        return self._sync.mount(readonly=readonly, noexec=noexec, nosuid=nosuid, nodev=nodev)
 
     async def remove(self) -> None:
         await asyncio.to_thread(self._sync.remove)
@@ -106,6 +137,10 @@ class Volume:
     @property
     def fs(self) -> VolumeFs:
         return VolumeFs(self._sync.fs)
+
+    @property
+    def handle(self) -> VolumeHandle:
+        return VolumeHandle(self._sync.handle)
 
     @staticmethod
     async def create(
