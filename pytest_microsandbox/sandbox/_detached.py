@@ -16,7 +16,6 @@ from pytest_microsandbox.sandbox._config import build_config
 from pytest_microsandbox.sandbox._select import backend_for, default_isolation
 
 
-
 def start_detached(home: Path, options: dict[str, Any]) -> str:
     """Start the owner process for a sandbox made from ``Sandbox.create`` keyword ``options``; returns its name once
     it is running (bad options are refused here, before any process starts)."""
