@@ -242,6 +242,15 @@ class Store:
             if removing:
                 _log_event(conn, "volume.removed", name)
 
+    def revert_volume_remove(self, name: str, owner: ProcessIdentity) -> None:
+        """Give up a removal ``owner`` began (its files are all still in place)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE volumes SET state='ready', owner_pid=NULL, owner_start=NULL WHERE name=? AND state='removing' "
+                "AND owner_pid=? AND owner_start=?",
+                (name, owner.pid, owner.start_ticks),
+            )
+
     def claim_abandoned(self, record: VolumeRecord, owner: ProcessIdentity) -> bool:
         """Take over a transition whose process died; exactly one of several racing reapers gets it."""
         old = record.owner

@@ -94,7 +94,11 @@ class VolumeManager:
             raise VolumeInUseError(name, "(a process holding a lock on its disk image)")
         me = ProcessIdentity.current()
         self.store.begin_volume_remove(name, me)
-        self._discard(name, me)
+        try:
+            self._discard(name, me)
+        except OSError:
+            self.store.revert_volume_remove(name, me)  # its files could not be moved aside: it stays a volume
+            raise
 
     # -- crash recovery ---------------------------------------------------------------------------------------------
 

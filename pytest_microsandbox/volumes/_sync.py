@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
 from pytest_microsandbox._home import msb_home
 from pytest_microsandbox.errors import InvalidConfigError, VolumeAlreadyExistsError, VolumeNotFoundError
 from pytest_microsandbox.mounts import DiskImageFormat, MountConfig, MountKind, NamedVolumeMode, VolumeKind
@@ -13,6 +15,21 @@ from pytest_microsandbox.volumes._fs import VolumeFs
 from pytest_microsandbox.volumes._manager import DISK_IMAGE, VolumeManager, used_bytes
 
 Home = str | os.PathLike[str] | None
+
+
+def _get_once_created(name: str, home: Home) -> VolumeHandle:
+    """The volume another process is creating right now (xdist workers ensuring one name): wait for it."""
+    manager = VolumeManager(msb_home(home))
+    for attempt in Retrying(retry=retry_if_exception_type(VolumeNotFoundError), stop=stop_after_delay(60),
+                            wait=wait_exponential(multiplier=0.01, max=0.5), reraise=True):
+        with attempt:
+            try:
+                return Volume.get(name, home=home)
+            except VolumeNotFoundError:
+                if name not in manager.store.transitional_volume_names():
+                    raise InvalidConfigError(f"volume {name} vanished while it was being ensured") from None
+                raise
+    raise AssertionError("unreachable")
 
 
 class VolumeHandle:
@@ -174,6 +191,7 @@ class Volume:
             except VolumeAlreadyExistsError:
                 if mode == NamedVolumeMode.CREATE:
                     raise
+                return _get_once_created(config.named, home)
         return Volume.get(config.named, home=home)
 
     @staticmethod

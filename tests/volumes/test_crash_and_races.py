@@ -153,3 +153,47 @@ def test_random_kills_during_create(tmp_path: Path) -> None:
         assert_consistent(home)
         for handle in sync.Volume.list(home=home):
             handle.remove()
+
+
+def _ensure(home: str, barrier: multiprocessing.synchronize.Barrier, results: multiprocessing.Queue) -> None:
+    from pytest_microsandbox import Volume as AsyncVolume
+
+    barrier.wait()
+    mount = AsyncVolume.named("ensured", mode="ensure-exists", kind="disk", size_mib=64)
+    try:
+        results.put(sync.Volume.for_mount(mount, home=home).name)
+    except Exception as err:  # report any failure kind
+        results.put(repr(err))
+
+
+def test_racing_ensure_exists_all_get_the_volume(tmp_path: Path) -> None:
+    """xdist workers ensuring one named volume: one creates it, the others wait for it, none fails."""
+    home = tmp_path / "home"
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(5), ctx.Queue()
+    procs = [ctx.Process(target=_ensure, args=(str(home), barrier, results)) for _ in range(5)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [results.get(timeout=5) for _ in procs] == ["ensured"] * 5
+    assert_consistent(home)
+
+
+def test_a_removal_that_cannot_move_the_files_leaves_the_volume_whole(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_microsandbox.volumes import _manager
+
+    home = tmp_path / "home"
+    sync.Volume.create("stuck", home=home).fs.write("data.txt", b"kept")
+
+    def refuse(*args: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(_manager.os, "rename", refuse)
+    with pytest.raises(PermissionError):
+        sync.Volume.remove("stuck", home=home)
+    monkeypatch.undo()
+    assert sync.Volume.get("stuck", home=home).fs.read("data.txt") == b"kept"  # still a whole, listed volume
+    assert_consistent(home)
+    sync.Volume.remove("stuck", home=home)
