@@ -6,9 +6,9 @@ from __future__ import annotations
 FIELDS = ("Size", "Rss", "Pss", "Shared_Clean", "Shared_Dirty", "Private_Clean", "Private_Dirty")
 
 
-def mapping_usage(pid: int | str, path_suffix: str) -> dict[str, int]:
-    """Sum, in KiB, of each smaps field over the mappings of ``pid`` whose path ends with ``path_suffix``
-    (``count`` says how many mappings matched)."""
+def mapping_usage(pid: int | str, path_suffix: str | None = None, start: int | None = None) -> dict[str, int]:
+    """Sum, in KiB, of each smaps field over the mappings of ``pid`` whose path ends with ``path_suffix`` (or
+    that begin at host address ``start``, for anonymous guest RAM); ``count`` says how many matched."""
     totals = dict.fromkeys(FIELDS, 0)
     totals["count"] = 0
     inside = False
@@ -17,7 +17,10 @@ def mapping_usage(pid: int | str, path_suffix: str) -> dict[str, int]:
             head = line.split(None, 1)[0]
             if not head.endswith(":"):  # a mapping header: "start-end perms offset dev inode [path]"
                 parts = line.split()
-                inside = len(parts) >= 6 and parts[5].endswith(path_suffix)
+                if start is not None:
+                    inside = int(parts[0].split("-")[0], 16) == start
+                else:
+                    inside = len(parts) >= 6 and parts[5].endswith(path_suffix)
                 totals["count"] += inside
             elif inside and head[:-1] in totals:
                 totals[head[:-1]] += int(line.split()[1])
