@@ -189,6 +189,9 @@ class Machine:
         cfg = self.config
         t0 = time.monotonic()
         snap = self._restore_from
+        if snap is not None and snap.identity.get("memory_mib") != cfg.memory_mib:  # before mapping past its end
+            raise SnapshotError(f"snapshot {snap.path} was made for another machine (memory_mib: snapshot has "
+                                f"{snap.identity.get('memory_mib')}, machine has {cfg.memory_mib})")
         if snap is None:
             kernel = loader.load_kernel(cfg.kernel)
             self.timings["kernel_loaded"] = time.monotonic() - t0
@@ -206,7 +209,8 @@ class Machine:
         self.i8042 = I8042(on_reset=lambda: self._request_stop("reset"))
         self.pio.insert(0x60, 5, self.i8042)
         self.pio.insert(0x70, 2, Cmos())
-        self.pio.insert(0x3F8, 8, Uart8250(self.console.write))
+        self.uart = Uart8250(self.console.write)
+        self.pio.insert(0x3F8, 8, self.uart)
 
         backends = []
         self.console_device = VirtioConsole(cfg.console_ports, console_sink=self.console.write)
@@ -383,7 +387,7 @@ class Machine:
             state = {"vcpus": [self._vcpu_state(v) for v in self._vcpus],
                      "irqchip": [self._vm.get_irqchip(chip) for chip in snapshot.IRQCHIPS],
                      "clock": self._vm.get_clock(),
-                     "transports": [t.state() for t in self.transports]}
+                     "transports": [t.state() for t in self.transports], "uart": self.uart.state()}
             return snapshot.write_snapshot(path, self.identity(), self._mem, state)
         finally:
             for lock in locks:
@@ -403,12 +407,13 @@ class Machine:
         try:
             if len(state["vcpus"]) != len(self._vcpus) or len(state["transports"]) != len(self.transports):
                 raise SnapshotError("snapshot state does not match the machine's vCPUs and devices")
-            for transport, st in zip(self.transports, state["transports"]):
+            for transport, st in zip(self.transports, state["transports"], strict=True):
                 transport.set_state(st)
-            for vcpu, st in zip(self._vcpus, state["vcpus"]):
+            for vcpu, st in zip(self._vcpus, state["vcpus"], strict=True):
                 vcpu.restore_state(st)
                 if st.get("xsave"):  # after sregs (CR4.OSXSAVE) and the legacy FPU image it extends
                     vcpu.set_xsave(st["xsave"])
+            self.uart.set_state(state["uart"])
             for raw in state["irqchip"]:
                 self._vm.set_irqchip(raw)
             self._vm.set_clock(state["clock"])

@@ -23,13 +23,29 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from _vmcore.errors import SnapshotError
-from _vmcore.snapshot import MANIFEST, read_snapshot
+from _vmcore.snapshot import MANIFEST, file_sha256, read_snapshot
 
 KEY_FILE = "key.json"
 
 
 def key_digest(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+def config_key(config, image_digest: str = "", ready: str = "") -> dict:
+    """The cache key of a ``MachineConfig``: kernel and initramfs digests, memory, vCPUs, the device layout (disk
+    sizes and modes, console ports, extra devices by class and tag), the command line, the root image's digest and
+    the ready point the template is snapshotted at. Disk paths are left out: a copy of the same image will do."""
+    initramfs = None if config.initramfs is None else hashlib.sha256(config.initramfs).hexdigest()
+    return {
+        "kernel_sha256": file_sha256(config.kernel), "initramfs_sha256": initramfs, "image": image_digest,
+        "memory_mib": config.memory_mib, "vcpus": config.vcpus, "cmdline_extra": config.cmdline_extra,
+        "disks": [{"size": os.path.getsize(d.path), "read_only": d.read_only, "serial": d.serial}
+                  for d in config.disks],
+        "console_ports": list(config.console_ports),
+        "extra_devices": [{"class": type(d).__name__, "tag": getattr(d, "tag", None)} for d in config.extra_devices],
+        "ready": ready,
+    }
 
 
 class TemplateCache:

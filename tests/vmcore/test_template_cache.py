@@ -10,9 +10,9 @@ import pytest
 
 from _vmcore.errors import SnapshotError
 from _vmcore.host import KvmKind, detect_kvm
-from _vmcore.machine import Machine, MachineConfig
+from _vmcore.machine import Disk, Machine, MachineConfig
 from _vmcore.snapshot import MEMORY
-from _vmcore.template_cache import TemplateCache
+from _vmcore.template_cache import TemplateCache, config_key
 from _vmcore.tinyguest import counting_code, tiny_guest_elf
 
 KVM = detect_kvm()
@@ -86,3 +86,23 @@ def test_a_builder_that_leaves_no_snapshot_is_an_error(tmp_path):
         cache.get_or_build({"k": 1}, lambda d: None)
     assert cache.lookup({"k": 1}) is None
     assert [p.name for p in (tmp_path / "cache").iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_config_key_names_what_a_template_depends_on(tmp_path, kernel):
+    disk = tmp_path / "d.raw"
+    disk.write_bytes(bytes(4096))
+    base = MachineConfig(kernel=str(kernel), memory_mib=64, disks=[Disk(str(disk), read_only=True)])
+    key = config_key(base, image_digest="sha256:abc", ready="READY")
+    assert key == config_key(base, image_digest="sha256:abc", ready="READY")
+    copy = tmp_path / "copy.raw"
+    copy.write_bytes(bytes(4096))
+    assert key == config_key(MachineConfig(kernel=str(kernel), memory_mib=64, disks=[Disk(str(copy), read_only=True)]),
+                             image_digest="sha256:abc", ready="READY")
+    for other in (config_key(base, image_digest="sha256:def", ready="READY"),
+                  config_key(MachineConfig(kernel=str(kernel), memory_mib=128, disks=base.disks),
+                             "sha256:abc", "READY"),
+                  config_key(MachineConfig(kernel=str(kernel), memory_mib=64, vcpus=2, disks=base.disks),
+                             "sha256:abc", "READY"),
+                  config_key(MachineConfig(kernel=str(kernel), memory_mib=64), "sha256:abc", "READY")):
+        assert other != key
+    assert TemplateCache(tmp_path).path_for(key) != TemplateCache(tmp_path).path_for({**key, "vcpus": 2})
