@@ -11,6 +11,11 @@ Layout: RAM at guest physical 0 (at most 3328 MiB, below the MMIO window); virti
 irqfd; with more than one vCPU an MP table describes the vCPUs and the I/O APIC); i8042 at port 0x60, CMOS at
 0x70, an 8250 UART at 0x3f8 for kernels that have the driver. Guest reset (i8042 0xFE, triple fault) and
 poweroff stop every vCPU; ``exit_reason`` tells which.
+
+Snapshots (issue 9): ``m.snapshot(dir)`` pauses the vCPUs and writes the machine (``_vmcore.snapshot`` has the
+format); ``Machine.from_snapshot(dir, cfg).start()`` goes on from there with guest RAM mapped copy-on-write from
+the snapshot's memory file, so machines restored from one snapshot share the pages they do not write. ``pause()``
+and ``resume()`` are there on their own too.
 """
 
 from __future__ import annotations
@@ -484,6 +489,8 @@ class Machine:
             v.close()
         if self._vm is not None:
             self._vm.close()
+        if self._mem is not None:  # unmap now, not at garbage collection: a restored clone's mapping pins its file
+            self._mem.close()
         for fd in self._fds:
             os.close(fd)
         self._fds = []

@@ -92,7 +92,9 @@ def parallel_restores(kernel: str, image: Path, snap: Path, n: int) -> list[dict
                               env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(n)]
     try:
         for p in procs:
-            p.stdout.readline()
+            line = json.loads(p.stdout.readline() or '{"error": "the restoring process died"}')
+            if "error" in line:
+                raise SystemExit(f"restore failed: {line['error']}")
         return [mapping_usage(p.pid, "/" + MEMORY) for p in procs]
     finally:
         for p in procs:

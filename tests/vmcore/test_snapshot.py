@@ -155,3 +155,16 @@ def test_pause_needs_a_running_machine(guest):
             m.pause()
         with pytest.raises(VmmError, match="not paused"):
             m.resume()
+
+
+def test_restore_with_two_vcpus(guest, tmp_path):
+    """The second vCPU waits for INIT/SIPI; its MP state, LAPIC and the I/O APIC come back as they were."""
+    with Machine(_config(guest, vcpus=2)) as m:
+        m.start()
+        m.wait_for_console("a", timeout=60)
+        m.snapshot(tmp_path / "snap2")
+        before = m.console.text()
+    with Machine.from_snapshot(tmp_path / "snap2", _config(guest, vcpus=2)) as r:
+        r.start()
+        assert r.wait(timeout=60) == "reset"
+        assert before + r.console.text() == ALPHABET
