@@ -22,7 +22,7 @@ from _vmcore.machine import Disk, Machine, MachineConfig
 from _vmcore.smaps import mapping_usage
 from _vmcore.snapshot import MEMORY
 from tests.vmcore.guestimage import build_root_image
-from tests.vmcore.test_kernel_boot import INIT_C
+from tests.vmcore.test_kernel_boot import INIT_C, MARKER
 
 pytestmark = pytest.mark.kernel_boot
 
@@ -77,7 +77,8 @@ def snapshotted(tmp_path_factory):
 
 def _spawn(snapshotted: dict) -> subprocess.Popen:
     args = {"snapshot": str(snapshotted["snapshot"]), "kernel": snapshotted["kernel"], "memory_mib": 256,
-            "disks": [str(snapshotted["image"])], "cmdline_extra": CMDLINE_EXTRA, "until": INIT_LINE,
+            "disks": [str(snapshotted["image"])], "cmdline_extra": CMDLINE_EXTRA,
+            "until": MARKER if KVM.runs_guest_userspace else INIT_LINE,
             "timeout": BOOT_TIMEOUT_S}
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen([sys.executable, "-m", "tests.vmcore.snapshot_child", json.dumps(args)], cwd=ROOT,
@@ -119,6 +120,8 @@ def test_restored_machines_go_on_to_init_without_booting_again(snapshotted, two_
         assert not re.search(PAUSE_AT, console)
         assert r["disk_reads"][0] > 0  # root was read through the restored virtio-blk queue
         assert r["device_errors"] == []
+        if KVM.runs_guest_userspace:  # hardware KVM: the restored guest's /init runs and prints its marker
+            assert MARKER in console
 
 
 def test_restored_machines_share_unchanged_pages(two_restores):
