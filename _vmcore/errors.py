@@ -6,7 +6,9 @@
     ├── VirtqueueError      a malformed descriptor chain or ring (the device goes to its error state)
     ├── KernelLoadError     the kernel image is missing, unknown or does not fit
     ├── GuestImageError     a guest artifact (initramfs, agent binary, kernel wrapper) cannot be built
-    └── BootError           the guest died or never got where it should; carries the console tail
+    ├── BootError           the guest died or never got where it should; carries the console tail
+    └── SnapshotError       a snapshot is missing, corrupted or made for another kernel, memory size, vCPU count
+                            or device layout (never restored: rebuild it)
 """
 
 from __future__ import annotations
@@ -50,3 +52,8 @@ class BootError(VmmError):
         if self.console_tail:
             text += "\n--- console tail ---\n" + self.console_tail
         return text
+
+
+class SnapshotError(VmmError):
+    """A snapshot cannot be restored here: missing, corrupted, another format version, or made for another
+    machine (kernel, initramfs, memory size, vCPU count, command line or device layout)."""

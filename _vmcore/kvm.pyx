@@ -4,7 +4,7 @@
 from libc.errno cimport errno
 from libc.stdint cimport uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memset, strerror
+from libc.string cimport memcpy, memset, strerror
 from posix.fcntl cimport open as c_open, O_RDWR, O_CLOEXEC
 from posix.unistd cimport close as c_close
 from posix.ioctl cimport ioctl
@@ -81,6 +81,35 @@ cdef class Vm:
 
     def create_irqchip(self) -> None:
         _check(ioctl(self.fd, KVM_CREATE_IRQCHIP, 0), "KVM_CREATE_IRQCHIP")
+
+    # ---- state, for snapshots: raw KVM structures of this host's ABI --------------------------------------
+    def get_irqchip(self, uint32_t chip_id) -> bytes:
+        """KVM_GET_IRQCHIP for chip 0 (PIC master), 1 (PIC slave) or 2 (I/O APIC), as raw bytes."""
+        cdef kvm_irqchip chip
+        memset(&chip, 0, sizeof(chip))
+        chip.chip_id = chip_id
+        _check(ioctl(self.fd, KVM_GET_IRQCHIP, &chip), "KVM_GET_IRQCHIP")
+        return (<char *>&chip)[:sizeof(chip)]
+
+    def set_irqchip(self, bytes raw) -> None:
+        cdef kvm_irqchip chip
+        if len(raw) != sizeof(chip):
+            raise KvmError(f"saved irqchip is {len(raw)} bytes, this host's KVM wants {sizeof(chip)}")
+        memcpy(&chip, <const char *>raw, sizeof(chip))
+        _check(ioctl(self.fd, KVM_SET_IRQCHIP, &chip), "KVM_SET_IRQCHIP")
+
+    def get_clock(self) -> int:
+        """The KVM clock (the guest's kvmclock base) in nanoseconds."""
+        cdef kvm_clock_data c
+        memset(&c, 0, sizeof(c))
+        _check(ioctl(self.fd, KVM_GET_CLOCK, &c), "KVM_GET_CLOCK")
+        return c.clock
+
+    def set_clock(self, uint64_t ns) -> None:
+        cdef kvm_clock_data c
+        memset(&c, 0, sizeof(c))
+        c.clock = ns
+        _check(ioctl(self.fd, KVM_SET_CLOCK, &c), "KVM_SET_CLOCK")
 
     def add_memory(self, uint32_t slot, uint64_t guest_addr, GuestMemory mem not None, bint readonly=False) -> None:
         cdef kvm_userspace_memory_region region

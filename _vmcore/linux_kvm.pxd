@@ -10,6 +10,8 @@ cdef extern from "<linux/kvm.h>" nogil:
     unsigned long KVM_RUN, KVM_GET_REGS, KVM_SET_REGS, KVM_GET_SREGS, KVM_SET_SREGS, KVM_SET_CPUID2
     unsigned long KVM_SET_MSRS, KVM_GET_MSRS, KVM_GET_LAPIC, KVM_SET_LAPIC, KVM_SET_FPU, KVM_GET_FPU
     unsigned long KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS, KVM_TRANSLATE, KVM_GET_MP_STATE, KVM_SET_MP_STATE
+    unsigned long KVM_GET_IRQCHIP, KVM_SET_IRQCHIP, KVM_GET_CLOCK, KVM_SET_CLOCK
+    unsigned long KVM_GET_XSAVE, KVM_SET_XSAVE, KVM_GET_XCRS, KVM_SET_XCRS
     unsigned int KVM_MEM_READONLY
     unsigned int KVM_IOEVENTFD_FLAG_DATAMATCH, KVM_IOEVENTFD_FLAG_PIO, KVM_IOEVENTFD_FLAG_DEASSIGN
     unsigned int KVM_IRQFD_FLAG_DEASSIGN
@@ -45,6 +47,14 @@ cdef extern from "<linux/kvm.h>" nogil:
         uint64_t addr
         uint32_t len
         int32_t fd
+        uint32_t flags
+
+    struct kvm_irqchip:  # the chip union (PIC or IOAPIC state) follows; sizeof() comes from the header
+        uint32_t chip_id
+        uint32_t pad
+
+    struct kvm_clock_data:
+        uint64_t clock
         uint32_t flags
 
     struct kvm_mp_state:
@@ -159,4 +169,11 @@ cdef extern from "<asm/kvm.h>" nogil:
 
     struct kvm_vcpu_events:
         _ev_exception exception
+        uint32_t flags
+
+    struct kvm_xsave:
+        uint32_t region[1024]
+
+    struct kvm_xcrs:
+        uint32_t nr_xcrs
         uint32_t flags

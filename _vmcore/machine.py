@@ -11,17 +11,24 @@ Layout: RAM at guest physical 0 (at most 3328 MiB, below the MMIO window); virti
 irqfd; with more than one vCPU an MP table describes the vCPUs and the I/O APIC); i8042 at port 0x60, CMOS at
 0x70, an 8250 UART at 0x3f8 for kernels that have the driver. Guest reset (i8042 0xFE, triple fault) and
 poweroff stop every vCPU; ``exit_reason`` tells which.
+
+Snapshots (issue 9): ``m.snapshot(dir)`` pauses the vCPUs and writes the machine (``_vmcore.snapshot`` has the
+format); ``Machine.from_snapshot(dir, cfg).start()`` goes on from there with guest RAM mapped copy-on-write from
+the snapshot's memory file, so machines restored from one snapshot share the pages they do not write. ``pause()``
+and ``resume()`` are there on their own too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from _vmcore import bootparams, host, loader, mptable
+from _vmcore import bootparams, host, loader, mptable, snapshot
 from _vmcore.bus import Bus
 from _vmcore.devices.cmos import Cmos
 from _vmcore.devices.i8042 import I8042
@@ -29,7 +36,7 @@ from _vmcore.devices.uart8250 import Uart8250
 from _vmcore.devices.virtio_blk import VirtioBlk
 from _vmcore.devices.virtio_console import VirtioConsole
 from _vmcore.devices.virtio_mmio import MMIO_SIZE, QUEUE_NOTIFY_OFFSET, MmioTransport
-from _vmcore.errors import BootError, VmmError
+from _vmcore.errors import BootError, KvmError, SnapshotError, VmmError
 from _vmcore.eventloop import EventLoop
 from _vmcore.kvm import Vm, new_eventfd
 from _vmcore.memory import GuestMemory
@@ -151,8 +158,10 @@ class ConsoleLog:
 class Machine:
     """One VM. ``start()`` boots it on background threads; ``stop()``/``close()`` end it (idempotent)."""
 
-    def __init__(self, config: MachineConfig) -> None:
+    def __init__(self, config: MachineConfig, restore_from: snapshot.Snapshot | None = None) -> None:
         config.validate()
+        self._restore_from = restore_from
+        self._pausing = False
         self.config = config
         self.console = ConsoleLog(config.console_log)
         self.exit_reason: str | None = None
@@ -184,20 +193,29 @@ class Machine:
     def _build(self) -> None:
         cfg = self.config
         t0 = time.monotonic()
-        kernel = loader.load_kernel(cfg.kernel)
-        self.timings["kernel_loaded"] = time.monotonic() - t0
+        snap = self._restore_from
+        if snap is not None and snap.identity.get("memory_mib") != cfg.memory_mib:  # before mapping past its end
+            raise SnapshotError(f"snapshot {snap.path} was made for another machine (memory_mib: snapshot has "
+                                f"{snap.identity.get('memory_mib')}, machine has {cfg.memory_mib})")
+        if snap is None:
+            kernel = loader.load_kernel(cfg.kernel)
+            self.timings["kernel_loaded"] = time.monotonic() - t0
+            mem = self._mem = GuestMemory(cfg.memory_mib << 20)
+        else:  # copy-on-write over the snapshot's memory file: clones share every page they do not write
+            mem = self._mem = GuestMemory.from_file(snap.memory_path, cfg.memory_mib << 20)
         vm = self._vm = Vm()
         vm.set_tss_addr(TSS_ADDR)
         vm.set_identity_map_addr(IDENTITY_MAP_ADDR)
-        mem = self._mem = GuestMemory(cfg.memory_mib << 20)
         vm.add_memory(0, 0, mem)
         vm.create_irqchip()  # after the memory slot: the other order costs ~7 ms on kvm_pvm (bench/boot.py)
-        kernel.place(mem)
+        if snap is None:
+            kernel.place(mem)
         self.pio, self.mmio = Bus("pio"), Bus("mmio")
         self.i8042 = I8042(on_reset=lambda: self._request_stop("reset"))
         self.pio.insert(0x60, 5, self.i8042)
         self.pio.insert(0x70, 2, Cmos())
-        self.pio.insert(0x3F8, 8, Uart8250(self.console.write))
+        self.uart = Uart8250(self.console.write)
+        self.pio.insert(0x3F8, 8, self.uart)
 
         backends = []
         self.console_device = VirtioConsole(cfg.console_ports, console_sink=self.console.write)
@@ -229,22 +247,29 @@ class Machine:
         if cfg.cmdline_extra:
             parts.append(cfg.cmdline_extra)
         self.cmdline = " ".join(parts)
-        layout = bootparams.write_boot_layout(mem, self.cmdline, cfg.initramfs, kernel.setup_header, kernel.end)
-        if cfg.vcpus > 1:  # one vCPU keeps the legacy-PIC path of the measured recipe (booted faster here)
-            mem.write(mptable.MPTABLE_ADDR, mptable.build_mptable(cfg.vcpus))
+        if snap is not None:
+            snapshot.check_identity(snap, self.identity())
+        else:
+            layout = bootparams.write_boot_layout(mem, self.cmdline, cfg.initramfs, kernel.setup_header, kernel.end)
+            if cfg.vcpus > 1:  # one vCPU keeps the legacy-PIC path of the measured recipe (booted faster here)
+                mem.write(mptable.MPTABLE_ADDR, mptable.build_mptable(cfg.vcpus))
 
         cpuid = vm.supported_cpuid()
         for index in range(cfg.vcpus):
             vcpu = Vcpu(vm, index, mem, self.pio, self.mmio)
             vcpu.pvm_quirks = self.pvm
             vcpu.set_cpuid(self._cpuid_for(cpuid, index))
+            self._vcpus.append(vcpu)
+            if snap is not None:
+                continue
             vcpu.set_msrs([(MSR_IA32_MISC_ENABLE, 1), (MSR_MTRR_DEF_TYPE, 0x806)])
             vcpu.setup_lapic()
             vcpu.setup_fpu()
             if index == 0:  # the others wait for INIT/SIPI from the guest, as on real hardware
                 vcpu.setup_long_mode(kernel.entry, layout["boot_params"], layout["gdt"], layout["gdt_limit"],
                                      layout["idt"], layout["pml4"], layout["stack"])
-            self._vcpus.append(vcpu)
+        if snap is not None:
+            self._apply_state(snap.state)
         self.timings["built"] = time.monotonic() - t0
 
     def _wire_ioeventfds(self, transport: MmioTransport, base: int, nqueues: int) -> None:
@@ -283,6 +308,9 @@ class Machine:
             raise
         if self.events is not None:
             self.events.start()
+        self._start_vcpu_threads()
+
+    def _start_vcpu_threads(self) -> None:
         for vcpu in self._vcpus:
             t = threading.Thread(target=self._vcpu_main, args=(vcpu,), name=f"vcpu{vcpu.index}", daemon=True)
             self._threads.append(t)
@@ -293,7 +321,109 @@ class Machine:
             reason = vcpu.run()
         except Exception as e:  # never let a vCPU thread die silently
             reason = f"error: {e}"
+        if reason == "stopped" and self._pausing:
+            return
         self._request_stop(reason, vcpu.detail)
+
+    # ---- snapshot and restore -------------------------------------------------------------------------------
+    @classmethod
+    def from_snapshot(cls, path: str | os.PathLike, config: MachineConfig, verify_memory: bool = True) -> Machine:
+        """A machine that ``start()`` resumes from the snapshot at ``path`` instead of booting. ``config`` must
+        describe the machine that was snapshotted (same kernel, initramfs, memory, vCPUs, devices): a mismatch,
+        here or at ``start()``, raises SnapshotError. Disk paths may differ (a copy of the same image)."""
+        return cls(config, restore_from=snapshot.read_snapshot(path, verify_memory=verify_memory))
+
+    def identity(self) -> dict:
+        """What a snapshot of this machine is valid for (see ``_vmcore.snapshot``)."""
+        cfg = self.config
+        initramfs = None if cfg.initramfs is None else hashlib.sha256(cfg.initramfs).hexdigest()
+        layout = []
+        for dev in self._devices:
+            entry = {"class": type(dev).__name__, "device_id": dev.device_id, "features": dev.avail_features,
+                     "queues": [q.max_size for q in dev.queues]}
+            if isinstance(dev, VirtioBlk):
+                entry.update(capacity=dev.capacity, read_only=dev.read_only)
+            elif isinstance(dev, VirtioConsole):
+                entry["ports"] = [p.name for p in dev.ports]
+            elif hasattr(dev, "tag"):
+                entry["tag"] = dev.tag
+            layout.append(entry)
+        return {"kernel_sha256": snapshot.file_sha256(cfg.kernel), "initramfs_sha256": initramfs,
+                "memory_mib": cfg.memory_mib, "vcpus": cfg.vcpus, "cmdline": self.cmdline, "devices": layout,
+                "pvm": self.pvm}
+
+    def pause(self, timeout: float = 10.0) -> None:
+        """Stop every vCPU between two instructions (pending I/O completed) and keep it stopped."""
+        if not self._vcpus or self.stopped.is_set():
+            raise VmmError("only a running machine can be paused")
+        self._pausing = True
+        for vcpu in self._vcpus:
+            vcpu.request_stop()
+        for t in self._threads:
+            t.join(timeout)
+            if t.is_alive():
+                raise VmmError(f"vCPU thread {t.name} did not pause within {timeout} s")
+        self._threads = []
+        if self.stopped.is_set():
+            raise VmmError(f"the guest stopped ({self.exit_reason}) while being paused")
+        for vcpu in self._vcpus:
+            vcpu.complete_pending_io()
+
+    def resume(self) -> None:
+        if not self._pausing or self._threads:
+            raise VmmError("machine is not paused")
+        self._pausing = False
+        for vcpu in self._vcpus:
+            vcpu.clear_stop()
+        self._start_vcpu_threads()
+
+    @property
+    def paused(self) -> bool:
+        return self._pausing and not self._threads
+
+    def snapshot(self, path: str | os.PathLike) -> Path:
+        """Pause (if running) and write the machine to ``path``; it stays paused: ``resume()`` or ``close()`` it."""
+        if not self.paused:
+            self.pause()
+        locks = [t.lock for t in self.transports]
+        for lock in locks:  # keep the ioeventfd thread from serving a queue while memory is copied
+            lock.acquire()
+        try:
+            state = {"vcpus": [self._vcpu_state(v) for v in self._vcpus],
+                     "irqchip": [self._vm.get_irqchip(chip) for chip in snapshot.IRQCHIPS],
+                     "clock": self._vm.get_clock(),
+                     "transports": [t.state() for t in self.transports], "uart": self.uart.state()}
+            return snapshot.write_snapshot(path, self.identity(), self._mem, state)
+        finally:
+            for lock in locks:
+                lock.release()
+
+    @staticmethod
+    def _vcpu_state(vcpu: Vcpu) -> dict:
+        st = vcpu.save_state()
+        msrs = []
+        for index in snapshot.SNAPSHOT_MSRS:  # one by one: KVM stops a batch at the first MSR it refuses
+            msrs.extend(vcpu.get_msrs([index]))
+        st["msrs"] = msrs
+        st["xsave"] = vcpu.get_xsave()
+        return st
+
+    def _apply_state(self, state: dict) -> None:
+        try:
+            if len(state["vcpus"]) != len(self._vcpus) or len(state["transports"]) != len(self.transports):
+                raise SnapshotError("snapshot state does not match the machine's vCPUs and devices")
+            for transport, st in zip(self.transports, state["transports"], strict=True):
+                transport.set_state(st)
+            for vcpu, st in zip(self._vcpus, state["vcpus"], strict=True):
+                vcpu.restore_state(st)
+                if st.get("xsave"):  # after sregs (CR4.OSXSAVE) and the legacy FPU image it extends
+                    vcpu.set_xsave(st["xsave"])
+            self.uart.set_state(state["uart"])
+            for raw in state["irqchip"]:
+                self._vm.set_irqchip(raw)
+            self._vm.set_clock(state["clock"])
+        except (KeyError, TypeError, ValueError, KvmError) as e:
+            raise SnapshotError(f"snapshot state cannot be restored on this machine: {e!r}") from None
 
     def _request_stop(self, reason: str, detail: str = "") -> None:
         if self.exit_reason is None:
@@ -359,6 +489,8 @@ class Machine:
             v.close()
         if self._vm is not None:
             self._vm.close()
+        if self._mem is not None:  # unmap now, not at garbage collection: a restored clone's mapping pins its file
+            self._mem.close()
         for fd in self._fds:
             os.close(fd)
         self._fds = []

@@ -31,3 +31,23 @@ def tiny_guest_elf(code: bytes = CODE) -> bytes:
     pnote = struct.pack("<IIQQQQQQ", 4, 4, note_off, 0, 0, len(note), len(note), 4)
     out = header + load + pnote + note
     return out.ljust(code_off, b"\0") + code
+
+
+def counting_code(last: str = "z", delay: int = 0x100000) -> bytes:
+    """A guest that prints 'a', 'b', ... up to ``last`` on COM1, spinning ``delay`` loop turns between letters,
+    then resets: a machine snapshotted between two letters must print exactly the rest after a restore."""
+    if not "a" <= last <= "z" or not 0 < delay < 1 << 32:
+        raise ValueError("last must be a lowercase letter and delay a positive 32-bit count")
+    return bytes([
+        0x66, 0xBA, 0xF8, 0x03,          # mov dx, 0x3f8
+        0xB0, ord("a"),                  # mov al, 'a'
+        0xEE,                            # next: out dx, al
+        0xB9, *struct.pack("<I", delay),  # mov ecx, delay
+        0xFF, 0xC9,                      # spin: dec ecx
+        0x75, 0xFC,                      # jnz spin
+        0xFE, 0xC0,                      # inc al
+        0x3C, ord(last) + 1,             # cmp al, last + 1
+        0x75, 0xF0,                      # jne next
+        0xB0, 0xFE, 0xE6, 0x64,          # i8042 reset
+        0xF4, 0xEB, 0xFD,                # hlt; jmp hlt
+    ])

@@ -277,6 +277,42 @@ cdef class Vcpu:
         _check(ioctl(self.fd, KVM_SET_MP_STATE, &mp), "KVM_SET_MP_STATE")
         self.set_msrs(list(st["msrs"]))
 
+    def get_xsave(self):
+        """XSAVE area and XCRs as raw bytes, or None where this host's KVM has no XSAVE support."""
+        cdef kvm_xsave x
+        cdef kvm_xcrs c
+        if ioctl(self.fd, KVM_GET_XSAVE, &x) < 0 or ioctl(self.fd, KVM_GET_XCRS, &c) < 0:
+            return None
+        return {"xsave": (<char *>&x)[:sizeof(x)], "xcrs": (<char *>&c)[:sizeof(c)]}
+
+    def set_xsave(self, dict st) -> None:
+        cdef kvm_xsave x
+        cdef kvm_xcrs c
+        if len(st["xsave"]) != sizeof(x) or len(st["xcrs"]) != sizeof(c):
+            raise KvmError("saved XSAVE state does not fit this host's KVM")
+        memcpy(&x, <const char *>st["xsave"], sizeof(x))
+        memcpy(&c, <const char *>st["xcrs"], sizeof(c))
+        _check(ioctl(self.fd, KVM_SET_XSAVE, &x), "KVM_SET_XSAVE")
+        _check(ioctl(self.fd, KVM_SET_XCRS, &c), "KVM_SET_XCRS")
+
+    def complete_pending_io(self) -> None:
+        """Let KVM finish an instruction whose I/O exit we already served (an MMIO or port read's result waits in
+        the run area), without running the guest further: required before saving the vCPU's state."""
+        cdef int r
+        if self.run_area == NULL:
+            raise KvmError("vCPU is closed")
+        self.run_area.immediate_exit = 1
+        r = ioctl(self.fd, KVM_RUN, 0)
+        self.run_area.immediate_exit = 0
+        if r < 0 and errno != EINTR and errno != EAGAIN:
+            _check(r, "KVM_RUN (complete pending I/O)")
+
+    def clear_stop(self) -> None:
+        """Undo ``request_stop()`` so that ``run()`` can be called again (resume after a pause)."""
+        self.stop_requested = 0
+        if self.run_area != NULL:
+            self.run_area.immediate_exit = 0
+
     def get_msrs(self, indices) -> list:
         """[(index, value)] for the MSRs this host's KVM lets us read, in order."""
         cdef size_t n = len(indices)

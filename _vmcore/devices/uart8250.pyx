@@ -27,6 +27,10 @@ cdef class Uart8250(BusDevice):
         return {"ier": self.ier, "lcr": self.lcr, "mcr": self.mcr, "scr": self.scr, "dll": self.dll,
                 "dlm": self.dlm, "fcr": self.fcr}
 
+    def set_state(self, dict st) -> None:
+        self.ier, self.lcr, self.mcr, self.scr = st["ier"], st["lcr"], st["mcr"], st["scr"]
+        self.dll, self.dlm, self.fcr = st["dll"], st["dlm"], st["fcr"]
+
     cpdef uint64_t read(self, uint64_t offset, unsigned int size):
         dlab = self.lcr & LCR_DLAB
         if offset == 0:

@@ -238,3 +238,13 @@ cdef class VirtioConsole(VirtioDevice):
         st["ports"] = [{"name": p.name, "guest_open": p.guest_open, "pending": bytes(p.pending)} for p in self.ports]
         st["control_pending"] = list(self._ctrl_pending)
         return st
+
+    def set_state(self, dict st) -> None:
+        with self._lock:
+            if [p["name"] for p in st["ports"]] != [p.name for p in self.ports]:
+                raise ValueError("saved console ports do not match the device")
+            VirtioDevice.set_state(self, st)
+            for port, pst in zip(self.ports, st["ports"]):
+                port.guest_open = pst["guest_open"]
+                port.pending = bytearray(pst["pending"])
+            self._ctrl_pending = list(st["control_pending"])

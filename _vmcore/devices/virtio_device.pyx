@@ -73,3 +73,16 @@ cdef class VirtioDevice:
     def state(self) -> dict:
         return {"device_id": self.device_id, "acked_features": self.acked_features, "activated": self.activated,
                 "error": self.error, "queues": [q.state() for q in self.queues]}
+
+    def set_state(self, dict st) -> None:
+        """The negotiated features, activation flag and queues saved by ``state()`` (the transport re-attaches the
+        ready queues to guest memory)."""
+        if st["device_id"] != self.device_id or len(st["queues"]) != len(self.queues):
+            raise ValueError(f"saved state is for device {st['device_id']} with {len(st['queues'])} queues")
+        self.acked_features = st["acked_features"]
+        self.activated = st["activated"]
+        self.error = st["error"]
+        for q, qst in zip(self.queues, st["queues"]):
+            if qst["max_size"] != (<Virtqueue>q).max_size:
+                raise ValueError("saved queue size does not match the device")
+            (<Virtqueue>q).set_state(qst)

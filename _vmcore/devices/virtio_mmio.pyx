@@ -117,13 +117,40 @@ cdef class MmioTransport(BusDevice):
             self.raise_interrupt(2)
 
     @property
+    def lock(self):
+        """The lock every register access and queue notify takes: hold it to keep the device still."""
+        return self._lock
+
+    @property
     def broken(self) -> bool:
         return bool(self.status & STATUS_NEEDS_RESET)
 
     def state(self) -> dict:
-        return {"status": self.status, "interrupt_status": self.interrupt_status,
-                "config_generation": self.config_generation, "queue_sel": self.queue_sel,
-                "driver_features": self.driver_features, "device": self.device.state()}
+        with self._lock:
+            return {"status": self.status, "interrupt_status": self.interrupt_status,
+                    "config_generation": self.config_generation, "queue_sel": self.queue_sel,
+                    "device_features_sel": self.device_features_sel,
+                    "driver_features_sel": self.driver_features_sel,
+                    "driver_features": self.driver_features, "device": self.device.state()}
+
+    def set_state(self, dict st) -> None:
+        """Registers and the backend's state as ``state()`` saved them; ready queues are re-attached to this
+        transport's guest memory (a restored machine's). The backend is not activated again: the guest driver
+        already did that before the snapshot."""
+        with self._lock:
+            self.status = st["status"]
+            self.interrupt_status = st["interrupt_status"]
+            self.config_generation = st["config_generation"]
+            self.queue_sel = st["queue_sel"]
+            self.device_features_sel = st.get("device_features_sel", 0)
+            self.driver_features_sel = st.get("driver_features_sel", 0)
+            self.driver_features = st["driver_features"]
+            self.device.set_state(st["device"])
+            if self.status & STATUS_DRIVER_OK:
+                self.device.mem = self.mem
+            for q in self.device.queues:
+                if (<Virtqueue>q).ready:
+                    (<Virtqueue>q).attach(self.mem)
 
     cdef Virtqueue _queue(self):
         if self.queue_sel < len(self.device.queues):

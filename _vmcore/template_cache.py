@@ -1,0 +1,104 @@
+"""Snapshot templates cached on disk, one per machine configuration, built once even by concurrent processes.
+
+    cache = TemplateCache(home / "snapshots")
+    path = cache.get_or_build(key, build)     # build(tmp_dir) boots a machine and snapshots it into tmp_dir
+
+``key`` is any JSON-able description of what the template is valid for; the library passes (kernel, initramfs,
+image digest, memory, vCPUs, device layout, ready point). Its sha256 names the template's directory. Builders
+take a ``filelock`` per key, so xdist workers that need the same template build it once and the others wait;
+a template is built in a temporary sibling and renamed into place, so readers never see half of one. A template
+that turns out corrupted or mismatched (``SnapshotError`` when restoring it) is dropped with ``invalidate()``
+and built again, never booted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from _vmcore.errors import SnapshotError
+from _vmcore.snapshot import MANIFEST, file_sha256, read_snapshot
+
+KEY_FILE = "key.json"
+
+
+def key_digest(key: dict) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+def config_key(config, image_digest: str = "", ready: str = "") -> dict:
+    """The cache key of a ``MachineConfig``: kernel and initramfs digests, memory, vCPUs, the device layout (disk
+    sizes and modes, console ports, extra devices by class and tag), the command line, the root image's digest and
+    the ready point the template is snapshotted at. Disk paths are left out: a copy of the same image will do."""
+    initramfs = None if config.initramfs is None else hashlib.sha256(config.initramfs).hexdigest()
+    return {
+        "kernel_sha256": file_sha256(config.kernel), "initramfs_sha256": initramfs, "image": image_digest,
+        "memory_mib": config.memory_mib, "vcpus": config.vcpus, "cmdline_extra": config.cmdline_extra,
+        "disks": [{"size": os.path.getsize(d.path), "read_only": d.read_only, "serial": d.serial}
+                  for d in config.disks],
+        "console_ports": list(config.console_ports),
+        "extra_devices": [{"class": type(d).__name__, "tag": getattr(d, "tag", None)} for d in config.extra_devices],
+        "ready": ready,
+    }
+
+
+class TemplateCache:
+    def __init__(self, root: str | os.PathLike, lock_timeout: float = 900.0) -> None:
+        self.root = Path(root)
+        self.lock_timeout = lock_timeout
+
+    def path_for(self, key: dict) -> Path:
+        return self.root / key_digest(key)
+
+    def lookup(self, key: dict) -> Path | None:
+        """The template for ``key`` if a complete one is cached (its manifest and state check out)."""
+        path = self.path_for(key)
+        if not (path / MANIFEST).exists():
+            return None
+        try:
+            read_snapshot(path, verify_memory=False)
+            if json.loads((path / KEY_FILE).read_text()) != json.loads(json.dumps(key)):
+                return None
+        except (SnapshotError, OSError, ValueError):
+            return None
+        return path
+
+    def get_or_build(self, key: dict, build: Callable[[Path], None]) -> Path:
+        """The cached template for ``key``, building it with ``build(directory)`` under the key's lock if absent
+        (or broken). Raises SnapshotError if ``build`` leaves no valid snapshot or the lock is not had in time."""
+        found = self.lookup(key)
+        if found is not None:
+            return found
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.path_for(key)
+        try:
+            with FileLock(str(path) + ".lock", timeout=self.lock_timeout):
+                found = self.lookup(key)  # another process may have built it while we waited
+                if found is not None:
+                    return found
+                tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir()
+                try:
+                    build(tmp)
+                    read_snapshot(tmp, verify_memory=True)
+                    (tmp / KEY_FILE).write_text(json.dumps(key, sort_keys=True, indent=1))
+                    shutil.rmtree(path, ignore_errors=True)
+                    os.replace(tmp, path)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                return path
+        except Timeout:
+            raise SnapshotError(f"timed out after {self.lock_timeout:.0f} s waiting for template {path}") from None
+
+    def invalidate(self, key: dict) -> None:
+        """Drop the template for ``key`` (found corrupted or mismatched): the next ``get_or_build`` rebuilds it."""
+        path = self.path_for(key)
+        with FileLock(str(path) + ".lock", timeout=self.lock_timeout):
+            shutil.rmtree(path, ignore_errors=True)
