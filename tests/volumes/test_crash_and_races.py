@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,27 +31,39 @@ def assert_consistent(home: Path) -> None:
             assert handle.disk_image is not None and handle.disk_image.stat().st_size == (handle.size_mib or 0) << 20
 
 
-def _race_create(home: str, barrier: multiprocessing.synchronize.Barrier, results: multiprocessing.Queue) -> None:
-    barrier.wait()
+def race(count: int, action: Callable[[], str]) -> list[str]:
+    """Run ``action`` in ``count`` forked processes released at one instant; their outcomes (or the repr of what
+    they raised), sorted."""
+    ctx = multiprocessing.get_context("fork")
+    barrier, results = ctx.Barrier(count), ctx.Queue()
+
+    def racer() -> None:
+        barrier.wait()
+        try:
+            results.put(action())
+        except Exception as err:  # report every failure kind, not only the expected ones
+            results.put(repr(err))
+
+    procs = [ctx.Process(target=racer) for _ in range(count)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    return sorted(results.get(timeout=5) for _ in procs)
+
+
+def _create_or_exists(home: Path) -> str:
     try:
         sync.Volume.create("contested", home=home)
-        results.put("won")
+        return "won"
     except VolumeAlreadyExistsError:
-        results.put("exists")
+        return "exists"
 
 
 def test_exactly_one_of_racing_creators_wins(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    ctx = multiprocessing.get_context("fork")
-    barrier, results = ctx.Barrier(6), ctx.Queue()
-    procs = [ctx.Process(target=_race_create, args=(str(home), barrier, results)) for _ in range(6)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
-    outcomes = sorted(results.get(timeout=5) for _ in procs)
-    assert outcomes == ["exists"] * 5 + ["won"]
+    assert race(6, lambda: _create_or_exists(home)) == ["exists"] * 5 + ["won"]
     assert_consistent(home)
 
 
@@ -155,28 +168,11 @@ def test_random_kills_during_create(tmp_path: Path) -> None:
             handle.remove()
 
 
-def _ensure(home: str, barrier: multiprocessing.synchronize.Barrier, results: multiprocessing.Queue) -> None:
-    from pytest_microsandbox import Volume as AsyncVolume
-
-    barrier.wait()
-    mount = AsyncVolume.named("ensured", mode="ensure-exists", kind="disk", size_mib=64)
-    try:
-        results.put(sync.Volume.for_mount(mount, home=home).name)
-    except Exception as err:  # report any failure kind
-        results.put(repr(err))
-
-
 def test_racing_ensure_exists_all_get_the_volume(tmp_path: Path) -> None:
     """xdist workers ensuring one named volume: one creates it, the others wait for it, none fails."""
     home = tmp_path / "home"
-    ctx = multiprocessing.get_context("fork")
-    barrier, results = ctx.Barrier(5), ctx.Queue()
-    procs = [ctx.Process(target=_ensure, args=(str(home), barrier, results)) for _ in range(5)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(120)
-    assert [results.get(timeout=5) for _ in procs] == ["ensured"] * 5
+    mount = sync.Volume.named("ensured", mode="ensure-exists", kind="disk", size_mib=64)
+    assert race(5, lambda: sync.Volume.for_mount(mount, home=home).name) == ["ensured"] * 5
     assert_consistent(home)
 
 
