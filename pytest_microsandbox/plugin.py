@@ -23,6 +23,7 @@ from pytest_microsandbox.fixtures import RUN_KEY, SETTINGS_KEY
 from pytest_microsandbox.sandbox_fixtures import COVERAGE_KEY, KEPT_KEY, PHASE_REPORTS_KEY
 
 COMBINED_KEY = pytest.StashKey[int]()
+SHARED_KEPT_KEY = pytest.StashKey[str]()
 
 _SIGTERM_KEY = pytest.StashKey[Any]()
 
@@ -111,7 +112,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             fixtures.remove_shared_volume(run)
         except VolumeInUseError as err:  # e.g. a --msb-keep sandbox still mounts it: keep it, and say so
             session.config.stash.setdefault(KEPT_KEY, []).append(run.shared_volume_name)
-            session.config.issue_config_time_warning(pytest.PytestWarning(f"microsandbox: {err}"), stacklevel=2)
+            session.config.stash[SHARED_KEPT_KEY] = str(err)
         guest_coverage = session.config.stash.get(COVERAGE_KEY, None)
         if guest_coverage is not None:
             session.config.stash[COMBINED_KEY] = guest_coverage.combine()
@@ -126,6 +127,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         for name in kept:
             enter = f"msb{home} exec {name} -- /bin/sh" if "-sb-" in name else f"msb{home} volume inspect {name}"
             terminalreporter.write_line(f"{name}: {enter}")
+    shared_kept = config.stash.get(SHARED_KEPT_KEY, None)
+    if shared_kept is not None:
+        terminalreporter.write_line(f"microsandbox: the shared volume was kept: {shared_kept}", yellow=True)
     combined = config.stash.get(COMBINED_KEY, None)
     if combined is not None:
         data_file = config.stash[COVERAGE_KEY].data_file

@@ -85,3 +85,24 @@ def test_keep_with_unusable_kvm_still_skips(pytester: pytest.Pytester, home: Pat
     monkeypatch.delenv("CI", raising=False)
     pytester.makepyfile("def test_vm(sandbox):\n    pass\n")
     pytester.runpytest("--msb-keep=always").assert_outcomes(skipped=1)  # the detached path raises the typed error
+
+
+def test_a_kept_sandbox_keeps_the_shared_volume_it_mounts(pytester: pytest.Pytester, home: Path) -> None:
+    pytester.makepyfile(
+        """
+        def test_uses_shared(sandbox_factory, shared_volume):
+            sb = sandbox_factory(volumes={"/shared": shared_volume.mount()})
+            assert sb.shell("echo kept > /shared/note").exit_code == 0
+        """
+    )
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--msb-isolation=namespace",
+                           "--msb-keep=always"], cwd=pytester.path, capture_output=True, text=True, timeout=180)
+    assert "1 passed" in done.stdout, done.stdout + done.stderr
+    kept = kept_names(done.stdout)
+    try:
+        assert any(n.endswith("-shared") for n in kept) and any("-sb-" in n for n in kept), done.stdout
+        assert "microsandbox: the shared volume was kept: volume msb-" in done.stdout
+        shared = next(n for n in kept if n.endswith("-shared"))
+        assert Volume.get(shared, home=home).fs.read_text("note") == "kept\n"
+    finally:
+        cleanup(home, kept)
