@@ -13,7 +13,7 @@ irqfd; with more than one vCPU an MP table describes the vCPUs and the I/O APIC)
 poweroff stop every vCPU; ``exit_reason`` tells which.
 
 Snapshots (issue 9): ``m.snapshot(dir)`` pauses the vCPUs and writes the machine (``_vmcore.snapshot`` has the
-format); ``Machine.from_snapshot(dir, cfg).start()`` goes on from there with guest RAM mapped copy-on-write from
+format); ``Machine.restore(dir, cfg).start()`` goes on from there with guest RAM mapped copy-on-write from
 the snapshot's memory file, so machines restored from one snapshot share the pages they do not write. ``pause()``
 and ``resume()`` are there on their own too.
 """
@@ -64,7 +64,7 @@ MSR_MTRR_DEF_TYPE = 0x2FF
 
 @dataclass(frozen=True)
 class Disk:
-    path: str
+    path: str | None  # None: an empty slot that ``Machine.bind_disk`` fills later (a snapshot template's)
     read_only: bool = False
     serial: str = ""
 
@@ -327,11 +327,30 @@ class Machine:
 
     # ---- snapshot and restore -------------------------------------------------------------------------------
     @classmethod
-    def from_snapshot(cls, path: str | os.PathLike, config: MachineConfig, verify_memory: bool = True) -> Machine:
+    def restore(cls, path: str | os.PathLike, config: MachineConfig, verify_memory: bool = True) -> Machine:
         """A machine that ``start()`` resumes from the snapshot at ``path`` instead of booting. ``config`` must
         describe the machine that was snapshotted (same kernel, initramfs, memory, vCPUs, devices): a mismatch,
         here or at ``start()``, raises SnapshotError. Disk paths may differ (a copy of the same image)."""
         return cls(config, restore_from=snapshot.read_snapshot(path, verify_memory=verify_memory))
+
+    def bind_disk(self, slot: int, path: str, read_only: bool = False, serial: str = "") -> None:
+        """Give disk slot ``slot`` (its index in ``config.disks``, a ``Disk(None)``) the image at ``path``; the
+        guest driver learns the new capacity from a configuration-change interrupt."""
+        if not 0 <= slot < len(self.disks):
+            raise VmmError(f"no disk slot {slot}: this machine has {len(self.disks)} disks")
+        blk = self.disks[slot]
+        blk.bind(path, read_only=read_only, serial=serial)
+        self.transports[self._devices.index(blk)].config_changed()
+
+    def bind_share(self, tag: str, server) -> None:
+        """Give the empty virtio-fs slot ``tag`` its FUSE server (the guest mounts the tag afterwards)."""
+        for dev in self._devices:
+            if getattr(dev, "tag", None) == tag and hasattr(dev, "bind"):
+                if dev.server is not None:
+                    raise VmmError(f"virtio-fs slot {tag} is already bound")
+                dev.bind(server)
+                return
+        raise VmmError(f"no virtio-fs slot with tag {tag}")
 
     def identity(self) -> dict:
         """What a snapshot of this machine is valid for (see ``_vmcore.snapshot``)."""

@@ -4,7 +4,8 @@ A snapshot is a directory:
 
     manifest.json   {"format": FORMAT, "version": VERSION, "identity": {...}, "files": {name: {size, sha256}}}
     memory.bin      guest RAM, byte for byte (zero runs left as holes: a sparse file); restored as a MAP_PRIVATE
-                    mapping, so every machine restored from it shares the pages it has not written
+                    mapping, so every machine restored from it shares the pages it has not written. Its sha256
+                    is checked when asked (a template once, when built), else its mtime
     state.json      vCPUs (raw KVM structures, base64), the in-kernel irqchip (PIC master/slave, I/O APIC),
                     the KVM clock, and each virtio-mmio transport with its backend and virtqueues
 
@@ -114,7 +115,8 @@ def write_snapshot(path: str | os.PathLike, identity: dict, mem, state: dict) ->
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, out / MEMORY)
-    files[MEMORY] = {"size": mem.size, "sha256": h.hexdigest()}
+    # the mtime lets a restore that skips hashing the memory still refuse a file written to since
+    files[MEMORY] = {"size": mem.size, "sha256": h.hexdigest(), "mtime_ns": (out / MEMORY).stat().st_mtime_ns}
     raw = json.dumps(_encode(state), separators=(",", ":")).encode()
     (out / (STATE + ".tmp")).write_bytes(raw)
     os.replace(out / (STATE + ".tmp"), out / STATE)
@@ -145,11 +147,13 @@ def read_snapshot(path: str | os.PathLike, verify_memory: bool = True) -> Snapsh
         raise SnapshotError(f"incomplete snapshot manifest in {root}") from None
     for name, meta in files.items():
         try:
-            size = (root / name).stat().st_size
+            st = (root / name).stat()
         except OSError:
             raise SnapshotError(f"snapshot file {name} is missing in {root}") from None
-        if size != meta["size"]:
-            raise SnapshotError(f"snapshot file {name} is {size} bytes, the manifest says {meta['size']}")
+        if st.st_size != meta["size"]:
+            raise SnapshotError(f"snapshot file {name} is {st.st_size} bytes, the manifest says {meta['size']}")
+        if not verify_memory and meta.get("mtime_ns") not in (None, st.st_mtime_ns):  # (a copy is hashed instead)
+            raise SnapshotError(f"snapshot file {name} in {root} was modified after the snapshot was written")
     raw = (root / STATE).read_bytes()
     if hashlib.sha256(raw).hexdigest() != state_meta["sha256"]:
         raise SnapshotError(f"snapshot file {STATE} in {root} is corrupted (checksum mismatch)")

@@ -40,7 +40,8 @@ def config_key(config, image_digest: str = "", ready: str = "") -> dict:
     return {
         "kernel_sha256": file_sha256(config.kernel), "initramfs_sha256": initramfs, "image": image_digest,
         "memory_mib": config.memory_mib, "vcpus": config.vcpus, "cmdline_extra": config.cmdline_extra,
-        "disks": [{"size": os.path.getsize(d.path), "read_only": d.read_only, "serial": d.serial}
+        "disks": [{"size": None if d.path is None else os.path.getsize(d.path), "read_only": d.read_only,
+                   "serial": d.serial}
                   for d in config.disks],
         "console_ports": list(config.console_ports),
         "extra_devices": [{"class": type(d).__name__, "tag": getattr(d, "tag", None)} for d in config.extra_devices],

@@ -7,7 +7,7 @@ Rows (libkrunfw's kernel in kernel mode with an ext4 root on virtio-blk, as test
   to P               cold boot from start to the pause point P (the virtio-blk probe), where the snapshot is taken
   P -> "Run /init"   the rest of the boot: the cold machine resumed after its snapshot vs a restored machine
   start -> "Run /init"  the whole cold boot (to P plus the rest) vs a restore (load + build + the rest)
-  restore setup      Machine.from_snapshot + start(): read and check the snapshot (with and without hashing the
+  restore setup      Machine.restore + start(): read and check the snapshot (with and without hashing the
                      memory file) and build the VM from it, before the guest runs an instruction
   snapshot           pause + write memory/state/manifest
   tiny guest         the same three numbers with the trivial guest (no kernel): the VMM's own floor
@@ -74,7 +74,7 @@ def cold_boot(cfg: MachineConfig, snap: Path) -> dict:
 
 def restore_once(cfg: MachineConfig, snap: Path, verify: bool) -> dict:
     t0 = time.monotonic()
-    m = Machine.from_snapshot(snap, cfg, verify_memory=verify)
+    m = Machine.restore(snap, cfg, verify_memory=verify)
     try:
         m.start()
         setup = time.monotonic() - t0
@@ -118,7 +118,7 @@ def tiny(work: Path, runs: int) -> dict:
         out["snapshot"].append(time.monotonic() - t1)
         m.close()
         t0 = time.monotonic()
-        r = Machine.from_snapshot(work / f"tiny{i}", cfg(), verify_memory=False)
+        r = Machine.restore(work / f"tiny{i}", cfg(), verify_memory=False)
         r.start()
         out["restore"].append(time.monotonic() - t0)
         r.close()

@@ -36,7 +36,12 @@ class DiskError(VmmError):
 
 
 cdef class VirtioBlk(VirtioDevice):
-    """``path`` is a raw image; ``read_only`` is enforced here (writes fail with IOERR), not only advertised."""
+    """``path`` is a raw image; ``read_only`` is enforced here (writes fail with IOERR), not only advertised.
+
+    ``path=None`` makes an empty slot (capacity 0, e.g. in a snapshot template) that ``bind`` gives an image
+    later; the transport then tells the driver the new capacity with a configuration-change interrupt. A slot
+    never advertises read-only (the feature is negotiated once, at probe): a read-only binding is enforced here.
+    """
 
     cdef readonly str path
     cdef readonly bint read_only
@@ -48,25 +53,44 @@ cdef class VirtioBlk(VirtioDevice):
     def __cinit__(self):
         self.fd = -1
 
-    def __init__(self, path, bint read_only=False, serial=""):
-        import fcntl
-        self.path = str(path)
-        self.read_only = read_only
-        self.serial = str(serial).encode()[:ID_BYTES]
-        try:
-            self.fd = os.open(self.path, (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC)
-        except OSError as e:
-            raise DiskError(f"cannot open disk {self.path}: {e.strerror}") from None
-        try:
-            fcntl.flock(self.fd, (fcntl.LOCK_SH if read_only else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self.fd)
-            self.fd = -1
-            raise DiskError(f"disk {self.path} is in use by another VM") from None
-        self.capacity = os.fstat(self.fd).st_size // SECTOR
-        features = F_SEG_MAX | F_BLK_SIZE | F_FLUSH | (F_RO if read_only else 0)
+    def __init__(self, path=None, bint read_only=False, serial=""):
+        self.path = ""
+        self.read_only = False
+        self.serial = b""
+        self.capacity = 0
+        if path is not None:
+            self._open(path, read_only, serial)
+        features = F_SEG_MAX | F_BLK_SIZE | F_FLUSH | (F_RO if read_only and path is not None else 0)
         super().__init__(DEVICE_ID, features, [QUEUE_SIZE])
         self.counters = {"read": 0, "write": 0, "flush": 0, "get_id": 0, "errors": 0, "unsupported": 0}
+
+    def _open(self, path, bint read_only, serial) -> None:
+        import fcntl
+        path = str(path)
+        try:
+            fd = os.open(path, (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC)
+        except OSError as e:
+            raise DiskError(f"cannot open disk {path}: {e.strerror}") from None
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if read_only else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise DiskError(f"disk {path} is in use by another VM") from None
+        self.fd = fd
+        self.path = path
+        self.read_only = read_only
+        self.serial = str(serial).encode()[:ID_BYTES]
+        self.capacity = os.fstat(fd).st_size // SECTOR
+
+    @property
+    def bound(self) -> bool:
+        return self.fd >= 0
+
+    def bind(self, path, bint read_only=False, serial="") -> None:
+        """Give an empty slot its image. The caller (``MmioTransport.config_changed``) tells the driver."""
+        if self.fd >= 0:
+            raise DiskError(f"this disk slot already holds {self.path}")
+        self._open(path, read_only, serial)
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -120,7 +144,7 @@ cdef class VirtioBlk(VirtioDevice):
             return self._rw(rtype == T_OUT, sector, data, total, status_addr)
         if rtype == T_FLUSH:
             self.counters["flush"] += 1
-            if not self.read_only and fdatasync(self.fd) != 0:
+            if self.fd >= 0 and not self.read_only and fdatasync(self.fd) != 0:
                 return self._finish(status_addr, S_IOERR, 0)
             return self._finish(status_addr, S_OK, 0)
         if rtype == T_GET_ID:

@@ -109,6 +109,12 @@ cdef class MmioTransport(BusDevice):
         if self.irq_fd >= 0:
             c_write(self.irq_fd, &one, 8)
 
+    def config_changed(self) -> None:
+        """The device's configuration changed (a disk slot was bound): new generation, configuration interrupt."""
+        with self._lock:
+            self.config_generation += 1
+            self.raise_interrupt(2)
+
     def fail(self, str reason) -> None:
         """Enter the error state: the driver sees DEVICE_NEEDS_RESET after a configuration interrupt."""
         self.device.error = reason

@@ -87,6 +87,8 @@ class Tag(enum.IntEnum):
     FLAGS = 47
     SIZE_MIB = 48
     RESTRICTED = 49
+    ENTROPY = 50
+    REALTIME_NS = 51
 
 
 class ProtoError(enum.IntEnum):

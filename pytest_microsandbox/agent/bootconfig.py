@@ -20,6 +20,9 @@ _RDONLY, _NOEXEC, _NOSUID, _NODEV = 1, 2, 4, 8
 BOOT_CONFIG_PATH = "boot.msb"
 
 
+ENTROPY_MAX = 512
+
+
 @dataclass(frozen=True)
 class GuestMount:
     """One mount in the guest. ``source``: a virtiofs tag, a block device's virtio serial, a device path or a bind
@@ -78,9 +81,21 @@ class BootConfig:
     env: Mapping[str, str] = field(default_factory=dict)
     workdir: str | None = None
     restricted: bool = False
+    # A guest restored from a snapshot template is one of many clones: fresh entropy from the host (credited and
+    # reseeded before anything else) and the host's wall clock make each its own machine.
+    entropy: bytes | None = None
+    realtime_ns: int | None = None
 
     def encode(self) -> bytes:
         fields: list = []
+        if self.entropy is not None:
+            if not 1 <= len(self.entropy) <= ENTROPY_MAX:
+                raise InvalidConfigError(f"entropy must be 1 to {ENTROPY_MAX} bytes, not {len(self.entropy)}")
+            fields.append((Tag.ENTROPY, bytes(self.entropy)))
+        if self.realtime_ns is not None:
+            if self.realtime_ns <= 0:
+                raise InvalidConfigError(f"realtime_ns must be positive: {self.realtime_ns}")
+            fields.append((Tag.REALTIME_NS, self.realtime_ns))
         if self.hostname is not None:
             if not self.hostname or len(self.hostname) > 64 or "\0" in self.hostname:
                 raise InvalidConfigError(f"bad hostname: {self.hostname!r}")

@@ -11,9 +11,10 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -61,6 +62,18 @@ class GuestPlan:
     disks: list[DiskAttachment] = field(default_factory=list)
     extra_mounts: list[GuestMount] = field(default_factory=list)  # mounts the plan adds after the disks
     quotas: dict[str, int] = field(default_factory=dict)  # guest path -> MiB, for binds (vm: our virtio-fs server)
+    fresh_identity: bool = False  # a VM guest (maybe a snapshot clone): send host entropy and clock with BOOT
+
+
+ENTROPY_BYTES = 64
+
+
+def boot_config_for(plan: GuestPlan) -> BootConfig:
+    """The BOOT to send now: a VM guest also gets fresh host entropy and the host's clock as of this moment (a
+    snapshot clone would otherwise share its template's random state and wake with its template's time)."""
+    if not plan.fresh_identity:
+        return plan.boot
+    return replace(plan.boot, entropy=os.urandom(ENTROPY_BYTES), realtime_ns=time.time_ns())
 
 
 class Guest:

@@ -23,7 +23,7 @@ from pytest_microsandbox.errors import (
     SandboxNotFoundError,
 )
 from pytest_microsandbox.mounts import MountConfig
-from pytest_microsandbox.sandbox._backend import Guest, tail_file
+from pytest_microsandbox.sandbox._backend import Guest, boot_config_for, tail_file
 from pytest_microsandbox.sandbox._config import Isolation, SandboxConfig, build_config
 from pytest_microsandbox.sandbox._plan import build_plan
 from pytest_microsandbox.sandbox._records import LIVE_STATES, reap_sandboxes, run_dir
@@ -123,7 +123,7 @@ class Sandbox:
                                  request_timeout=max(60.0, config.boot_timeout))
             try:
                 client.wait_ready(config.boot_timeout)
-                client.boot(plan.boot.encode())
+                client.boot(boot_config_for(plan).encode())
                 if plan.boot.workdir:  # as container runtimes do: the working directory exists
                     client.fs.mkdir(plan.boot.workdir, parents=True)
             except (BootError, AgentError, OSError) as e:

@@ -19,7 +19,7 @@ from pytest_microsandbox.agent.bootconfig import BOOT_CONFIG_PATH
 QEMU = shutil.which("qemu-system-x86_64")
 BUSYBOX = shutil.which("busybox")
 VIRTIOFSD = next((p for p in ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd") if os.access(p, os.X_OK)), None)
-APPLETS = "sh echo uname cat head yes true false sleep ls mkdir stat grep mount hostname id wc touch rm".split()
+APPLETS = "sh echo uname cat head yes true false sleep ls mkdir stat grep mount hostname id wc touch rm date".split()
 AGENT_PORT = "msb.agent"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pytest_microsandbox.agent import AgentClient, BootConfig, GuestMount
-from pytest_microsandbox.agent._wire import Fields, Tag
+from pytest_microsandbox.agent._wire import Fields, Tag, encode_fields, iter_fields
 from pytest_microsandbox.errors import AgentError, InvalidConfigError
 
 
@@ -22,6 +22,7 @@ def test_encode_full_plan() -> None:
         restricted=True,
     )
     f = Fields(cfg.encode())
+    assert Tag.ENTROPY not in {t for t, _ in iter_fields(cfg.encode())}  # only when asked (a VM's BOOT)
     assert f.str(Tag.HOSTNAME) == "sb-1" and f.int(Tag.RESTRICTED) == 1 and f.str(Tag.CWD) == "/work"
     root = Fields(f.raw(Tag.ROOT))
     assert (root.int(Tag.SOURCE_KIND), root.str(Tag.SOURCE), root.raw(Tag.TARGET)) == (3, "rootfs", None)
@@ -64,6 +65,27 @@ def test_native_boot_refuses_mounts(client: AgentClient) -> None:
     with pytest.raises(PermissionError, match="PID 1"):
         client.boot(BootConfig(mounts=[GuestMount("tmpfs", "/scratch")]).encode())
     assert not client.hello().booted
+
+
+def test_encode_clone_identity() -> None:
+    f = dict(iter_fields(BootConfig(entropy=b"\x07" * 64, realtime_ns=1_700_000_000_000_000_000).encode()))
+    assert f[Tag.ENTROPY] == b"\x07" * 64
+    assert int.from_bytes(f[Tag.REALTIME_NS], "little") == 1_700_000_000_000_000_000
+
+
+@pytest.mark.parametrize("identity", [{"entropy": b"\x01" * 64}, {"realtime_ns": 1}], ids=["entropy", "clock"])
+def test_native_boot_refuses_clone_identity(client: AgentClient, identity) -> None:
+    """Seeding the kernel's entropy and stepping the clock are PID 1's duties (a VM's agent)."""
+    with pytest.raises(PermissionError, match="PID 1"):
+        client.boot(BootConfig(**identity).encode())
+
+
+@pytest.mark.parametrize("size", [0, 513])
+def test_entropy_outside_1_to_512_bytes(client: AgentClient, size: int) -> None:
+    with pytest.raises(InvalidConfigError, match="entropy"):
+        BootConfig(entropy=bytes(size)).encode()
+    with pytest.raises(OSError, match="malformed boot config field"):
+        client.boot(encode_fields([(Tag.ENTROPY, bytes(size))]))
 
 
 def test_native_restricted_sets_no_new_privs(client: AgentClient) -> None:

@@ -4,6 +4,7 @@ built from an ext4 block device (by virtio serial) under an overlay, plus a seco
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,7 @@ from qemu_guest import (
 from pytest_microsandbox.agent import BootConfig, GuestMount
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
+CLONE_CLOCK_S = 2_000_000_000  # 2033-05-18: no RTC says that
 
 _NEEDS_EROFS = pytest.mark.skipif(shutil.which("mkfs.erofs") is None, reason="mkfs.erofs not installed (erofs-utils)")
 _REASON = missing_prerequisite()
@@ -42,6 +44,8 @@ def initramfs_guest(kernel, tmp_path_factory) -> Iterator[QemuGuest]:
         mounts=[GuestMount("tmpfs", "/scratch", size_mib=8, mode=0o700, noexec=True, nosuid=True, nodev=True)],
         env={"PATH": "/bin", "GREETING": "from-boot"},
         workdir="/tmp",
+        entropy=os.urandom(64),
+        realtime_ns=CLONE_CLOCK_S * 10**9,
     )
     guest = QemuGuest(tmp_path_factory.mktemp("guest1"), kernel[0], plan.encode())
     yield guest
@@ -103,6 +107,12 @@ def test_guest_boot_plan_applied(initramfs_guest: QemuGuest) -> None:
         ("tmpfs", "/tmp"),
     ):
         assert any(line.split()[1:3] == [target, fs_type] for line in mounts.splitlines()), (target, mounts)
+
+
+def test_guest_clock_is_stepped_to_the_boot_configs(initramfs_guest: QemuGuest) -> None:
+    """What a snapshot clone gets from its host: the wall clock (a fixed time here, to tell it from the RTC's)."""
+    now = int(initramfs_guest.client.exec("date", "+%s").stdout)
+    assert CLONE_CLOCK_S <= now < CLONE_CLOCK_S + 3600
 
 
 def test_guest_pty_and_kill(initramfs_guest: QemuGuest) -> None:

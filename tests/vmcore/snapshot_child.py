@@ -20,7 +20,7 @@ def main() -> int:
     t0 = time.monotonic()
     out: dict = {}
     try:
-        m = Machine.from_snapshot(args["snapshot"], cfg, verify_memory=args.get("verify", True))
+        m = Machine.restore(args["snapshot"], cfg, verify_memory=args.get("verify", True))
         out["loaded_s"] = time.monotonic() - t0
         m.start()
         out["started_s"] = time.monotonic() - t0

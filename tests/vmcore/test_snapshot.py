@@ -4,6 +4,7 @@ refusal of corrupted or mismatched snapshots with ``SnapshotError``."""
 from __future__ import annotations
 
 import json
+import shutil
 import string
 
 import pytest
@@ -64,7 +65,7 @@ def test_pause_and_resume_lose_nothing(snap):
 
 def test_restore_goes_on_from_the_snapshot(snap, guest):
     path, before, _ = snap
-    with Machine.from_snapshot(path, _config(guest)) as m:
+    with Machine.restore(path, _config(guest)) as m:
         m.start()
         assert m.wait(timeout=60) == "reset"
         assert before + m.console.text() == ALPHABET
@@ -88,7 +89,7 @@ def test_snapshot_files_and_manifest(snap):
 
 def test_two_restores_share_the_memory_file(snap, guest):
     path, before, _ = snap
-    with Machine.from_snapshot(path, _config(guest)) as a, Machine.from_snapshot(path, _config(guest)) as b:
+    with Machine.restore(path, _config(guest)) as a, Machine.restore(path, _config(guest)) as b:
         a.start()
         b.start()
         assert a.wait(timeout=60) == "reset" and b.wait(timeout=60) == "reset"
@@ -108,7 +109,7 @@ def test_restore_refuses_machine_mismatch(snap, guest, tmp_path):
                              ({"kernel": str(other_kernel)}, "kernel_sha256"),
                              ({"disks": [Disk(str(other_disk), read_only=True)]}, "devices"),
                              ({"console_ports": ()}, "devices"), ({"cmdline_extra": "quiet"}, "cmdline")]:
-        m = Machine.from_snapshot(path, _config(guest, **overrides))
+        m = Machine.restore(path, _config(guest, **overrides))
         with pytest.raises(SnapshotError, match=field):
             m.start()
         m.close()
@@ -134,7 +135,17 @@ def test_corrupted_snapshot_is_refused(snap, guest, tmp_path, damage, match):
     bad = _copy(snap[0], tmp_path / "bad")
     damage(bad)
     with pytest.raises(SnapshotError, match=match):
-        Machine.from_snapshot(bad, _config(guest))
+        Machine.restore(bad, _config(guest))
+
+
+def test_memory_written_after_the_snapshot_is_refused_without_hashing(snap, guest, tmp_path):
+    """A restore that skips hashing the memory (a template's later restores) still sees it was written to."""
+    kept = tmp_path / "kept"
+    shutil.copytree(snap[0], kept)  # copy2: mtimes kept, so the copy restores as the original would
+    Machine.restore(kept, _config(guest), verify_memory=False).close()
+    _flip(kept / snapfmt.MEMORY, 0x100000)
+    with pytest.raises(SnapshotError, match="memory.bin .* modified after"):
+        Machine.restore(kept, _config(guest), verify_memory=False)
 
 
 def _flip(path, offset):
@@ -164,7 +175,7 @@ def test_restore_with_two_vcpus(guest, tmp_path):
         m.wait_for_console("a", timeout=60)
         m.snapshot(tmp_path / "snap2")
         before = m.console.text()
-    with Machine.from_snapshot(tmp_path / "snap2", _config(guest, vcpus=2)) as r:
+    with Machine.restore(tmp_path / "snap2", _config(guest, vcpus=2)) as r:
         r.start()
         assert r.wait(timeout=60) == "reset"
         assert before + r.console.text() == ALPHABET

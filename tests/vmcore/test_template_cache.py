@@ -70,11 +70,11 @@ def test_corrupted_template_is_refused_then_rebuilt(tmp_path, kernel):
     with open(path / MEMORY, "r+b") as f:  # a bit flipped on disk
         f.write(b"\xff")
     with pytest.raises(SnapshotError, match="corrupted"):
-        Machine.from_snapshot(path, _config(kernel))
+        Machine.restore(path, _config(kernel))
     cache.invalidate(key)
     path = cache.get_or_build(key, _builder(kernel, log))
     assert log.read_text() == "built\nbuilt\n"
-    with Machine.from_snapshot(path, _config(kernel)) as m:
+    with Machine.restore(path, _config(kernel)) as m:
         m.start()
         assert m.wait(timeout=60) == "reset"
         assert m.console.text() == "bc"

@@ -189,3 +189,60 @@ def test_exclusive_lock_on_writable_disk(disk):
 def test_missing_disk(tmp_path):
     with pytest.raises(DiskError, match="cannot open"):
         VirtioBlk(tmp_path / "nope.raw")
+
+
+# ---- empty slots (snapshot templates) --------------------------------------------------------------------------
+
+def _read_sector0(drv):
+    q = drv.queues[0]
+    head = q.add_chain([header(T_IN, 0), Buf.into(512), Buf.into(1)])
+    drv.notify(0)
+    return head, q
+
+
+def test_an_empty_slot_has_no_capacity_and_fails_io(mem, alloc):
+    dev = VirtioBlk(None)
+    drv = MmioDriver(MmioTransport(dev, mem), mem, alloc)
+    drv.setup(1)
+    assert not dev.bound and drv.config(0, 8) == 0
+    assert not drv.device_features() & F_RO  # negotiated once: a read-only binding is enforced, not advertised
+    head, q = _read_sector0(drv)
+    assert status_of(drv, head, 2) == S_IOERR
+
+
+def test_binding_a_slot_announces_the_capacity_and_serves_the_image(mem, alloc, disk):
+    dev = VirtioBlk(None)
+    transport = MmioTransport(dev, mem)
+    drv = MmioDriver(transport, mem, alloc)
+    drv.setup(1)
+    generation = drv.rd(0xFC)
+    dev.bind(disk, read_only=True, serial="msb-disk0")
+    transport.config_changed()
+    assert drv.rd(0x60) & 2 and drv.rd(0xFC) == generation + 1  # the driver re-reads the config
+    assert drv.config(0, 8) == SECTORS and dev.serial == b"msb-disk0"
+    head, q = _read_sector0(drv)
+    assert q.read_buffer(head, 1) == disk.read_bytes()[:512] and status_of(drv, head, 2) == S_OK
+    write = q.add_chain([header(T_OUT, 0), Buf.out(b"x" * 512), Buf.into(1)])
+    drv.notify(0)
+    assert status_of(drv, write, 2) == S_IOERR  # a read-only binding of a writable-looking slot
+    with pytest.raises(DiskError, match="already holds"):
+        dev.bind(disk)
+    dev.close()
+
+
+def test_a_slot_restored_from_saved_state_is_bound_afterwards(mem, alloc, disk):
+    """What a restored template does: the transport state of an empty slot, then the sandbox's disk."""
+    saved_dev = VirtioBlk(None)
+    saved = MmioTransport(saved_dev, mem)
+    drv = MmioDriver(saved, mem, alloc)
+    drv.setup(1)
+    state = saved.state()
+    dev = VirtioBlk(None)
+    restored = MmioTransport(dev, mem)
+    restored.set_state(state)
+    drv.t = restored
+    dev.bind(disk, serial="msb-disk1")
+    restored.config_changed()
+    head, q = _read_sector0(drv)
+    assert q.read_buffer(head, 1) == disk.read_bytes()[:512] and status_of(drv, head, 2) == S_OK
+    dev.close()

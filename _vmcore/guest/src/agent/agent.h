@@ -33,7 +33,7 @@ enum field_tag {
     T_PARENTS = 18, T_RECURSIVE = 19, T_CODE = 20, T_MESSAGE = 21, T_VERSION = 22, T_NAME = 23, T_KIND = 24,
     T_SIZE = 25, T_MTIME_NS = 26, T_ENTRY = 27, T_APPEND = 28, T_RELEASE = 29, T_BOOTED = 30,
     T_HOSTNAME = 40, T_ROOT = 41, T_MOUNT = 42, T_SOURCE_KIND = 43, T_SOURCE = 44, T_TARGET = 45,
-    T_FSTYPE = 46, T_FLAGS = 47, T_SIZE_MIB = 48, T_RESTRICTED = 49,
+    T_FSTYPE = 46, T_FLAGS = 47, T_SIZE_MIB = 48, T_RESTRICTED = 49, T_ENTROPY = 50, T_REALTIME_NS = 51,
 };
 
 enum proto_error {
@@ -87,6 +87,7 @@ void reply_hello(uint32_t stream); /* HELLO reply; on stream 0 unasked, it is th
 void request_shutdown(void); /* answer what is queued, then stop serving */
 /* /dev/NAME of the entry of a sysfs class folder whose `attr` file reads `value` (sysfs.c); -1 + ENODEV if none */
 int find_dev_by_attr(const char *class_dir, const char *attr, const char *value, char *out, size_t outlen);
+int wait_block_by_serial(const char *serial, char *out, size_t outlen, int timeout_ms);
 void agent_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* ---- streams (loop.c) ---- */

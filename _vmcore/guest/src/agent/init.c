@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/capability.h>
+#include <linux/random.h>
 #include <net/if.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "mounts.h"
@@ -238,10 +240,40 @@ static int drop_sys_admin(void) {
     return (int)syscall(SYS_capset, &h, d);
 }
 
+#define ENTROPY_MAX 512
+
+/* Credit the host's random bytes and reseed at once: a clone restored from a snapshot would otherwise draw the
+   same "random" numbers as every other clone of it until the kernel's next scheduled reseed. */
+static int seed_entropy(const uint8_t *p, uint32_t n) {
+    struct {
+        int entropy_count, buf_size;
+        uint8_t buf[ENTROPY_MAX];
+    } req = {.entropy_count = (int)n * 8, .buf_size = (int)n};
+    memcpy(req.buf, p, n);
+    int fd = open("/dev/urandom", O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = ioctl(fd, RNDADDENTROPY, &req);
+#ifdef RNDRESEEDCRNG
+    if (rc == 0)
+        ioctl(fd, RNDRESEEDCRNG); /* Linux >= 4.17; newer kernels reseed on credit anyway */
+#endif
+    close(fd);
+    return rc;
+}
+
+/* A restored clone wakes with the wall clock of the moment its template was taken: step it to the host's. */
+static int step_clock(int64_t realtime_ns) {
+    struct timespec ts = {.tv_sec = realtime_ns / 1000000000, .tv_nsec = realtime_ns % 1000000000};
+    return clock_settime(CLOCK_REALTIME, &ts);
+}
+
 int init_apply_boot(const uint8_t *p, size_t n, char *err, size_t errlen) {
     struct field_iter it;
     struct field f;
-    int64_t restricted = 0;
+    int64_t restricted = 0, realtime_ns = 0;
+    const uint8_t *entropy = NULL;
+    uint32_t entropy_len = 0;
     char *hostname = NULL, *cwd = NULL;
     char **env = NULL;
     int envc = 0, has_root = 0, n_mounts = 0, rc = -1, n_open = 0;
@@ -255,6 +287,14 @@ int init_apply_boot(const uint8_t *p, size_t n, char *err, size_t errlen) {
         if (f.tag == T_HOSTNAME && (free(hostname), !(hostname = field_str(&f))))
             goto bad;
         if (f.tag == T_CWD && (free(cwd), !(cwd = field_str(&f))))
+            goto bad;
+        if (f.tag == T_ENTROPY) {
+            if (f.len == 0 || f.len > ENTROPY_MAX)
+                goto bad;
+            entropy = f.val;
+            entropy_len = f.len;
+        }
+        if (f.tag == T_REALTIME_NS && (field_int(&f, &realtime_ns) || realtime_ns <= 0))
             goto bad;
         if (f.tag == T_ENV) {
             char *s = field_str(&f);
@@ -283,9 +323,18 @@ int init_apply_boot(const uint8_t *p, size_t n, char *err, size_t errlen) {
     }
     if (it.malformed)
         goto bad;
-    if (!agent_is_init && (has_root || n_mounts || hostname)) {
+    if (!agent_is_init && (has_root || n_mounts || hostname || entropy || realtime_ns)) {
         errno = EPERM;
-        snprintf(err, errlen, "root, mounts and hostname need the agent to run as PID 1");
+        snprintf(err, errlen, "root, mounts, hostname, entropy and clock need the agent to run as PID 1");
+        goto out;
+    }
+    /* first: everything after (mounts included) may draw random numbers or look at the time */
+    if (entropy && seed_entropy(entropy, entropy_len) < 0) {
+        snprintf(err, errlen, "seeding entropy: %s", strerror(errno));
+        goto out;
+    }
+    if (realtime_ns && step_clock(realtime_ns) < 0) {
+        snprintf(err, errlen, "setting the clock: %s", strerror(errno));
         goto out;
     }
     /* bind sources are paths of the old root: clone them as detached trees before the root switch hides them */

@@ -12,6 +12,8 @@
 
 #include "mounts.h"
 
+#define BLOCK_WAIT_MS 5000
+
 /* Filesystem type from the superblock magic; NULL when unknown. */
 static const char *detect_fstype(const char *dev) {
     uint8_t sb[4096];
@@ -133,8 +135,8 @@ int mount_spec_at(struct mount_spec *m, const char *target, unsigned long extra,
     case SRC_BLOCK_SERIAL:
     case SRC_BLOCK_PATH:
         if (m->kind == SRC_BLOCK_SERIAL) {
-            if (find_dev_by_attr("/sys/block", "serial", m->source, dev, sizeof(dev)) < 0) {
-                snprintf(err, errlen, "no block device with serial %s", m->source);
+            if (wait_block_by_serial(m->source, dev, sizeof(dev), BLOCK_WAIT_MS) < 0) {
+                snprintf(err, errlen, "no block device with serial %s and a capacity", m->source);
                 return -1;
             }
             src = dev;
