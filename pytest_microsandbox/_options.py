@@ -94,6 +94,8 @@ OPTIONS: tuple[Option, ...] = (
            _choice(*KEEP_CHOICES), "never", "WHEN"),
     Option("if_unavailable", "when the sandbox engine cannot run here: skip the test or fail it "
            "(default skip, but fail when CI is set)", _choice("skip", "fail"), _default_if_unavailable, "ACTION"),
+    Option("snapshots", "start vm sandboxes from a snapshot template of their configuration (built by the first "
+           "sandbox, under <home>/snapshots) instead of booting each", _bool, "true"),
     Option("cov", "measure Python run inside sandboxes of the host image with coverage and combine it into this "
            "run's coverage data", _bool, "false", is_flag=True),
 )
@@ -111,6 +113,7 @@ class Settings:
     boot_timeout: float
     keep: str
     if_unavailable: str
+    snapshots: bool
     cov: bool
 
     def with_marker(self, marker: pytest.Mark | None) -> Settings:
@@ -123,7 +126,7 @@ class Settings:
         changes: dict[str, Any] = {}
         for key, value in marker.kwargs.items():
             name = aliases.get(key, key)
-            if name not in _BY_NAME or name in ("home", "cov"):
+            if name not in _BY_NAME or name in ("home", "cov", "snapshots"):
                 raise InvalidConfigError(f"@pytest.mark.sandbox: unknown option {key!r}")
             changes[name] = _parse(_BY_NAME[name], str(value), f"@pytest.mark.sandbox({key}=...)")
         return replace(self, **changes)

@@ -46,6 +46,10 @@ def pytest_configure(config: pytest.Config) -> None:
         previous = os.environ.get("MSB_KERNEL")
         os.environ["MSB_KERNEL"] = settings.kernel
         config.add_cleanup(lambda: _restore_env("MSB_KERNEL", previous))
+    if not settings.snapshots:  # read by the vm backend, like MSB_KERNEL
+        previous_snapshots = os.environ.get("MSB_SNAPSHOTS")
+        os.environ["MSB_SNAPSHOTS"] = "false"
+        config.add_cleanup(lambda: _restore_env("MSB_SNAPSHOTS", previous_snapshots))
     config.stash[RUN_KEY] = RunContext.for_config(config, msb_home(settings.home))
     if settings.cov:
         run = config.stash[RUN_KEY]

@@ -1,15 +1,20 @@
 """The ``vm`` backend: one VMM process per sandbox running ``_vmcore``'s Machine with libkrunfw's kernel, our agent
 as PID 1 (the initramfs), the image's root disk on virtio-blk, and the agent reached over a virtio-console port.
 
+Snapshots: unless ``--msb-snapshots=false``, the VMM process restores the sandbox from the snapshot template of
+its configuration under ``<home>/snapshots`` (the first sandbox builds it, under a file lock, so xdist workers
+build it once) and binds its shares and disks to the template's empty slots; every BOOT carries fresh entropy and
+the host's clock so clones are not twins (``_template``).
+
 The VMM process (``python -m pytest_microsandbox.sandbox._vmm SPEC``) is started through ``setpriv --pdeathsig
 KILL`` like the namespace launcher, so it dies with the thread that made it; it relays the agent port to the
 socketpair end it inherits and exits when either side closes. The boot config goes over the connection (BOOT),
 exactly as for the namespace backend.
 
-Mount kinds: tmpfs and disk images (virtio-blk by serial, ``flock`` on the image held by the VMM: shared for
-read-only, exclusive otherwise) work with what ``_vmcore`` has today. Bind mounts, directory volumes and the ``host``
-image go through virtio-fs (``_vmcore.fs``: our FUSE server, read-only and quota enforced on the host); a build
-without it refuses them with a clear SandboxError rather than half-mounting them.
+Mount kinds: tmpfs, and disk images on virtio-blk by serial (``flock`` on the image held by the VMM: shared for
+read-only, exclusive otherwise). Bind mounts, directory volumes and the ``host`` image go through virtio-fs
+(``_vmcore.fs``: our FUSE server, read-only and quota enforced on the host); a build without it refuses them with a
+clear SandboxError rather than half-mounting them.
 """
 
 from __future__ import annotations
@@ -51,6 +56,14 @@ class VmSpec:
     console_log: str
     disks: list[dict] = field(default_factory=list)  # {path, read_only, serial, lock}
     shares: list[dict] = field(default_factory=list)  # virtio-fs: {tag, root, readonly, quota_mib}
+    snapshots: str | None = None  # the template cache (<home>/snapshots); None: boot this machine cold
+    image_digest: str = ""  # part of the template's key
+    boot_timeout: float = 60.0
+
+
+def snapshots_enabled() -> bool:
+    """``--msb-snapshots`` (the plugin sets MSB_SNAPSHOTS=false when it is off); on by default."""
+    return os.environ.get("MSB_SNAPSHOTS", "true").strip().lower() not in ("0", "false", "no", "off")
 
 
 def vm_spec(plan: GuestPlan, root_disk: Path | None, kernel: str | None = None) -> tuple[VmSpec, list[GuestMount]]:
@@ -101,14 +114,20 @@ class VmBackend:
     def start(self, plan: GuestPlan) -> Guest:
         from dataclasses import replace
 
-        root_disk = None
+        home = plan.run_dir.parent.parent
+        root_disk, digest = None, "host"
         if plan.config.image != "host":
             from pytest_microsandbox.images import pull_image
 
-            root_disk = pull_image(plan.config.image, policy="missing",
-                                   home=plan.run_dir.parent.parent).disk
+            image = pull_image(plan.config.image, policy="missing", home=home)
+            root_disk, digest = image.disk, image.digest
         spec, mounts = vm_spec(plan, root_disk, os.environ.get("MSB_KERNEL"))
+        spec.image_digest = digest
+        spec.boot_timeout = plan.config.boot_timeout
+        if snapshots_enabled():
+            spec.snapshots = str(home / "snapshots")
         plan.boot = replace(plan.boot, root=mounts[0], mounts=mounts[1:])
+        plan.fresh_identity = True
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log = plan.run_dir / "console.log"
         argv = ["setpriv", "--pdeathsig", "KILL", "--", sys.executable, "-m", "pytest_microsandbox.sandbox._vmm",

@@ -1,47 +1,64 @@
-"""The VMM process of one ``vm`` sandbox: build the Machine from a ``VmSpec``, boot it, and relay its agent port to
-the inherited socket until either side ends.
+"""The VMM process of one ``vm`` sandbox: restore its machine from the snapshot template of its configuration (see
+``_template``; built on first use) or, when snapshots are off or its devices do not fit the template's slots, boot
+one with exactly its devices; then relay the agent port to the inherited socket until either side ends.
 
     python -m pytest_microsandbox.sandbox._vmm --fd N SPEC_JSON
+
+Disk images are ``flock``-ed by the virtio-blk device (shared when read-only, exclusive otherwise) for as long as
+this process lives: a second writer is refused at once, a crash releases them.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import selectors
 import socket
 import sys
 
+from _vmcore.errors import VmmError
 from _vmcore.initramfs import build_initramfs
 from _vmcore.kernels import find_kernel
 from _vmcore.machine import Disk, Machine, MachineConfig
+from _vmcore.template_cache import TemplateCache
+from pytest_microsandbox.sandbox._template import AGENT_PORT, SlotLayout, restore_clone, template_key
 
 
-def lock_disks(disks: list[dict]) -> list[int]:
-    """flock every disk image we attach (shared when read-only, exclusive otherwise): held until we exit, so a
-    crash releases it; a second writer is refused at once."""
-    fds = []
-    for d in disks:
-        if not d.get("lock"):
-            continue
-        fd = os.open(d["path"], os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if d["read_only"] else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SystemExit(f"msb-vmm: disk image {d['path']} is in use by another sandbox") from None
-        fds.append(fd)
-    return fds
+def share_server(share: dict):
+    from _vmcore.fs.server import FuseServer
+
+    return FuseServer(share["root"], readonly=share["readonly"], quota_mib=share.get("quota_mib"))
 
 
 def shares(spec: dict) -> list:
     if not spec["shares"]:
         return []
-    from _vmcore.fs.server import FuseServer
     from _vmcore.fs.virtio_fs import VirtioFs
 
-    return [VirtioFs(FuseServer(s["root"], readonly=s["readonly"], quota_mib=s.get("quota_mib")), s["tag"])
-            for s in spec["shares"]]
+    return [VirtioFs(share_server(s), s["tag"]) for s in spec["shares"]]
+
+
+def start_machine(spec: dict) -> tuple[Machine, bytes]:
+    """The sandbox's running machine and, for a restored clone, the agent's HELLO reply to pass on (a cold-booted
+    agent announces itself on the port)."""
+    kernel = str(find_kernel(spec["kernel"]).path)
+    initramfs = build_initramfs()
+    cmdline = f"MSB_AGENT_PORT=name:{AGENT_PORT}"
+    layout = SlotLayout.for_spec(spec) if spec.get("snapshots") else None
+    if layout is None:
+        machine = Machine(MachineConfig(
+            kernel=kernel, memory_mib=spec["memory_mib"], vcpus=spec["cpus"], initramfs=initramfs,
+            disks=[Disk(d["path"], read_only=d["read_only"], serial=d["serial"]) for d in spec["disks"]],
+            console_ports=(AGENT_PORT,), extra_devices=shares(spec), cmdline_extra=cmdline,
+            console_log=spec["console_log"]))
+        machine.start()
+        return machine, b""
+
+    def make_config() -> MachineConfig:
+        return layout.machine_config(spec, kernel, initramfs, cmdline)
+
+    key = template_key(make_config(), spec.get("image_digest", ""))
+    return restore_clone(TemplateCache(spec["snapshots"]), key, make_config, spec.get("boot_timeout", 60.0),
+                         lambda machine: layout.bind(machine, spec, share_server))
 
 
 def relay(a: socket.socket, b: socket.socket, ended) -> None:
@@ -63,23 +80,15 @@ def main(argv: list[str]) -> int:
         return 2
     host = socket.socket(fileno=int(argv[1]))
     spec = json.loads(argv[2])
-    locks = lock_disks(spec["disks"])
-    config = MachineConfig(
-        kernel=str(find_kernel(spec["kernel"]).path),
-        memory_mib=spec["memory_mib"],
-        vcpus=spec["cpus"],
-        initramfs=build_initramfs(),
-        disks=[Disk(d["path"], read_only=d["read_only"], serial=d["serial"]) for d in spec["disks"]],
-        console_ports=("agent",),
-        extra_devices=shares(spec),
-        cmdline_extra="MSB_AGENT_PORT=name:agent",
-        console_log=spec["console_log"],
-    )
-    with Machine(config) as machine:
-        machine.start()
-        relay(host, machine.agent_socket("agent"), machine.stopped.is_set)
-    for fd in locks:
-        os.close(fd)
+    try:
+        machine, announcement = start_machine(spec)
+    except (VmmError, OSError) as e:  # the sandbox's boot error shows this (the console log is our stderr)
+        print(f"msb-vmm: {e}", file=sys.stderr)
+        return 1
+    with machine:
+        if announcement:
+            host.sendall(announcement)
+        relay(host, machine.agent_socket(AGENT_PORT), machine.stopped.is_set)
     return 0
 
 

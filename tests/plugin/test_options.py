@@ -35,7 +35,19 @@ def test_defaults(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) ->
     settings = settings_of(pytester.runpytest("-s"))
     assert settings == {"image": "host", "home": None, "kernel": None, "memory": 512, "cpus": 1,
                         "isolation": "vm", "boot_timeout": 60.0, "keep": "never", "if_unavailable": "skip",
-                        "cov": False}
+                        "snapshots": True, "cov": False}
+
+
+def test_snapshots_off_reaches_the_vm_backend(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MSB_SNAPSHOTS", raising=False)
+    pytester.makepyfile("""
+        from pytest_microsandbox.sandbox._vm import snapshots_enabled
+
+        def test_off():
+            assert not snapshots_enabled()
+    """)
+    pytester.runpytest("--msb-snapshots=false").assert_outcomes(passed=1)
+    pytester.runpytest().assert_outcomes(failed=1)  # on by default
 
 
 def test_if_unavailable_defaults_to_fail_on_ci(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
