@@ -4,13 +4,17 @@ machines vs N cold ones, in one run; prints medians and ratios.
     python3 bench/restore.py [--restores 3] [--parallel 2] [--tiny-runs 10]
 
 Rows (libkrunfw's kernel in kernel mode with an ext4 root on virtio-blk, as tests/vmcore/test_kernel_boot.py):
-  to P               cold boot from start to the pause point P (the virtio-blk probe), where the snapshot is taken
+  to P               cold boot from start to the pause point P (the probe of an empty disk slot), where the
+                     snapshot is taken
   P -> "Run /init"   the rest of the boot: the cold machine resumed after its snapshot vs a restored machine
   start -> "Run /init"  the whole cold boot (to P plus the rest) vs a restore (load + build + the rest)
   restore setup      Machine.restore + start(): read and check the snapshot (with and without hashing the
                      memory file) and build the VM from it, before the guest runs an instruction
   snapshot           pause + write memory/state/manifest
   tiny guest         the same three numbers with the trivial guest (no kernel): the VMM's own floor
+Sandboxes (hardware KVM only; --sandboxes N, default 20): create -> first exec result of a vm sandbox booted cold
+(--msb-snapshots=false) vs restored from its template, and the host memory (Pss of every VMM process, from
+/proc/PID/smaps_rollup) of N idle sandboxes of each kind side by side.
 Memory: guest RAM held by --parallel restored machines running side by side (each a process; their Pss on the
 memory file mapping, which counts shared pages once overall) vs as many cold machines (the cold machine's guest
 RAM Rss at the same point, times N: every cold machine dirties its own pages).
@@ -32,11 +36,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _vmcore.kernels import find_kernel  # noqa: E402
-from _vmcore.machine import Disk, Machine, MachineConfig  # noqa: E402
+from _vmcore.machine import Machine, MachineConfig  # noqa: E402
 from _vmcore.smaps import mapping_usage  # noqa: E402
 from _vmcore.snapshot import MEMORY  # noqa: E402
 from _vmcore.tinyguest import counting_code, tiny_guest_elf  # noqa: E402
-from tests.vmcore.test_snapshot_boot import CMDLINE_EXTRA, INIT_LINE, PAUSE_AT  # noqa: E402
+from tests.vmcore.test_snapshot_boot import CMDLINE_EXTRA, INIT_LINE, PAUSE_AT, machine_config  # noqa: E402
 
 TIMEOUT = 600
 MEM_MIB = 256
@@ -49,8 +53,10 @@ def build_image(work: Path) -> Path:
 
 
 def kernel_config(kernel: str, image: Path) -> MachineConfig:
-    return MachineConfig(kernel=kernel, memory_mib=MEM_MIB, cmdline_extra=CMDLINE_EXTRA,
-                         disks=[Disk(str(image), read_only=True, serial="rootfs")])
+    """The test's machine: an ext4 root on virtio-blk and an empty disk slot (whose probe is the pause point)."""
+    cfg = machine_config(kernel, image)
+    assert cfg.memory_mib == MEM_MIB
+    return cfg
 
 
 def cold_boot(cfg: MachineConfig, snap: Path) -> dict:
@@ -85,7 +91,7 @@ def restore_once(cfg: MachineConfig, snap: Path, verify: bool) -> dict:
 
 
 def parallel_restores(kernel: str, image: Path, snap: Path, n: int) -> list[dict]:
-    args = {"snapshot": str(snap), "kernel": kernel, "memory_mib": MEM_MIB, "disks": [str(image)],
+    args = {"snapshot": str(snap), "kernel": kernel, "memory_mib": MEM_MIB, "disks": [str(image), None],
             "cmdline_extra": CMDLINE_EXTRA, "until": INIT_LINE, "timeout": TIMEOUT, "verify": False}
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     procs = [subprocess.Popen([sys.executable, "-m", "tests.vmcore.snapshot_child", json.dumps(args)], cwd=ROOT,
@@ -125,12 +131,62 @@ def tiny(work: Path, runs: int) -> dict:
     return {k: statistics.median(v) for k, v in out.items()}
 
 
+def _pss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+
+
+def sandboxes(n: int, work: Path) -> dict:
+    """Cold vs restored vm sandboxes: median create -> first exec, and the Pss of n idle ones side by side."""
+    from pytest_microsandbox.sync import Sandbox
+
+    home = work / "home"
+    out = {}
+    for kind, snapshots in (("cold", "false"), ("restored", "true")):
+        os.environ["MSB_SNAPSHOTS"] = snapshots
+        if snapshots == "true":
+            Sandbox.create(isolation="vm", home=home, boot_timeout=300).remove()  # build the template first
+        firsts, live = [], []
+        try:
+            for _ in range(n):
+                t0 = time.monotonic()
+                sb = Sandbox.create(isolation="vm", home=home, boot_timeout=300)
+                live.append(sb)
+                sb.exec("true")
+                firsts.append(time.monotonic() - t0)
+            out[kind] = {"first_exec": statistics.median(firsts), "pss_kib": sum(_pss_kib(sb.pid) for sb in live)}
+        finally:
+            for sb in live:
+                sb.remove()
+    os.environ.pop("MSB_SNAPSHOTS", None)
+    return out
+
+
+def print_sandboxes(n: int, rows: dict) -> None:
+    cold, restored = rows["cold"], rows["restored"]
+    print(f"\n{'vm sandboxes':34} {'cold boot':>12} {'restore':>12} {'cold/restore':>13}")
+    print(f"{'create -> first exec (median)':34} {cold['first_exec']:10.3f} s {restored['first_exec']:10.3f} s "
+          f"{cold['first_exec'] / restored['first_exec']:12.1f}x")
+    label = f"host memory of {n} idle (Pss)"
+    print(f"{label:34} {cold['pss_kib'] / 1024:8.1f} MiB {restored['pss_kib'] / 1024:8.1f} MiB "
+          f"{cold['pss_kib'] / max(restored['pss_kib'], 1):12.1f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--restores", type=int, default=3)
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--tiny-runs", type=int, default=10)
+    ap.add_argument("--sandboxes", type=int, default=20)
     args = ap.parse_args()
+    from _vmcore.host import detect_kvm
+
+    kvm = detect_kvm()
+    if kvm.runs_guest_userspace:
+        with tempfile.TemporaryDirectory() as tmp:
+            print_sandboxes(args.sandboxes, sandboxes(args.sandboxes, Path(tmp)))
+    else:
+        print(f"vm sandboxes: not measured here ({kvm.reason}); kernel-mode restore only\n")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         t = tiny(work, args.tiny_runs)

@@ -1,8 +1,10 @@
 """Snapshot a real kernel mid-boot and restore it, in kernel mode (kvm_pvm is enough).
 
-One boot to the virtio-blk probe, a snapshot there; the original resumes and goes on to ``Run /init`` (the
-uninterrupted reference), then two fresh processes restore the snapshot side by side and must reach the same
-point without booting again, sharing the snapshot's unchanged pages.
+One boot to the virtio-blk probe of an empty disk slot, a snapshot there; the original resumes and goes on to
+``Run /init`` (the uninterrupted reference), then two fresh processes restore the snapshot side by side and must
+reach the same point without booting again, sharing the snapshot's unchanged pages. Each binds an image to the
+empty slot after the restore, as a sandbox binds its volumes to a template's slots: the restored kernel must take
+the new capacity from the configuration interrupt.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.kernel_boot
 
 KVM = detect_kvm()
 BOOT_TIMEOUT_S = 420
-PAUSE_AT = r"virtio_blk virtio1: \[vda\]"
+PAUSE_AT = r"virtio_blk virtio2: \[vdb\] 0 512-byte logical blocks"  # the empty slot, probed
 INIT_LINE = "Run /init as init process"
 CMDLINE_EXTRA = "root=/dev/vda ro rootfstype=ext4 init=/init"
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,9 +38,14 @@ ROOT = Path(__file__).resolve().parents[2]
 MILESTONES = ("EXT4-fs (vda): mounted filesystem", "VFS: Mounted root (ext4 filesystem) readonly", INIT_LINE)
 
 
-def _config(kernel: str, image: Path) -> MachineConfig:
-    return MachineConfig(kernel=kernel, memory_mib=256, disks=[Disk(str(image), read_only=True, serial="rootfs")],
-                         cmdline_extra=CMDLINE_EXTRA)
+SLOT_SECTORS = 128
+SLOT_BOUND = (rf"\[vdb\] new size: {SLOT_SECTORS} 512-byte logical blocks",
+              rf"vdb: detected capacity change from 0 to {SLOT_SECTORS}")
+
+
+def machine_config(kernel: str, image: Path) -> MachineConfig:
+    return MachineConfig(kernel=kernel, memory_mib=256, cmdline_extra=CMDLINE_EXTRA,
+                         disks=[Disk(str(image), read_only=True, serial="rootfs"), Disk(None)])
 
 
 def _milestones_in_order(text: str) -> list[str]:
@@ -60,7 +67,7 @@ def snapshotted(tmp_path_factory):
     image = build_root_image(work, INIT_C)
     kernel = str(find_kernel().path)
     snap = work / "snap"
-    m = Machine(_config(kernel, image))
+    m = Machine(machine_config(kernel, image))
     try:
         m.start()
         m.wait_for_console(PAUSE_AT, timeout=BOOT_TIMEOUT_S)
@@ -75,10 +82,13 @@ def snapshotted(tmp_path_factory):
     return {"snapshot": snap, "kernel": kernel, "image": image, "at_pause": at_pause, "reference": reference}
 
 
-def _spawn(snapshotted: dict) -> subprocess.Popen:
+def _spawn(snapshotted: dict, index: int) -> subprocess.Popen:
+    slot_image = snapshotted["snapshot"].parent / f"slot{index}.raw"
+    slot_image.write_bytes(bytes(SLOT_SECTORS * 512))
     args = {"snapshot": str(snapshotted["snapshot"]), "kernel": snapshotted["kernel"], "memory_mib": 256,
-            "disks": [str(snapshotted["image"])], "cmdline_extra": CMDLINE_EXTRA,
-            "until": MARKER if KVM.runs_guest_userspace else INIT_LINE,
+            "disks": [str(snapshotted["image"]), None], "cmdline_extra": CMDLINE_EXTRA,
+            "bind_disks": [[1, str(slot_image), f"msb-disk{index}"]],
+            "until": MARKER if KVM.runs_guest_userspace else INIT_LINE, "also": SLOT_BOUND,
             "timeout": BOOT_TIMEOUT_S}
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     return subprocess.Popen([sys.executable, "-m", "tests.vmcore.snapshot_child", json.dumps(args)], cwd=ROOT,
@@ -88,7 +98,7 @@ def _spawn(snapshotted: dict) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def two_restores(snapshotted):
     """Two fresh processes restored from the one snapshot, both alive when their smaps are read."""
-    procs = [_spawn(snapshotted) for _ in range(2)]
+    procs = [_spawn(snapshotted, i) for i in range(2)]
     try:
         results = [json.loads(p.stdout.readline() or '{"error": "child died"}') for p in procs]
         usage = [mapping_usage(p.pid, "/" + MEMORY) if p.poll() is None else None for p in procs]
@@ -106,6 +116,7 @@ def two_restores(snapshotted):
 
 def test_reference_boot_reaches_init_after_pause(snapshotted):
     assert re.search(PAUSE_AT, snapshotted["at_pause"])
+    assert not re.search(SLOT_BOUND[0], snapshotted["reference"])  # nobody bound the original's slot
     assert INIT_LINE not in snapshotted["at_pause"]
     assert _milestones_in_order(snapshotted["reference"]) == list(MILESTONES)
 
@@ -119,6 +130,8 @@ def test_restored_machines_go_on_to_init_without_booting_again(snapshotted, two_
         assert "Linux version" not in console  # it went on from the snapshot, it did not boot
         assert not re.search(PAUSE_AT, console)
         assert r["disk_reads"][0] > 0  # root was read through the restored virtio-blk queue
+        for pattern in SLOT_BOUND:  # the slot bound after the restore: the guest saw its new capacity
+            assert re.search(pattern, console), console[-2000:]
         assert r["device_errors"] == []
         if KVM.runs_guest_userspace:  # hardware KVM: the restored guest's /init runs and prints its marker
             assert MARKER in console

@@ -1,0 +1,104 @@
+"""vm sandboxes from snapshot templates, end to end: the first sandbox of a configuration builds the template, the
+next restores it to its first exec, binds its own volumes to the template's slots, and is not its siblings' twin.
+Needs hardware KVM (the ``vm`` marker skips them with the reason elsewhere)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from pytest_microsandbox.sandbox._vm import virtiofs_available
+from pytest_microsandbox.sync import Sandbox, Volume
+
+pytestmark = [pytest.mark.vm,
+              pytest.mark.skipif(not virtiofs_available(), reason="this build of _vmcore has no virtio-fs device")]
+BOOT = "Linux version"  # the kernel's first line: a restored clone never prints it
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+def _templates(home: Path) -> list[Path]:
+    root = home / "snapshots"
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def _console(sb: Sandbox) -> str:
+    return (sb.run_dir / "console.log").read_text(errors="replace")
+
+
+def test_the_second_sandbox_restores_the_first_ones_template(home: Path) -> None:
+    with Sandbox.create(isolation="vm", home=home, boot_timeout=120) as first:
+        assert first.exec("true").exit_code == 0
+        assert BOOT in _console(first)  # the template was booted for it
+    [template] = _templates(home)
+    assert (template / "manifest.json").is_file() and (template / "key.json").is_file()
+    with Sandbox.create(isolation="vm", home=home) as second:
+        assert second.exec("echo", "restored").stdout == "restored\n"
+        assert BOOT not in _console(second)
+    assert _templates(home) == [template]  # the same configuration: the same template
+
+
+def test_another_memory_size_is_another_template(home: Path) -> None:
+    for memory_mib in (256, 384):
+        with Sandbox.create(isolation="vm", home=home, memory_mib=memory_mib, boot_timeout=120) as sb:
+            assert int(sb.shell("awk '/MemTotal/ {print $2}' /proc/meminfo").stdout) <= memory_mib * 1024
+    assert len(_templates(home)) == 2
+
+
+def test_a_clones_volumes_are_bound_to_the_templates_slots(home: Path, tmp_path: Path) -> None:
+    Sandbox.create(isolation="vm", home=home, boot_timeout=120).remove()  # the template, without volumes
+    vol = Volume.create("cache", home=home)
+    vol.fs.write("seed.txt", b"host seed")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    image = tmp_path / "disk.raw"
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "hello.txt").write_text("on the disk")
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-d", str(content), str(image), "8M"], check=True)
+    volumes = {"/data": vol.handle.mount(), "/ro": Volume.bind(shared, readonly=True), "/disk": Volume.disk(image)}
+    with Sandbox.create(isolation="vm", home=home, volumes=volumes) as sb:
+        assert BOOT not in _console(sb)
+        assert sb.exec("cat", "/data/seed.txt").stdout == "host seed"
+        assert sb.shell("echo from-clone > /data/out.txt").exit_code == 0
+        assert sb.shell("touch /ro/x").exit_code != 0
+        assert sb.exec("cat", "/disk/hello.txt").stdout == "on the disk"
+        assert sb.shell("echo written > /disk/new.txt && sync").exit_code == 0
+    assert vol.fs.read("out.txt") == b"from-clone\n"
+    assert len(_templates(home)) == 1
+
+
+def test_clones_are_not_twins(home: Path) -> None:
+    Sandbox.create(isolation="vm", home=home, boot_timeout=120).remove()
+    with Sandbox.create(isolation="vm", home=home, name="clone-a") as a, \
+            Sandbox.create(isolation="vm", home=home, name="clone-b") as b:
+        assert (a.exec("hostname").stdout, b.exec("hostname").stdout) == ("clone-a\n", "clone-b\n")
+        for sb in (a, b):  # the wall clock was stepped to the host's, not left at the template's
+            assert abs(int(sb.exec("date", "+%s").stdout) - time.time()) < 30
+        draws = [sb.shell("head -c 32 /dev/urandom | od -An -tx1").stdout for sb in (a, b)]
+        assert draws[0] != draws[1]
+
+
+def test_snapshots_off_boots_every_sandbox(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MSB_SNAPSHOTS", "false")
+    with Sandbox.create(isolation="vm", home=home, boot_timeout=120) as sb:
+        assert sb.exec("true").exit_code == 0
+        assert BOOT in _console(sb)
+    assert _templates(home) == []
+
+
+def test_a_corrupted_template_is_rebuilt_not_booted(home: Path) -> None:
+    Sandbox.create(isolation="vm", home=home, boot_timeout=120).remove()
+    [template] = _templates(home)
+    state = template / "state.json"
+    state.write_bytes(state.read_bytes().replace(b'"status"', b'"stat0s"', 1))
+    with Sandbox.create(isolation="vm", home=home, boot_timeout=120) as sb:
+        assert sb.exec("true").exit_code == 0
+    [rebuilt] = _templates(home)
+    assert rebuilt == template and b'"stat0s"' not in (rebuilt / "state.json").read_bytes()
