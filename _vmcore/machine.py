@@ -404,8 +404,11 @@ class Machine:
         """Pause (if running) and write the machine to ``path``; it stays paused: ``resume()`` or ``close()`` it."""
         if not self.paused:
             self.pause()
+        # the ioeventfd thread serves queues under the transport's lock, a console's host-input threads under the
+        # device's own: hold both kinds (in the order process_queue takes them) while memory is copied
         locks = [t.lock for t in self.transports]
-        for lock in locks:  # keep the ioeventfd thread from serving a queue while memory is copied
+        locks += [t.device.lock for t in self.transports if hasattr(t.device, "lock")]
+        for lock in locks:
             lock.acquire()
         try:
             state = {"vcpus": [self._vcpu_state(v) for v in self._vcpus],

@@ -99,6 +99,11 @@ cdef class VirtioConsole(VirtioDevice):
         for t in self._readers:
             t.join(timeout=2)
 
+    @property
+    def lock(self):
+        """Held while host input is written into guest memory: a snapshot holds it to see no half-delivered input."""
+        return self._lock
+
     cpdef bytes config_bytes(self):
         return struct.pack("<HHII", 80, 25, len(self.ports), 0)
 

@@ -179,3 +179,20 @@ def test_restore_with_two_vcpus(guest, tmp_path):
         r.start()
         assert r.wait(timeout=60) == "reset"
         assert before + r.console.text() == ALPHABET
+
+
+def test_snapshot_waits_for_host_input_being_delivered(guest, tmp_path):
+    """Host input reaches guest memory on the console's own threads, under its lock: a snapshot holds that lock
+    too, so it never copies memory with input half written."""
+    import threading
+
+    with Machine(_config(guest)) as m:
+        m.start()
+        m.wait_for_console("b", timeout=60)
+        done = threading.Event()
+        with m.console_device.lock:  # as a host-input thread delivering bytes would
+            worker = threading.Thread(target=lambda: (m.snapshot(tmp_path / "s"), done.set()))
+            worker.start()
+            assert not done.wait(0.5)
+        worker.join(30)
+        assert done.is_set() and (tmp_path / "s" / snapfmt.MANIFEST).is_file()

@@ -101,3 +101,18 @@ def test_a_slot_bound_late(share: Path, mem: GuestMemory) -> None:
     assert drv.call(request(OP["LOOKUP"], ROOT, b"f\0"), 128).error == 0
     assert dev.unbind() is not None
     assert drv.call(request(OP["LOOKUP"], ROOT, b"f\0"), 128).error == -errno.ENODEV
+
+
+def test_a_slot_restored_from_saved_state_then_bound(share: Path, mem: GuestMemory) -> None:
+    """What a restored template does: the empty slot's transport state saved after the driver probed it, a fresh
+    device restored from it, then the sandbox's share bound; the guest's first mount goes through."""
+    drv = FsDriver(VirtioFs(None, "msb-fs0"), mem)
+    state = drv.mmio.t.state()
+    dev = VirtioFs(None, "msb-fs0")
+    restored = MmioTransport(dev, mem)
+    restored.set_state(state)
+    drv.mmio.t = restored
+    dev.bind(FuseServer(share))
+    init = request(OP["INIT"], 0, struct.pack("<IIII", 7, 38, 131072, 0) + bytes(48))
+    assert drv.call(init, 64).error == 0
+    assert drv.call(request(OP["LOOKUP"], ROOT, b"f\0"), 128).error == 0
