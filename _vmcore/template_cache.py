@@ -8,7 +8,7 @@ image digest, memory, vCPUs, device layout, ready point). Its sha256 names the t
 take a ``filelock`` per key, so xdist workers that need the same template build it once and the others wait;
 a template is built in a temporary sibling and renamed into place, so readers never see half of one. A template
 that turns out corrupted or mismatched (``SnapshotError`` when restoring it) is dropped with ``invalidate()``
-and built again, never booted.
+and built again, never booted. ``entries()``, ``remove()`` and ``prune()`` are ``msb snapshot ls|rm|prune``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock, Timeout
@@ -47,6 +48,34 @@ def config_key(config, image_digest: str = "", ready: str = "") -> dict:
         "extra_devices": [{"class": type(d).__name__, "tag": getattr(d, "tag", None)} for d in config.extra_devices],
         "ready": ready,
     }
+
+
+@dataclass(frozen=True)
+class Template:
+    """A cached template as ``entries()`` lists it."""
+
+    path: Path
+    key: dict  # empty when key.json is unreadable
+    disk_bytes: int  # blocks allocated (the memory file is sparse)
+    created: float
+
+    @property
+    def id(self) -> str:
+        return self.path.name
+
+
+def _allocated(path: Path) -> int:
+    return sum(f.stat().st_blocks * 512 for f in path.iterdir() if f.is_file())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class TemplateCache:
@@ -103,3 +132,39 @@ class TemplateCache:
         path = self.path_for(key)
         with FileLock(str(path) + ".lock", timeout=self.lock_timeout):
             shutil.rmtree(path, ignore_errors=True)
+
+    def entries(self) -> list[Template]:
+        """Every complete template, oldest first."""
+        found = []
+        for path in self.root.iterdir() if self.root.is_dir() else ():
+            if not path.is_dir() or not (path / MANIFEST).is_file():
+                continue
+            try:
+                key = json.loads((path / KEY_FILE).read_text())
+            except (OSError, ValueError):
+                key = {}
+            found.append(Template(path, key, _allocated(path), (path / MANIFEST).stat().st_mtime))
+        return sorted(found, key=lambda t: t.created)
+
+    def remove(self, template_id: str) -> None:
+        """Drop one template (clones running from it keep their mapping of its memory: unlinking is safe)."""
+        path = self.root / template_id
+        if path.parent != self.root or not path.is_dir():
+            raise SnapshotError(f"no template {template_id} in {self.root}")
+        with FileLock(str(path) + ".lock", timeout=self.lock_timeout):
+            shutil.rmtree(path, ignore_errors=True)
+        Path(str(path) + ".lock").unlink(missing_ok=True)
+
+    def prune(self) -> list[str]:
+        """Remove every template and what crashed builders left (``*.tmp-PID`` of dead processes); returns the
+        names removed. A build in progress is left alone."""
+        removed = []
+        for t in self.entries():
+            self.remove(t.id)
+            removed.append(t.id)
+        for path in self.root.glob("*.tmp-*") if self.root.is_dir() else ():
+            pid = path.name.rsplit("-", 1)[1]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path.name)
+        return removed

@@ -13,11 +13,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="msb", description="microVM sandboxes and volumes for tests")
     parser.add_argument("--home", help="state directory (default: $MSB_HOME or ~/.microsandbox)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from pytest_microsandbox.cli import doctor, image, sandbox, volume
+    from pytest_microsandbox.cli import doctor, image, sandbox, snapshot, volume
 
     sandbox.register(sub)
     volume.register(sub)
     image.register(sub)
+    snapshot.register(sub)
     doctor.register(sub)
     return parser
 

@@ -1,0 +1,54 @@
+"""``msb snapshot ls|rm|prune``: the vm backend's snapshot templates (``<home>/snapshots``)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from pytest_microsandbox._home import msb_home
+from pytest_microsandbox.errors import SandboxError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("snapshot", help="list and remove the snapshot templates vm sandboxes start from")
+    commands = parser.add_subparsers(dest="snapshot_command", required=True, metavar="SUBCOMMAND")
+    commands.add_parser("ls", help="list templates").set_defaults(handler=run_ls)
+    rm = commands.add_parser("rm", help="remove templates by id (or its first 8+ characters)")
+    rm.add_argument("ids", nargs="+")
+    rm.set_defaults(handler=run_rm)
+    commands.add_parser("prune", help="remove every template (the next sandbox builds its own again)") \
+        .set_defaults(handler=run_prune)
+
+
+def _cache(args: argparse.Namespace):
+    from _vmcore.template_cache import TemplateCache
+
+    return TemplateCache(msb_home(args.home) / "snapshots")
+
+
+def run_ls(args: argparse.Namespace) -> int:
+    print(f"{'ID':12}  {'IMAGE':20}  {'MEMORY':>7}  {'VCPUS':>5}  {'DISK':>9}  CREATED")
+    for t in _cache(args).entries():
+        image = str(t.key.get("image", "?")).removeprefix("sha256:")[:20]
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(t.created))
+        print(f"{t.id[:12]:12}  {image:20}  {t.key.get('memory_mib', '?'):>5}Mi  {t.key.get('vcpus', '?'):>5}  "
+              f"{t.disk_bytes / 2**20:7.1f}Mi  {created}")
+    return 0
+
+
+def run_rm(args: argparse.Namespace) -> int:
+    cache = _cache(args)
+    ids = [t.id for t in cache.entries()]
+    for wanted in args.ids:
+        matches = [i for i in ids if i.startswith(wanted)] if len(wanted) >= 8 else [i for i in ids if i == wanted]
+        if len(matches) != 1:
+            raise SandboxError(f"{'no' if not matches else 'more than one'} template matches {wanted!r}")
+        cache.remove(matches[0])
+        print(matches[0])
+    return 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    for name in _cache(args).prune():
+        print(name)
+    return 0
