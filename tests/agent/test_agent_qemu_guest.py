@@ -170,7 +170,7 @@ def test_guest_overlay_root_from_block_device(kernel, tmp_path, root_fstype: str
         restricted=True,
     )
     guest = QemuGuest(
-        tmp_path, kernel[0], plan.encode(), disks=[(root_img, "msb-root", True), (data_img, "msb-data", True)]
+        tmp_path, kernel[0], plan.encode(), disks=[(root_img, "msb-root", True), (data_img, "msb-data", False)]
     )
     try:
         c = guest.client
@@ -185,6 +185,10 @@ def test_guest_overlay_root_from_block_device(kernel, tmp_path, root_fstype: str
         data = next(line.split() for line in mounts if line.split()[1] == "/data")
         assert data[2] == "ext4" and {"ro", "noexec", "nosuid", "nodev"} <= set(data[3].split(","))
         assert c.fs.read("/data/hello.txt") == b"on the data disk"
+        # a writable device mounted read-only is read-only in the guest's block layer too (a template's slots)
+        data_dev = next(e.path.rsplit("/", 1)[1] for e in c.fs.list("/sys/block")
+                        if c.fs.exists(f"{e.path}/serial") and c.fs.read(f"{e.path}/serial").strip() == b"msb-data")
+        assert c.fs.read(f"/sys/block/{data_dev}/ro").strip() == b"1"
         status = c.fs.read("/proc/self/status").decode()  # the agent's own: CAP_SYS_ADMIN (bit 21) gone
         caps = {line.split(":")[0]: int(line.split()[1], 16) for line in status.splitlines() if line.startswith("Cap")}
         assert all(not caps[k] & (1 << 21) for k in ("CapInh", "CapPrm", "CapEff", "CapBnd"))

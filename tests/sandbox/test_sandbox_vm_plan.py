@@ -25,8 +25,8 @@ def test_root_disk_tmpfs_and_disks_map_to_virtio_blk(tmp_path: Path) -> None:
     spec, mounts = vm_spec(_plan(tmp_path, [GuestMount("tmpfs", "/scratch", size_mib=8)], [disk]),
                            Path("/cache/root.ext4"))
     assert (spec.memory_mib, spec.cpus) == (256, 2)
-    assert spec.disks == [{"path": "/cache/root.ext4", "read_only": True, "serial": ROOT_SERIAL, "lock": False},
-                          {"path": "/images/d.raw", "read_only": True, "serial": "msb-disk0", "lock": True}]
+    assert spec.disks == [{"path": "/cache/root.ext4", "read_only": True, "serial": ROOT_SERIAL},
+                          {"path": "/images/d.raw", "read_only": True, "serial": "msb-disk0"}]
     root, *rest = mounts
     assert root == GuestMount("block_serial", source=ROOT_SERIAL)
     assert rest[0] == GuestMount("tmpfs", "/scratch", size_mib=8)

@@ -36,12 +36,12 @@ needs_kvm = pytest.mark.skipif(KVM.kind is KvmKind.NONE, reason=f"needs /dev/kvm
 
 
 def _spec(tmp_path: Path, disks: int = 0, shares: int = 0, root: bool = True) -> dict:
-    entries = [{"path": str(tmp_path / "root.ext4"), "read_only": True, "serial": ROOT_SERIAL, "lock": False}] \
+    entries = [{"path": str(tmp_path / "root.ext4"), "read_only": True, "serial": ROOT_SERIAL}] \
         if root else []
     for i in range(disks):
         image = tmp_path / f"d{i}.raw"
         image.write_bytes(bytes(1 << 16))
-        entries.append({"path": str(image), "read_only": i % 2 == 1, "serial": f"msb-disk{i}", "lock": True})
+        entries.append({"path": str(image), "read_only": i % 2 == 1, "serial": f"msb-disk{i}"})
     share_list = []
     for i in range(shares):
         (tmp_path / f"share{i}").mkdir(exist_ok=True)

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -110,6 +111,17 @@ static int mount_overlay(struct mount_spec *m, const char *target, unsigned long
     return 0;
 }
 
+/* A disk mounted read-only is made read-only in the guest's block layer too, so nothing writes to it (a journal
+   replay included) whatever the device advertised: a snapshot template's disk slots all advertise writable. */
+static void block_set_readonly(const char *dev) {
+    int fd = open(dev, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    int one = 1;
+    ioctl(fd, BLKROSET, &one);
+    close(fd);
+}
+
 int mount_spec_at(struct mount_spec *m, const char *target, unsigned long extra, int restricted, char *err,
                          size_t errlen) {
     unsigned long flags = mount_flags(m->flags, restricted) | extra;
@@ -141,6 +153,8 @@ int mount_spec_at(struct mount_spec *m, const char *target, unsigned long extra,
             }
             src = dev;
         }
+        if (flags & MS_RDONLY)
+            block_set_readonly(src);
         type = m->fstype ? m->fstype : detect_fstype(src);
         if (!type) {
             errno = EINVAL;
