@@ -73,26 +73,30 @@ def template_key(config: MachineConfig, image_digest: str) -> dict:
 
 
 def wait_for_announcement(sock: socket.socket, timeout: float) -> bytes:
-    """Read the agent's port until its unasked HELLO reply (skipping what came before it: tty echo); returns it."""
+    """Read the agent's port until its unasked HELLO reply (skipping what came before it: tty echo); returns it.
+    The socket is left blocking, as the relay needs it."""
     deadline = time.monotonic() + timeout
     data = b""
-    while True:
-        start = data.find(ANNOUNCEMENT_PREFIX)
-        if start >= 0 and len(data) - start >= HEADER_SIZE:
-            length = HEADER.unpack_from(data, start)[4]
-            if len(data) - start >= HEADER_SIZE + length:
-                return data[start:start + HEADER_SIZE + length]
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise VmmError(f"the agent did not announce itself within {timeout:.0f} s")
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError:
-            continue
-        if not chunk:
-            raise VmmError("the agent's port closed before it announced itself")
-        data += chunk
+    try:
+        while True:
+            start = data.find(ANNOUNCEMENT_PREFIX)
+            if start >= 0 and len(data) - start >= HEADER_SIZE:
+                length = HEADER.unpack_from(data, start)[4]
+                if len(data) - start >= HEADER_SIZE + length:
+                    return data[start:start + HEADER_SIZE + length]
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise VmmError(f"the agent did not announce itself within {timeout:.0f} s")
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                raise VmmError("the agent's port closed before it announced itself")
+            data += chunk
+    finally:
+        sock.settimeout(None)
 
 
 def ask_hello(sock: socket.socket, timeout: float) -> bytes:

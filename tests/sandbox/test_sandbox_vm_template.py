@@ -104,6 +104,7 @@ def _frame_type(frame: bytes) -> int:
 def test_ready_point_is_the_agents_announcement_then_hello_again(agent):
     assert _frame_type(wait_for_announcement(agent, 10)) == Msg.HELLO_REPLY
     assert _frame_type(ask_hello(agent, 10)) == Msg.HELLO_REPLY  # what a restored clone's host is handed
+    assert agent.gettimeout() is None  # blocking again: the relay's sendall must not time out on a slow guest
 
 
 def test_announcement_after_tty_echo_and_timeout():
