@@ -189,3 +189,28 @@ def test_clone_is_restored_bound_and_a_corrupted_template_rebuilt(tmp_path):
     with machine:
         assert machine.wait(60) == "reset"
     assert len(builds) == 2  # refused, dropped and built again: the broken one never ran
+
+
+@pytest.mark.skipif(KVM.runs_guest_userspace, reason="the agent announces itself here: the vm tests cover this")
+@pytest.mark.skipif(KVM.kind is KvmKind.NONE, reason=f"needs /dev/kvm: {KVM.reason}")
+def test_vmm_process_reports_a_template_whose_agent_never_came_up(tmp_path):
+    """The VMM process's template path with libkrunfw's kernel, where no guest user program can run (kvm_pvm): the
+    template machine (nine devices: the console, three disk slots, five virtio-fs slots) starts booting, its agent
+    never announces itself, and the process says so and exits, leaving no half-built template behind. (The kernel
+    is still far from its virtio console after these 10 s here, so the console log stays empty.)"""
+    import json
+    import sys
+
+    from pytest_microsandbox.sandbox._vm import VmSpec
+
+    spec = VmSpec(memory_mib=256, cpus=1, kernel=None, console_log=str(tmp_path / "console.log"),
+                  snapshots=str(tmp_path / "snapshots"), image_digest="host", boot_timeout=10)
+    ours, theirs = socket.socketpair()
+    with ours:
+        done = subprocess.run([sys.executable, "-m", "pytest_microsandbox.sandbox._vmm", "--fd", str(theirs.fileno()),
+                               json.dumps(spec.__dict__)], pass_fds=[theirs.fileno()], capture_output=True,
+                              text=True, timeout=120)
+        theirs.close()
+    assert done.returncode == 1, done.stderr
+    assert "building a template: the agent did not announce itself within 10 s" in done.stderr
+    assert [p.name for p in (tmp_path / "snapshots").iterdir() if p.is_dir()] == []
