@@ -83,6 +83,9 @@ def test_clones_are_not_twins(home: Path) -> None:
             assert abs(int(sb.exec("date", "+%s").stdout) - time.time()) < 30
         draws = [sb.shell("head -c 32 /dev/urandom | od -An -tx1").stdout for sb in (a, b)]
         assert draws[0] != draws[1]
+        # the kernel makes boot_id at its first read: nothing reads it before the template's ready point
+        boot_ids = [sb.exec("cat", "/proc/sys/kernel/random/boot_id").stdout for sb in (a, b)]
+        assert boot_ids[0] != boot_ids[1]
 
 
 def test_snapshots_off_boots_every_sandbox(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
