@@ -36,7 +36,7 @@ from _vmcore.devices.uart8250 import Uart8250
 from _vmcore.devices.virtio_blk import VirtioBlk
 from _vmcore.devices.virtio_console import VirtioConsole
 from _vmcore.devices.virtio_mmio import MMIO_SIZE, QUEUE_NOTIFY_OFFSET, MmioTransport
-from _vmcore.errors import BootError, KvmError, SnapshotError, VmmError
+from _vmcore.errors import BootError, GuestMemoryError, KvmError, SnapshotError, VmmError
 from _vmcore.eventloop import EventLoop
 from _vmcore.kvm import Vm, new_eventfd
 from _vmcore.memory import GuestMemory
@@ -202,7 +202,13 @@ class Machine:
             self.timings["kernel_loaded"] = time.monotonic() - t0
             mem = self._mem = GuestMemory(cfg.memory_mib << 20)
         else:  # copy-on-write over the snapshot's memory file: clones share every page they do not write
-            mem = self._mem = GuestMemory.from_file(snap.memory_path, cfg.memory_mib << 20)
+            try:
+                mem = self._mem = GuestMemory.from_file(snap.memory_path, cfg.memory_mib << 20)
+            except GuestMemoryError as e:
+                if os.path.exists(snap.memory_path):  # out of memory or descriptors: the snapshot is fine
+                    raise
+                # removed since it was read (a template evicted meanwhile): that snapshot is gone, rebuild it
+                raise SnapshotError(f"snapshot {snap.path}: {e}") from None
         vm = self._vm = Vm()
         vm.set_tss_addr(TSS_ADDR)
         vm.set_identity_map_addr(IDENTITY_MAP_ADDR)

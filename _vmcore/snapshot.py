@@ -154,7 +154,10 @@ def read_snapshot(path: str | os.PathLike, verify_memory: bool = True) -> Snapsh
             raise SnapshotError(f"snapshot file {name} is {st.st_size} bytes, the manifest says {meta['size']}")
         if not verify_memory and meta.get("mtime_ns") not in (None, st.st_mtime_ns):  # (a copy is hashed instead)
             raise SnapshotError(f"snapshot file {name} in {root} was modified after the snapshot was written")
-    raw = (root / STATE).read_bytes()
+    try:
+        raw = (root / STATE).read_bytes()
+    except OSError as e:  # removed since the checks above (a template evicted meanwhile)
+        raise SnapshotError(f"snapshot file {STATE} in {root} cannot be read: {e}") from None
     if hashlib.sha256(raw).hexdigest() != state_meta["sha256"]:
         raise SnapshotError(f"snapshot file {STATE} in {root} is corrupted (checksum mismatch)")
     if verify_memory:

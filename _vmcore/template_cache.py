@@ -9,6 +9,13 @@ take a ``filelock`` per key, so xdist workers that need the same template build 
 a template is built in a temporary sibling and renamed into place, so readers never see half of one. A template
 that turns out corrupted or mismatched (``SnapshotError`` when restoring it) is dropped with ``invalidate()``
 and built again, never booted. ``entries()``, ``remove()`` and ``prune()`` are ``msb snapshot ls|rm|prune``.
+
+The cache stays bounded: every lookup that finds a template stamps its ``last-used`` file, and with ``keep=N`` a
+build is followed by ``evict(N)``, which removes the least recently used templates beyond N. Clones running from
+a removed template keep their mapping of its memory. A template used in the last ``EVICTION_GRACE`` seconds is
+never evicted, so one just built or just found survives until its restore has mapped it; one whose lock another
+process holds (being built or dropped) is skipped. Lock files are never deleted: a process waiting on one that
+was unlinked would hold a lock nobody else sees.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +36,9 @@ from _vmcore.errors import SnapshotError
 from _vmcore.snapshot import MANIFEST, file_sha256, read_snapshot
 
 KEY_FILE = "key.json"
+LAST_USED = "last-used"  # its mtime: when a lookup last found the template (the eviction order)
+EVICTION_GRACE = 60.0  # seconds: far longer than a lookup-to-mmap window
+_TEMPLATE_NAME = re.compile(r"[0-9a-f]{32}")  # key_digest(); a builder's "<digest>.tmp-PID" is not one yet
 
 
 def key_digest(key: dict) -> str:
@@ -58,6 +70,7 @@ class Template:
     key: dict  # empty when key.json is unreadable
     disk_bytes: int  # blocks allocated (the memory file is sparse)
     created: float
+    last_used: float
 
     @property
     def id(self) -> str:
@@ -78,10 +91,29 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _mtime(path: Path, default: float) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return default
+
+
+def _stamp(path: Path) -> None:
+    try:  # utime, not touch: recreating the file in a template being removed would leave its directory behind
+        os.utime(path)
+    except OSError:
+        pass  # a read-only cache still serves its templates; it just cannot order them for eviction
+
+
 class TemplateCache:
-    def __init__(self, root: str | os.PathLike, lock_timeout: float = 900.0) -> None:
+    def __init__(self, root: str | os.PathLike, lock_timeout: float = 900.0, keep: int | None = None) -> None:
+        """``keep``: after building a template, remove the least recently used ones beyond this many (None: all
+        stay until ``msb snapshot prune``)."""
+        if keep is not None and keep < 1:
+            raise ValueError(f"keep must be at least 1, not {keep}")
         self.root = Path(root)
         self.lock_timeout = lock_timeout
+        self.keep = keep
 
     def path_for(self, key: dict) -> Path:
         return self.root / key_digest(key)
@@ -97,6 +129,7 @@ class TemplateCache:
                 return None
         except (SnapshotError, OSError, ValueError):
             return None
+        _stamp(path / LAST_USED)
         return path
 
     def get_or_build(self, key: dict, build: Callable[[Path], None]) -> Path:
@@ -112,38 +145,59 @@ class TemplateCache:
                 found = self.lookup(key)  # another process may have built it while we waited
                 if found is not None:
                     return found
-                tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir()
-                try:
-                    build(tmp)
-                    read_snapshot(tmp, verify_memory=True)
-                    (tmp / KEY_FILE).write_text(json.dumps(key, sort_keys=True, indent=1))
-                    shutil.rmtree(path, ignore_errors=True)
-                    os.replace(tmp, path)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
-                return path
+                self._build(path, key, build)
         except Timeout:
             raise SnapshotError(f"timed out after {self.lock_timeout:.0f} s waiting for template {path}") from None
+        if self.keep is not None:
+            self.evict(self.keep, grace=EVICTION_GRACE)
+        return path
 
-    def invalidate(self, key: dict) -> None:
-        """Drop the template for ``key`` (found corrupted or mismatched): the next ``get_or_build`` rebuilds it."""
+    def _build(self, path: Path, key: dict, build: Callable[[Path], None]) -> None:
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            build(tmp)
+            read_snapshot(tmp, verify_memory=True)
+            (tmp / KEY_FILE).write_text(json.dumps(key, sort_keys=True, indent=1))
+            (tmp / LAST_USED).touch()
+            shutil.rmtree(path, ignore_errors=True)
+            os.replace(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    @staticmethod
+    def fingerprint(path: Path) -> tuple[int, int] | None:
+        """Which build of a template ``path`` holds (None once it is gone): see ``invalidate``."""
+        try:
+            st = (path / MANIFEST).stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def invalidate(self, key: dict, only_if: tuple[int, int] | None = None) -> None:
+        """Drop the template for ``key`` (found corrupted or mismatched): the next ``get_or_build`` rebuilds it.
+        With ``only_if`` (its ``fingerprint`` when it failed), one another process has rebuilt since stays."""
         path = self.path_for(key)
         with FileLock(str(path) + ".lock", timeout=self.lock_timeout):
-            shutil.rmtree(path, ignore_errors=True)
+            if only_if is None or self.fingerprint(path) == only_if:
+                shutil.rmtree(path, ignore_errors=True)
 
     def entries(self) -> list[Template]:
-        """Every complete template, oldest first."""
+        """Every complete template, oldest first (one removed by another process meanwhile is left out)."""
         found = []
         for path in self.root.iterdir() if self.root.is_dir() else ():
-            if not path.is_dir() or not (path / MANIFEST).is_file():
+            if not _TEMPLATE_NAME.fullmatch(path.name):
                 continue
             try:
-                key = json.loads((path / KEY_FILE).read_text())
-            except (OSError, ValueError):
-                key = {}
-            found.append(Template(path, key, _allocated(path), (path / MANIFEST).stat().st_mtime))
+                created = (path / MANIFEST).stat().st_mtime
+                try:
+                    key = json.loads((path / KEY_FILE).read_text())
+                except ValueError:
+                    key = {}
+                found.append(Template(path, key, _allocated(path), created, _mtime(path / LAST_USED, created)))
+            except OSError:
+                continue
         return sorted(found, key=lambda t: t.created)
 
     def remove(self, template_id: str) -> None:
@@ -153,15 +207,31 @@ class TemplateCache:
             raise SnapshotError(f"no template {template_id} in {self.root}")
         with FileLock(str(path) + ".lock", timeout=self.lock_timeout):
             shutil.rmtree(path, ignore_errors=True)
-        Path(str(path) + ".lock").unlink(missing_ok=True)
 
-    def prune(self) -> list[str]:
-        """Remove every template and what crashed builders left (``*.tmp-PID`` of dead processes); returns the
-        names removed. A build in progress is left alone."""
+    def evict(self, keep: int, grace: float = 0.0) -> list[str]:
+        """Remove the least recently used templates beyond the ``keep`` most recently used, except those used in
+        the last ``grace`` seconds; returns their names. One whose lock another process holds (being built or
+        dropped) is left alone."""
+        if keep < 0:
+            raise ValueError(f"keep must not be negative, not {keep}")
+        by_use = sorted(self.entries(), key=lambda t: (t.last_used, t.created), reverse=True)
+        recent = time.time() - grace
         removed = []
-        for t in self.entries():
-            self.remove(t.id)
+        for t in by_use[keep:]:
+            if t.last_used > recent:
+                continue
+            try:
+                with FileLock(str(t.path) + ".lock", timeout=0):
+                    shutil.rmtree(t.path, ignore_errors=True)
+            except Timeout:
+                continue
             removed.append(t.id)
+        return removed
+
+    def prune(self, keep: int = 0) -> list[str]:
+        """Remove every template but the ``keep`` most recently used, and what crashed builders left
+        (``*.tmp-PID`` of dead processes); returns the names removed. A build in progress is left alone."""
+        removed = self.evict(keep)
         for path in self.root.glob("*.tmp-*") if self.root.is_dir() else ():
             pid = path.name.rsplit("-", 1)[1]
             if pid.isdigit() and not _pid_alive(int(pid)):

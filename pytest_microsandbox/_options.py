@@ -96,10 +96,13 @@ OPTIONS: tuple[Option, ...] = (
            "(default skip, but fail when CI is set)", _choice("skip", "fail"), _default_if_unavailable, "ACTION"),
     Option("snapshots", "start vm sandboxes from a snapshot template of their configuration (built by the first "
            "sandbox, under <home>/snapshots) instead of booting each", _bool, "true"),
+    Option("snapshot_keep", "snapshot templates kept under <home>/snapshots: after a build, the least recently used "
+           "beyond this many are removed", _positive_int, "8", "N"),
     Option("cov", "measure Python run inside sandboxes of the host image with coverage and combine it into this "
            "run's coverage data", _bool, "false", is_flag=True),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
+RUN_WIDE = ("home", "cov", "snapshots", "snapshot_keep")  # not per test: no marker keyword
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,7 @@ class Settings:
     keep: str
     if_unavailable: str
     snapshots: bool
+    snapshot_keep: int
     cov: bool
 
     def with_marker(self, marker: pytest.Mark | None) -> Settings:
@@ -126,7 +130,7 @@ class Settings:
         changes: dict[str, Any] = {}
         for key, value in marker.kwargs.items():
             name = aliases.get(key, key)
-            if name not in _BY_NAME or name in ("home", "cov", "snapshots"):
+            if name not in _BY_NAME or name in RUN_WIDE:
                 raise InvalidConfigError(f"@pytest.mark.sandbox: unknown option {key!r}")
             changes[name] = _parse(_BY_NAME[name], str(value), f"@pytest.mark.sandbox({key}=...)")
         return replace(self, **changes)

@@ -42,14 +42,12 @@ def pytest_configure(config: pytest.Config) -> None:
                             "isolation, boot_timeout, keep, if_unavailable)")
     settings = _options.resolve(config)
     config.stash[SETTINGS_KEY] = settings
-    if settings.kernel:  # the vm backend takes its kernel from MSB_KERNEL; the option and ini key win over it
-        previous = os.environ.get("MSB_KERNEL")
-        os.environ["MSB_KERNEL"] = settings.kernel
-        config.add_cleanup(lambda: _restore_env("MSB_KERNEL", previous))
-    if not settings.snapshots:  # read by the vm backend, like MSB_KERNEL
-        previous_snapshots = os.environ.get("MSB_SNAPSHOTS")
-        os.environ["MSB_SNAPSHOTS"] = "false"
-        config.add_cleanup(lambda: _restore_env("MSB_SNAPSHOTS", previous_snapshots))
+    # The vm backend reads these from the environment (so do sandboxes made outside pytest); the option and ini
+    # key win over what the environment had, which comes back at the end of the run.
+    if settings.kernel:
+        _export_env(config, "MSB_KERNEL", settings.kernel)
+    _export_env(config, "MSB_SNAPSHOTS", "true" if settings.snapshots else "false")
+    _export_env(config, "MSB_SNAPSHOT_KEEP", str(settings.snapshot_keep))
     config.stash[RUN_KEY] = RunContext.for_config(config, msb_home(settings.home))
     if settings.cov:
         run = config.stash[RUN_KEY]
@@ -63,6 +61,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     previous = config.stash.get(_SIGTERM_KEY, None)
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _export_env(config: pytest.Config, name: str, value: str) -> None:
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    config.add_cleanup(lambda: _restore_env(name, previous))
 
 
 def _restore_env(name: str, value: str | None) -> None:

@@ -16,8 +16,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     rm = commands.add_parser("rm", help="remove templates by id (or its first 8+ characters)")
     rm.add_argument("ids", nargs="+")
     rm.set_defaults(handler=run_rm)
-    commands.add_parser("prune", help="remove every template (the next sandbox builds its own again)") \
-        .set_defaults(handler=run_prune)
+    prune = commands.add_parser("prune", help="remove every template but the N most recently used (the next "
+                                "sandbox of a removed configuration builds its template again)")
+    prune.add_argument("--keep", type=_count, default=0, metavar="N", help="templates to keep (default 0)")
+    prune.set_defaults(handler=run_prune)
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a number of templates, not {text!r}")
+    return int(text)
 
 
 def _cache(args: argparse.Namespace):
@@ -27,13 +35,16 @@ def _cache(args: argparse.Namespace):
 
 
 def run_ls(args: argparse.Namespace) -> int:
-    print(f"{'ID':12}  {'IMAGE':20}  {'MEMORY':>7}  {'VCPUS':>5}  {'DISK':>9}  CREATED")
+    print(f"{'ID':12}  {'IMAGE':20}  {'MEMORY':>7}  {'VCPUS':>5}  {'DISK':>9}  {'CREATED':16}  LAST USED")
     for t in _cache(args).entries():
         image = str(t.key.get("image", "?")).removeprefix("sha256:")[:20]
-        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(t.created))
         print(f"{t.id[:12]:12}  {image:20}  {t.key.get('memory_mib', '?'):>5}Mi  {t.key.get('vcpus', '?'):>5}  "
-              f"{t.disk_bytes / 2**20:7.1f}Mi  {created}")
+              f"{t.disk_bytes / 2**20:7.1f}Mi  {_when(t.created):16}  {_when(t.last_used)}")
     return 0
+
+
+def _when(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(timestamp))
 
 
 def run_rm(args: argparse.Namespace) -> int:
@@ -49,6 +60,6 @@ def run_rm(args: argparse.Namespace) -> int:
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    for name in _cache(args).prune():
+    for name in _cache(args).prune(keep=args.keep):
         print(name)
     return 0

@@ -118,12 +118,20 @@ def build_template(make_config: Callable[[], MachineConfig], directory: Path, ti
 
 
 def restore_clone(cache: TemplateCache, key: dict, make_config: Callable[[], MachineConfig], timeout: float,
-                  bind: Callable[[Machine], None], build=build_template, hello=ask_hello) -> tuple[Machine, bytes]:
+                  bind: Callable[[Machine], None], build=build_template, hello=ask_hello,
+                  report: Callable[[str], None] = lambda line: None) -> tuple[Machine, bytes]:
     """A running clone of the template for ``key`` (built first if missing), its slots bound, and its agent's
-    HELLO reply. A template that fails to restore is dropped and built again once; never booted as it is.
+    HELLO reply. A template that fails to restore (corrupted, or removed by ``msb snapshot rm`` or another
+    process's eviction between its lookup and the restore) is dropped and built again once; never booted as it
+    is. ``report`` gets a line naming the template built or restored, for the sandbox's console log.
     (``build`` and ``hello`` are the agent's ready point; tests on hosts without guest user space pass others.)"""
+    def build_reported(directory: Path) -> None:
+        report(f"booting snapshot template {cache.path_for(key).name} for this configuration")
+        build(make_config, directory, timeout)
+
     for attempt in (1, 2):
-        path = cache.get_or_build(key, lambda d: build(make_config, d, timeout))
+        path = cache.get_or_build(key, build_reported)
+        seen = cache.fingerprint(path)
         machine = None
         try:
             machine = Machine.restore(path, make_config(), verify_memory=False)
@@ -131,10 +139,12 @@ def restore_clone(cache: TemplateCache, key: dict, make_config: Callable[[], Mac
         except SnapshotError:
             if machine is not None:
                 machine.close()
-            cache.invalidate(key)
+            if seen is not None:  # (None: it is gone already) never a good one another process rebuilt meanwhile
+                cache.invalidate(key, only_if=seen)
             if attempt == 2:
                 raise
             continue
+        report(f"restored snapshot template {path.name}")
         try:
             bind(machine)
             return machine, hello(machine.agent_socket(AGENT_PORT), timeout)

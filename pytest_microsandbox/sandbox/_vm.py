@@ -4,7 +4,8 @@ as PID 1 (the initramfs), the image's root disk on virtio-blk, and the agent rea
 Snapshots: unless ``--msb-snapshots=false``, the VMM process restores the sandbox from the snapshot template of
 its configuration under ``<home>/snapshots`` (the first sandbox builds it, under a file lock, so xdist workers
 build it once) and binds its shares and disks to the template's empty slots; every BOOT carries fresh entropy and
-the host's clock so clones are not twins (``_template``).
+the host's clock so clones are not twins (``_template``). After a build, the templates beyond
+``--msb-snapshot-keep`` that were used least recently are removed.
 
 The VMM process (``python -m pytest_microsandbox.sandbox._vmm SPEC``) is started through ``setpriv --pdeathsig
 KILL`` like the namespace launcher, so it dies with the thread that made it; it relays the agent port to the
@@ -28,12 +29,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from pytest_microsandbox.agent import GuestMount
-from pytest_microsandbox.errors import SandboxError
+from pytest_microsandbox.errors import InvalidConfigError, SandboxError
 from pytest_microsandbox.sandbox._backend import Guest, GuestPlan, on_spawner_thread
 
 AGENT_PORT = "agent"
 ROOT_SERIAL = "msb-root"
-
+DEFAULT_SNAPSHOT_KEEP = 8
 
 MAX_DEVICES = 9  # virtio-mmio IRQ lines of _vmcore.machine (DEVICE_IRQS), the console included
 
@@ -57,6 +58,7 @@ class VmSpec:
     disks: list[dict] = field(default_factory=list)  # {path, read_only, serial}
     shares: list[dict] = field(default_factory=list)  # virtio-fs: {tag, root, readonly, quota_mib}
     snapshots: str | None = None  # the template cache (<home>/snapshots); None: boot this machine cold
+    snapshot_keep: int = DEFAULT_SNAPSHOT_KEEP  # templates kept after a build (the least recently used go)
     image_digest: str = ""  # part of the template's key
     boot_timeout: float = 60.0
 
@@ -64,6 +66,20 @@ class VmSpec:
 def snapshots_enabled() -> bool:
     """``--msb-snapshots`` (the plugin sets MSB_SNAPSHOTS=false when it is off); on by default."""
     return os.environ.get("MSB_SNAPSHOTS", "true").strip().lower() not in ("0", "false", "no", "off")
+
+
+def snapshot_keep() -> int:
+    """``--msb-snapshot-keep`` (the plugin exports MSB_SNAPSHOT_KEEP): how many templates stay cached."""
+    text = os.environ.get("MSB_SNAPSHOT_KEEP", "").strip()
+    if not text:
+        return DEFAULT_SNAPSHOT_KEEP
+    try:
+        keep = int(text)
+    except ValueError:
+        keep = 0
+    if keep < 1:
+        raise InvalidConfigError(f"MSB_SNAPSHOT_KEEP must be a positive number of templates, not {text!r}")
+    return keep
 
 
 def vm_spec(plan: GuestPlan, root_disk: Path | None, kernel: str | None = None) -> tuple[VmSpec, list[GuestMount]]:
@@ -126,6 +142,7 @@ class VmBackend:
         spec.boot_timeout = plan.config.boot_timeout
         if snapshots_enabled():
             spec.snapshots = str(home / "snapshots")
+            spec.snapshot_keep = snapshot_keep()
         plan.boot = replace(plan.boot, root=mounts[0], mounts=mounts[1:])
         plan.fresh_identity = True
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -57,8 +57,14 @@ def start_machine(spec: dict) -> tuple[Machine, bytes]:
         return layout.machine_config(spec, kernel, initramfs, cmdline)
 
     key = template_key(make_config(), spec.get("image_digest", ""))
-    return restore_clone(TemplateCache(spec["snapshots"]), key, make_config, spec.get("boot_timeout", 60.0),
-                         lambda machine: layout.bind(machine, spec, share_server))
+    cache = TemplateCache(spec["snapshots"], keep=spec.get("snapshot_keep"))
+    return restore_clone(cache, key, make_config, spec.get("boot_timeout", 60.0),
+                         lambda machine: layout.bind(machine, spec, share_server), report=report)
+
+
+def report(line: str) -> None:
+    """A line of our own in the sandbox's console log (our stderr), between the guest's."""
+    print(f"msb-vmm: {line}", file=sys.stderr, flush=True)
 
 
 def relay(a: socket.socket, b: socket.socket, ended) -> None:
@@ -83,7 +89,7 @@ def main(argv: list[str]) -> int:
     try:
         machine, announcement = start_machine(spec)
     except (VmmError, OSError) as e:  # the sandbox's boot error shows this (the console log is our stderr)
-        print(f"msb-vmm: {e}", file=sys.stderr)
+        report(str(e))
         return 1
     with machine:
         if announcement:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from _vmcore.host import KvmKind, detect_kvm
 from _vmcore.machine import Machine, MachineConfig
-from _vmcore.template_cache import TemplateCache
+from _vmcore.template_cache import LAST_USED, TemplateCache
 from _vmcore.tinyguest import counting_code, tiny_guest_elf
 from pytest_microsandbox.cli import main
 
@@ -36,7 +37,7 @@ def templates(home: Path, tmp_path: Path) -> TemplateCache:
 def test_ls_rm_prune(templates: TemplateCache, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["snapshot", "ls"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:4] == ["ID", "IMAGE", "MEMORY", "VCPUS"]
+    assert lines[0].split() == ["ID", "IMAGE", "MEMORY", "VCPUS", "DISK", "CREATED", "LAST", "USED"]
     assert sorted(line.split()[2] for line in lines[1:]) == ["256Mi", "512Mi"]
     first = templates.entries()[0]
     assert main(["snapshot", "rm", first.id[:8]]) == 0
@@ -46,6 +47,21 @@ def test_ls_rm_prune(templates: TemplateCache, capsys: pytest.CaptureFixture[str
     assert "no template matches" in capsys.readouterr().err
     abandoned = templates.root / "0123abcd.tmp-999999999"  # a builder that died mid-build
     abandoned.mkdir()
+    [left] = templates.entries()
+    assert main(["snapshot", "prune", "--keep", "1"]) == 0
+    assert capsys.readouterr().out.split() == [abandoned.name]
+    assert templates.entries() == [left] and not abandoned.exists()
     assert main(["snapshot", "prune"]) == 0
-    assert abandoned.name in capsys.readouterr().out
-    assert templates.entries() == [] and not abandoned.exists()
+    assert capsys.readouterr().out.split() == [left.id]
+    assert templates.entries() == []
+
+
+def test_prune_keeps_the_most_recently_used(templates: TemplateCache, capsys: pytest.CaptureFixture[str]) -> None:
+    older, newer = templates.entries()
+    os.utime(older.path / LAST_USED, (2_000_000_000, 2_000_000_000))  # the older one was used last
+    assert main(["snapshot", "prune", "--keep", "1"]) == 0
+    assert capsys.readouterr().out.split() == [newer.id]
+    assert [t.id for t in templates.entries()] == [older.id]
+    with pytest.raises(SystemExit) as refused:
+        main(["snapshot", "prune", "--keep", "x"])
+    assert refused.value.code == 2 and "expected a number of templates" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -35,7 +36,7 @@ def test_defaults(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) ->
     settings = settings_of(pytester.runpytest("-s"))
     assert settings == {"image": "host", "home": None, "kernel": None, "memory": 512, "cpus": 1,
                         "isolation": "vm", "boot_timeout": 60.0, "keep": "never", "if_unavailable": "skip",
-                        "snapshots": True, "cov": False}
+                        "snapshots": True, "snapshot_keep": 8, "cov": False}
 
 
 def test_snapshots_off_reaches_the_vm_backend(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,6 +49,32 @@ def test_snapshots_off_reaches_the_vm_backend(pytester: pytest.Pytester, monkeyp
     """)
     pytester.runpytest("--msb-snapshots=false").assert_outcomes(passed=1)
     pytester.runpytest().assert_outcomes(failed=1)  # on by default
+
+
+def test_snapshot_keep_reaches_the_vm_backend(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MSB_SNAPSHOT_KEEP", raising=False)
+    pytester.makepyfile("""
+        import os
+        from pytest_microsandbox.sandbox._vm import snapshot_keep
+
+        def test_keep():
+            assert snapshot_keep() == int(os.environ["EXPECTED"])
+    """)
+    monkeypatch.setenv("EXPECTED", "3")
+    pytester.runpytest("--msb-snapshot-keep=3").assert_outcomes(passed=1)
+    monkeypatch.setenv("EXPECTED", "8")
+    pytester.runpytest().assert_outcomes(passed=1)  # the default
+    assert "MSB_SNAPSHOT_KEEP" not in os.environ  # the run's export is undone at its end
+
+
+def test_a_bad_snapshot_keep_from_the_environment_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_microsandbox.errors import InvalidConfigError
+    from pytest_microsandbox.sandbox._vm import snapshot_keep
+
+    for bad in ("0", "-1", "many"):
+        monkeypatch.setenv("MSB_SNAPSHOT_KEEP", bad)
+        with pytest.raises(InvalidConfigError, match="MSB_SNAPSHOT_KEEP must be a positive number"):
+            snapshot_keep()
 
 
 def test_if_unavailable_defaults_to_fail_on_ci(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -67,6 +94,7 @@ def test_if_unavailable_defaults_to_fail_on_ci(pytester: pytest.Pytester, monkey
         ("--msb-boot-timeout", "2.5", "boot_timeout", 2.5),
         ("--msb-keep", "on-failure", "keep", "on-failure"),
         ("--msb-if-unavailable", "fail", "if_unavailable", "fail"),
+        ("--msb-snapshot-keep", "3", "snapshot_keep", 3),
         ("--msb-cov", "yes", "cov", True),
     ],
 )
@@ -113,6 +141,7 @@ def test_precedence_marker_cli_env_ini(pytester: pytest.Pytester, monkeypatch: p
         (["--msb-keep=sometimes"], "expected one of never, on-failure, always"),
         (["--msb-boot-timeout=-1"], "--msb-boot-timeout: invalid value '-1'"),
         (["--msb-if-unavailable=ignore"], "expected one of skip, fail"),
+        (["--msb-snapshot-keep=0"], "--msb-snapshot-keep: invalid value '0'"),
     ],
 )
 def test_bad_values_are_usage_errors(pytester: pytest.Pytester, args: list[str], message: str) -> None:

@@ -41,6 +41,7 @@ def test_the_second_sandbox_restores_the_first_ones_template(home: Path) -> None
     with Sandbox.create(isolation="vm", home=home) as second:
         assert second.exec("echo", "restored").stdout == "restored\n"
         assert BOOT not in _console(second)
+        assert f"msb-vmm: restored snapshot template {template.name}" in _console(second)
     assert _templates(home) == [template]  # the same configuration: the same template
 
 
@@ -49,6 +50,15 @@ def test_another_memory_size_is_another_template(home: Path) -> None:
         with Sandbox.create(isolation="vm", home=home, memory_mib=memory_mib, boot_timeout=120) as sb:
             assert int(sb.shell("awk '/MemTotal/ {print $2}' /proc/meminfo").stdout) <= memory_mib * 1024
     assert len(_templates(home)) == 2
+
+
+def test_a_build_evicts_templates_beyond_snapshot_keep(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MSB_SNAPSHOT_KEEP", "1")
+    for memory_mib in (256, 384):
+        with Sandbox.create(isolation="vm", home=home, memory_mib=memory_mib, boot_timeout=120) as sb:
+            assert sb.exec("true").exit_code == 0
+    [kept] = _templates(home)
+    assert '"memory_mib": 384' in (kept / "key.json").read_text()
 
 
 def test_a_clones_volumes_are_bound_to_the_templates_slots(home: Path, tmp_path: Path) -> None:

@@ -212,5 +212,41 @@ def test_vmm_process_reports_a_template_whose_agent_never_came_up(tmp_path):
                               text=True, timeout=120)
         theirs.close()
     assert done.returncode == 1, done.stderr
+    assert "msb-vmm: booting snapshot template " in done.stderr  # the console log says which, before the boot
     assert "building a template: the agent did not announce itself within 10 s" in done.stderr
     assert [p.name for p in (tmp_path / "snapshots").iterdir() if p.is_dir()] == []
+
+
+@needs_kvm
+def test_a_template_evicted_between_lookup_and_restore_is_built_again(tmp_path, monkeypatch):
+    """Another process's build may evict the template this one just found: its memory file is gone by the time the
+    restore maps it. That is a SnapshotError (never a half-restored machine), and the clone builds it again."""
+    import shutil
+
+    from pytest_microsandbox.sandbox import _template
+
+    builds, lines = [], []
+
+    def build(make_config, directory, timeout):
+        builds.append(directory)
+        _tiny_build(make_config, directory, timeout)
+
+    cache = TemplateCache(tmp_path / "snapshots")
+    key = template_key(_tiny_config(tmp_path), "tiny")
+    cache.get_or_build(key, lambda d: build(lambda: _tiny_config(tmp_path), d, 60))
+    real_restore = Machine.restore
+
+    def restore_then_evicted(path, config, verify_memory=True):
+        machine = real_restore(path, config, verify_memory=verify_memory)
+        if len(builds) == 1:
+            shutil.rmtree(path)
+        return machine
+
+    monkeypatch.setattr(_template.Machine, "restore", restore_then_evicted)
+    machine, _ = restore_clone(cache, key, lambda: _tiny_config(tmp_path), 60, lambda m: None, build=build,
+                               hello=lambda sock, timeout: b"hello", report=lines.append)
+    with machine:
+        assert machine.wait(60) == "reset"
+    assert len(builds) == 2
+    name = cache.path_for(key).name
+    assert lines == [f"booting snapshot template {name} for this configuration", f"restored snapshot template {name}"]

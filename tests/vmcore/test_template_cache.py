@@ -1,9 +1,12 @@
 """The snapshot template cache: built once per key (also by concurrent processes), found again, rebuilt when
-broken, and a restore from a corrupted template refused then rebuilt."""
+broken, a restore from a corrupted template refused then rebuilt, and kept bounded by least recent use."""
 
 from __future__ import annotations
 
 import multiprocessing
+import os
+import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +15,7 @@ from _vmcore.errors import SnapshotError
 from _vmcore.host import KvmKind, detect_kvm
 from _vmcore.machine import Disk, Machine, MachineConfig
 from _vmcore.snapshot import MEMORY
-from _vmcore.template_cache import TemplateCache, config_key
+from _vmcore.template_cache import LAST_USED, TemplateCache, config_key
 from _vmcore.tinyguest import counting_code, tiny_guest_elf
 
 KVM = detect_kvm()
@@ -106,3 +109,82 @@ def test_config_key_names_what_a_template_depends_on(tmp_path, kernel):
                   config_key(MachineConfig(kernel=str(kernel), memory_mib=64), "sha256:abc", "READY")):
         assert other != key
     assert TemplateCache(tmp_path).path_for(key) != TemplateCache(tmp_path).path_for({**key, "vcpus": 2})
+
+
+def _use(cache: TemplateCache, key: dict, ago: float) -> None:
+    """A lookup that finds ``key``, its use then dated ``ago`` seconds back to order them."""
+    path = cache.lookup(key)
+    assert path is not None
+    when = time.time() - ago
+    os.utime(path / LAST_USED, (when, when))
+
+
+@needs_kvm
+def test_a_build_evicts_the_least_recently_used_beyond_keep(tmp_path, kernel):
+    log = tmp_path / "builds.log"
+    cache = TemplateCache(tmp_path / "cache", keep=2)
+    a, b, c, d = ({"k": name} for name in "abcd")
+    for key in (a, b):
+        cache.get_or_build(key, _builder(kernel, log))
+    _use(cache, a, 3600)  # a was used after b
+    _use(cache, b, 7200)
+    cache.get_or_build(c, _builder(kernel, log))
+    assert cache.lookup(b) is None and not cache.path_for(b).exists()
+    assert cache.lookup(a) is not None and cache.lookup(c) is not None
+    # a lookup or build in the last minute protects a template beyond keep: its restore may not have mapped it yet
+    cache.get_or_build(d, _builder(kernel, log))
+    assert {t.path for t in cache.entries()} == {cache.path_for(k) for k in (a, c, d)}
+    _use(cache, a, 3600)
+    _use(cache, c, 120)
+    assert cache.evict(2, grace=60) == [cache.path_for(a).name]
+
+
+@needs_kvm
+def test_eviction_skips_a_template_another_process_holds_and_a_build_in_progress(tmp_path, kernel):
+    from filelock import FileLock
+
+    cache = TemplateCache(tmp_path / "cache")
+    old, new = {"k": "old"}, {"k": "new"}
+    for key in (old, new):
+        cache.get_or_build(key, _builder(kernel, tmp_path / "builds.log"))
+    _use(cache, old, 3600)
+    in_progress = cache.root / f"{cache.path_for(old).name}.tmp-{os.getpid()}"  # a builder's, before its rename
+    shutil.copytree(cache.path_for(old), in_progress)
+    with FileLock(str(cache.path_for(old)) + ".lock"):  # being rebuilt or dropped elsewhere
+        assert cache.evict(1) == []
+    assert cache.evict(1) == [cache.path_for(old).name]
+    assert [t.path for t in cache.entries()] == [cache.path_for(new)] and in_progress.is_dir()
+
+
+@needs_kvm
+def test_a_corrupted_template_rebuilt_by_another_process_is_not_dropped_again(tmp_path, kernel):
+    log = tmp_path / "builds.log"
+    cache = TemplateCache(tmp_path / "cache")
+    key = {"k": 1}
+    seen = cache.fingerprint(cache.get_or_build(key, _builder(kernel, log)))
+    cache.invalidate(key)  # another process found it broken first, and built it again
+    path = cache.get_or_build(key, _builder(kernel, log))
+    cache.invalidate(key, only_if=seen)
+    assert cache.lookup(key) == path and log.read_text() == "built\nbuilt\n"
+    cache.invalidate(key, only_if=cache.fingerprint(path))
+    assert cache.lookup(key) is None
+
+
+@needs_kvm
+def test_prune_keeps_the_most_recently_used(tmp_path, kernel):
+    cache = TemplateCache(tmp_path / "cache")
+    keys = [{"k": i} for i in range(3)]
+    for i, key in enumerate(keys):
+        cache.get_or_build(key, _builder(kernel, tmp_path / "builds.log"))
+        _use(cache, key, 10 - i)
+    assert cache.prune(keep=1) == [cache.path_for(keys[1]).name, cache.path_for(keys[0]).name]
+    assert [t.path for t in cache.entries()] == [cache.path_for(keys[2])]
+    assert cache.prune() == [cache.path_for(keys[2]).name]
+    assert cache.entries() == [] and all(p.suffix == ".lock" for p in cache.root.iterdir())
+    with pytest.raises(ValueError, match="negative"):
+        cache.prune(keep=-1)
+
+
+def test_keep_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="at least 1"):
+        TemplateCache(tmp_path, keep=0)
