@@ -13,17 +13,11 @@ from typing import Any
 
 import pytest
 
-from pytest_microsandbox._validate import parse_size_mib
+from pytest_microsandbox._validate import parse_positive_int, parse_size_mib
 from pytest_microsandbox.errors import InvalidConfigError
+from pytest_microsandbox.sandbox._vm import DEFAULT_SNAPSHOT_KEEP
 
 KEEP_CHOICES = ("never", "on-failure", "always")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be positive")
-    return value
 
 
 def _positive_float(text: str) -> float:
@@ -86,7 +80,7 @@ OPTIONS: tuple[Option, ...] = (
            "PATH"),
     Option("memory", "guest memory in MiB, or with a unit (512, 1G)", lambda t: parse_size_mib(t, "memory"), "512",
            "SIZE"),
-    Option("cpus", "guest vCPUs", _positive_int, "1", "N"),
+    Option("cpus", "guest vCPUs", lambda t: parse_positive_int(t, "cpus"), "1", "N"),
     Option("isolation", "vm (a KVM guest) or namespace (Linux namespaces: weaker, explicit opt-in)",
            _choice("vm", "namespace"), "vm", "KIND"),
     Option("boot_timeout", "seconds a sandbox may take to become ready", _positive_float, "60", "SECONDS"),
@@ -97,7 +91,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("snapshots", "start vm sandboxes from a snapshot template of their configuration (built by the first "
            "sandbox, under <home>/snapshots) instead of booting each", _bool, "true"),
     Option("snapshot_keep", "snapshot templates kept under <home>/snapshots: after a build, the least recently used "
-           "beyond this many are removed", _positive_int, "8", "N"),
+           "beyond this many are removed", lambda t: parse_positive_int(t, "snapshot_keep"),
+           str(DEFAULT_SNAPSHOT_KEEP), "N"),
     Option("cov", "measure Python run inside sandboxes of the host image with coverage and combine it into this "
            "run's coverage data", _bool, "false", is_flag=True),
 )

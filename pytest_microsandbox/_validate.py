@@ -39,6 +39,17 @@ def validate_mib(value: object, what: str, *, allow_none: bool = True) -> int | 
     return value
 
 
+def parse_positive_int(text: str, what: str) -> int:
+    """A positive whole number given as text (an option's or an environment variable's value)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise InvalidConfigError(f"{what} must be a positive number, not {text!r}")
+    return value
+
+
 def parse_size_mib(text: str, what: str = "size") -> int:
     """Parse ``100`` (MiB), ``512M``, ``1G``, ``2GiB``, ``1048576K`` into whole MiB."""
     match = _SIZE.match(text.strip())

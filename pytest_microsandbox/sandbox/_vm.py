@@ -28,8 +28,9 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pytest_microsandbox._validate import parse_positive_int
 from pytest_microsandbox.agent import GuestMount
-from pytest_microsandbox.errors import InvalidConfigError, SandboxError
+from pytest_microsandbox.errors import SandboxError
 from pytest_microsandbox.sandbox._backend import Guest, GuestPlan, on_spawner_thread
 
 AGENT_PORT = "agent"
@@ -71,15 +72,7 @@ def snapshots_enabled() -> bool:
 def snapshot_keep() -> int:
     """``--msb-snapshot-keep`` (the plugin exports MSB_SNAPSHOT_KEEP): how many templates stay cached."""
     text = os.environ.get("MSB_SNAPSHOT_KEEP", "").strip()
-    if not text:
-        return DEFAULT_SNAPSHOT_KEEP
-    try:
-        keep = int(text)
-    except ValueError:
-        keep = 0
-    if keep < 1:
-        raise InvalidConfigError(f"MSB_SNAPSHOT_KEEP must be a positive number of templates, not {text!r}")
-    return keep
+    return parse_positive_int(text, "MSB_SNAPSHOT_KEEP") if text else DEFAULT_SNAPSHOT_KEEP
 
 
 def vm_spec(plan: GuestPlan, root_disk: Path | None, kernel: str | None = None) -> tuple[VmSpec, list[GuestMount]]:
