@@ -50,6 +50,15 @@ def parse_positive_int(text: str, what: str) -> int:
     return value
 
 
+def parse_size_bytes(text: str, what: str = "size") -> int:
+    """Parse ``1048576`` (bytes), ``512K``, ``16G``, ``2GiB`` into a positive number of bytes."""
+    match = _SIZE.match(text.strip())
+    unit = ((match["unit"] or "B") if match else "")[:1].upper()
+    if not match or int(match["number"]) < 1:
+        raise InvalidConfigError(f"invalid {what} {text!r}: use a number of bytes or a size like 512M, 16G")
+    return int(match["number"]) * _UNIT_BYTES[unit]
+
+
 def parse_size_mib(text: str, what: str = "size") -> int:
     """Parse ``100`` (MiB), ``512M``, ``1G``, ``2GiB``, ``1048576K`` into whole MiB."""
     match = _SIZE.match(text.strip())

@@ -2,6 +2,7 @@
 read-only root disks (``<home>/images``)."""
 
 from pytest_microsandbox.images._cache import CachedImage, ImageCache
+from pytest_microsandbox.images._limits import ImageLimits
 from pytest_microsandbox.images._manifest import ImageConfig, Platform, host_platform
 from pytest_microsandbox.images._progress import ProgressCallback, ProgressEvent, TerminalProgress
 from pytest_microsandbox.images._pull import pull_image
@@ -21,6 +22,7 @@ __all__ = [
     "HostRef",
     "ImageCache",
     "ImageConfig",
+    "ImageLimits",
     "ImageRef",
     "OciLayoutRef",
     "Platform",

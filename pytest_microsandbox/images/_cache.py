@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -28,6 +28,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from pytest_microsandbox._home import msb_home
+from pytest_microsandbox._tree import remove_tree, walk
 from pytest_microsandbox.errors import ImageError
 from pytest_microsandbox.images._manifest import ImageConfig, config_to_json, parse_config
 from pytest_microsandbox.images._reference import validate_digest
@@ -147,7 +148,7 @@ class ImageCache:
             yield work
             final = self.image_dir(digest)
             if final.exists():
-                shutil.rmtree(final)  # a stale entry without image.json (get() returned None for it)
+                remove_tree(final)  # a stale entry without image.json (get() returned None for it)
             os.rename(work, final)
         except BaseException:
             _rmtree(work)
@@ -254,11 +255,19 @@ class ImageCache:
 
 
 def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    """Bytes in regular files under ``path`` (an unpacked image: any depth, never following a symlink)."""
+    try:
+        st = path.lstat()
+        if not stat.S_ISDIR(st.st_mode):
+            return st.st_size if stat.S_ISREG(st.st_mode) else 0
+        return sum(e.stat.st_size for e in walk(path) if stat.S_ISREG(e.stat.st_mode))
+    except OSError:
+        return 0
 
 
 def _rmtree(path: Path) -> None:
-    # Build dirs hold directories we made owner-writable, so plain rmtree works; never follows symlinks.
-    shutil.rmtree(path, ignore_errors=True)
+    """Best effort (build and removal leftovers; ``prune`` retries them): iterative, so any depth goes."""
+    try:
+        remove_tree(path)
+    except OSError:
+        pass

@@ -59,26 +59,33 @@ def write_verified(dest: Path, chunks: Iterable[bytes], digest: str, size: int |
 
 
 class HashingReader(io.RawIOBase):
-    """Reads a file while hashing it, so a cached blob is re-verified by the pass that uses it."""
+    """Reads a file while hashing it, so a cached blob is re-verified by the pass that uses it; ``on_bytes`` sees
+    each read's size (and may raise to stop a stream that grows too large)."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, on_bytes: Callable[[int], None] | None = None) -> None:
         self._raw = raw
         self._hash = hashlib.sha256()
+        self._on_bytes = on_bytes
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:  # type: ignore[no-untyped-def]
         data = self._raw.read(len(buffer))
+        self._consume(data)
         buffer[: len(data)] = data
-        self._hash.update(data)
         return len(data)
 
     def finish(self) -> str:
         """Hash whatever the consumer left unread (a gzip trailer, tar padding) and return the digest."""
         while chunk := self._raw.read(CHUNK):
-            self._hash.update(chunk)
+            self._consume(chunk)
         return "sha256:" + self._hash.hexdigest()
+
+    def _consume(self, data: bytes) -> None:
+        if self._on_bytes is not None:
+            self._on_bytes(len(data))
+        self._hash.update(data)
 
 
 def read_chunks(stream: BinaryIO, chunk_size: int = CHUNK) -> Iterable[bytes]:

@@ -9,9 +9,11 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from pytest_microsandbox._tree import walk
 from pytest_microsandbox.errors import ImageError
 from pytest_microsandbox.images._cache import CachedImage, ImageCache
 from pytest_microsandbox.images._digest import HashingReader, sha256_bytes
+from pytest_microsandbox.images._limits import MAX_DOCUMENT_BYTES, ImageLimits
 from pytest_microsandbox.images._manifest import Descriptor, ImageConfig, Platform, host_platform, parse_config
 from pytest_microsandbox.images._meta import RootMeta
 from pytest_microsandbox.images._progress import ProgressCallback, ProgressEvent
@@ -39,18 +41,20 @@ _PARALLEL_DOWNLOADS = 3
 def pull_image(reference: str | ImageRef, *, home: str | os.PathLike[str] | None = None,
                platform: Platform | None = None, insecure: Iterable[str] | None = None,
                progress: ProgressCallback | None = None, allow_devices: bool = False,
-               policy: str = "always") -> CachedImage:
+               policy: str = "always", limits: ImageLimits | None = None) -> CachedImage:
     """Make ``reference`` a cached image with a root disk and return it.
 
     ``policy``: ``always`` asks the source again (a tag may have moved); ``missing`` uses the image a name
     already points at when it is cached. Concurrent calls (threads, processes, xdist workers) fetch each blob
-    and build each image once. Raises ImageError (InvalidConfigError for a malformed reference).
-    """
+    and build each image once. ``limits`` bound what the image may unpack to (default ``ImageLimits.from_env()``:
+    the ``MSB_IMAGE_MAX_*`` variables over the defaults); a pull that passes one fails with an ImageError naming it
+    and leaves nothing of its build behind. Raises ImageError (InvalidConfigError for a malformed reference)."""
     if policy not in ("always", "missing"):
         raise ImageError(f"unknown pull policy {policy!r} (always|missing)")
     ref = parse_reference(reference) if isinstance(reference, str) else reference
     if isinstance(ref, HostRef):
         raise ImageError("the 'host' image is the host's own root: the sandbox resolves it, nothing is pulled")
+    limits = limits or ImageLimits.from_env()
     cache = ImageCache(home)
     name = str(ref)
     want = platform or host_platform()
@@ -67,12 +71,12 @@ def pull_image(reference: str | ImageRef, *, home: str | os.PathLike[str] | None
         elif isinstance(ref, OciLayoutRef):
             resolved = resolve_oci_layout(ref, want)
         elif isinstance(ref, DockerArchiveRef):
-            resolved = resolve_docker_archive(ref, cache)
+            resolved = resolve_docker_archive(ref, cache, limits)
         else:  # pragma: no cover - the union is exhaustive
             raise ImageError(f"unsupported image reference {ref!r}")
         digest = resolved.digest
         if cache.get(digest) is None:
-            _build(cache, resolved, progress, allow_devices)
+            _build(cache, resolved, progress, allow_devices, limits)
     cache.tag(name, digest)
     image = cache.get(digest)
     if image is None:
@@ -83,8 +87,13 @@ def pull_image(reference: str | ImageRef, *, home: str | os.PathLike[str] | None
 
 
 def _build(cache: ImageCache, resolved: ResolvedImage, progress: ProgressCallback | None,
-           allow_devices: bool) -> None:
+           allow_devices: bool, limits: ImageLimits) -> None:
     digest, manifest = resolved.digest, resolved.manifest
+    # Refuse before downloading what cannot fit: a layer never unpacks to (much) less than its compressed size.
+    if manifest.config.size > MAX_DOCUMENT_BYTES:
+        raise ImageError(f"image config {manifest.config.digest} is {manifest.config.size} bytes "
+                         f"(more than {MAX_DOCUMENT_BYTES})")
+    limits.check("max_bytes", sum(d.size for d in manifest.layers), f"{digest}: compressed layers")
     with cache.lock(f"image-{digest.split(':', 1)[1]}"):
         if cache.get(digest) is not None:
             return  # another process built it while we waited
@@ -98,7 +107,7 @@ def _build(cache: ImageCache, resolved: ResolvedImage, progress: ProgressCallbac
             meta = RootMeta()
             # diff_ids (digests of the uncompressed tars) are checked too when the config lists one per layer.
             diff_ids = config.diff_ids if len(config.diff_ids) == len(manifest.layers) else ()
-            with LayerUnpacker(rootfs, meta, allow_devices=allow_devices) as unpacker:
+            with LayerUnpacker(rootfs, meta, allow_devices=allow_devices, limits=limits) as unpacker:
                 for index, (desc, path) in enumerate(zip(manifest.layers, layer_paths, strict=True)):
                     with open(path, "rb") as blob:
                         # Re-verified on the way through: a cached blob may have rotted since it was fetched.
@@ -168,13 +177,13 @@ def _import_dir(cache: ImageCache, ref: RootfsDirRef) -> str:
     if not root.is_dir():
         raise ImageError(f"{ref}: not a directory")
     hasher = hashlib.sha256(f"dir:{root}\0".encode())
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        for name in sorted(filenames) + dirnames:
-            full = os.path.join(dirpath, name)
-            st = os.lstat(full)
-            hasher.update(f"{os.path.relpath(full, root)}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0{st.st_size}\0"
+    try:
+        for entry in walk(root.resolve()):  # iterative: a tree of any depth
+            st = entry.stat
+            hasher.update(f"{'/'.join(entry.parts)}\0{st.st_mode}\0{st.st_uid}\0{st.st_gid}\0{st.st_size}\0"
                           f"{st.st_mtime_ns}\0{st.st_ino}\n".encode("utf-8", "surrogateescape"))
+    except OSError as err:
+        raise ImageError(f"{ref}: cannot read the tree: {err}") from None
     digest = "sha256:" + hasher.hexdigest()
     if cache.get(digest) is not None:
         return digest

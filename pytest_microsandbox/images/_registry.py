@@ -23,9 +23,10 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 from pytest_microsandbox.errors import ImageError
 from pytest_microsandbox.images._auth import Challenge, Credentials, load_credentials, parse_challenge
 from pytest_microsandbox.images._digest import CHUNK, check_bytes, sha256_bytes, write_verified
+from pytest_microsandbox.images._limits import MAX_DOCUMENT_BYTES
 from pytest_microsandbox.images._manifest import ACCEPT, media_type_of
 
-_MANIFEST_LIMIT = 8 << 20
+_MANIFEST_LIMIT = MAX_DOCUMENT_BYTES
 _USER_AGENT = "pytest-microsandbox"
 
 

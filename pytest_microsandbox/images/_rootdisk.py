@@ -15,10 +15,12 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from pytest_microsandbox._tree import walk
 from pytest_microsandbox.errors import ImageError
 from pytest_microsandbox.images._meta import RootMeta
 
 _BLOCK = 4096
+_PATH_MAX = 4096  # Linux: longer paths cannot be named in one call (lstat here, debugfs's commands)
 _INODE_SIZE = 256
 
 
@@ -32,14 +34,13 @@ def _tool(name: str) -> str:
 def _usage(root: Path) -> tuple[int, int]:
     """(bytes in whole blocks, inode count) of the tree under ``root`` (hard links counted once)."""
     blocks, inodes, seen = 0, 1, set()
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            inodes += 1
-            if (st.st_dev, st.st_ino) in seen:
-                continue
-            seen.add((st.st_dev, st.st_ino))
-            blocks += -(-st.st_size // _BLOCK) + (1 if stat.S_ISDIR(st.st_mode) else 0)
+    for entry in walk(root):  # iterative: layers may nest thousands of levels deep
+        st = entry.stat
+        inodes += 1
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        blocks += -(-st.st_size // _BLOCK) + (1 if stat.S_ISDIR(st.st_mode) else 0)
     return blocks * _BLOCK, inodes
 
 
@@ -108,6 +109,9 @@ def _apply_meta(root: Path, disk: Path, meta: RootMeta) -> None:
     spec_of = _Specs(disk)
     with tempfile.TemporaryDirectory(prefix="msb-debugfs-") as scratch:
         for path, entry in sorted(meta.entries.items()):
+            if len(os.fsencode(f"{root}{path}")) >= _PATH_MAX:
+                skipped += 1  # only a hostile layer nests this deep; its files keep the host's ownership
+                continue
             host = _host_stat(root, path)
             if entry.rdev is not None:
                 parent, _, name = path.rpartition("/")

@@ -9,6 +9,11 @@ Whiteouts (``.wh.NAME``) and opaque directories (``.wh..wh..opq``) remove what l
 full modes, device numbers and xattrs go to a RootMeta, not onto host files: host copies get only permission bits
 (at least owner-readable, directories owner-writable), never setuid/setgid, and no device node is ever created on
 the host; with ``allow_devices`` they are recorded for the disk builder to create inside the image.
+
+Layers are bounded (``ImageLimits``): decompressed bytes, entries, depth and one file's size are counted as they come,
+tar headers that tarfile would read into memory whole are capped, and GNU sparse members (which no image builder
+writes, and which tarfile expands with zeros: a few hundred bytes become gigabytes) are refused. No walk here recurses
+and the descriptors held are bounded, whatever the depth.
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ import os
 import shutil
 import stat
 import tarfile
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from pytest_microsandbox._tree import remove_tree
 from pytest_microsandbox.errors import ImageError
 from pytest_microsandbox.images._digest import HashingReader
+from pytest_microsandbox.images._limits import MAX_TAR_HEADER_BYTES, ImageLimits
 from pytest_microsandbox.images._meta import EntryMeta, RootMeta
 
 _WHITEOUT = ".wh."
@@ -34,6 +41,9 @@ _OPAQUE = ".wh..wh..opq"
 _MAX_LINKS = 40
 _DIR_CACHE = 64  # open directory fds kept between entries (tar members come grouped by directory)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_HEADER_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                 tarfile.SOLARIS_XHDTYPE)
+_GNU_SPARSE = tarfile.GNUTYPE_SPARSE  # named here: inside TarInfo's methods, ``tarfile`` is the archive
 
 
 @dataclass
@@ -71,6 +81,28 @@ def split_path(name: str, what: str = "entry") -> list[str]:
     return parts
 
 
+def _sparse_refused(name: str) -> ImageError:
+    return ImageError(f"layer entry {name!r} is a GNU sparse file: refused (no image builder writes them, and they "
+                      "expand to any size)")
+
+
+class BoundedTarInfo(tarfile.TarInfo):
+    """tarfile's header parsing with our refusals made before it reads anything into memory: oversized pax and
+    long-name headers, and every GNU sparse format (their maps, too, would be read whole)."""
+
+    def _proc_member(self, tarfile):  # type: ignore[no-untyped-def]
+        if self.type in _HEADER_TYPES and self.size > MAX_TAR_HEADER_BYTES:
+            raise ImageError(f"layer header of {self.size} bytes (more than {MAX_TAR_HEADER_BYTES})")
+        if self.type == _GNU_SPARSE:
+            raise _sparse_refused(self.name)
+        return super()._proc_member(tarfile)
+
+    def _proc_gnusparse_00(self, next, *args):  # type: ignore[no-untyped-def]  # tarfile's own parameter names
+        raise _sparse_refused(next.name)
+
+    _proc_gnusparse_01 = _proc_gnusparse_10 = _proc_gnusparse_00
+
+
 class _Dir:
     """An open directory inside the root and its path as the image sees it."""
 
@@ -89,10 +121,16 @@ class _Dir:
 class LayerUnpacker:
     """Applies layers, bottom first, onto ``root`` (an empty directory we own), recording metadata in ``meta``."""
 
-    def __init__(self, root: Path, meta: RootMeta, *, allow_devices: bool = False) -> None:
+    def __init__(self, root: Path, meta: RootMeta, *, allow_devices: bool = False,
+                 limits: ImageLimits | None = None) -> None:
         self.root = root
         self.meta = meta
         self.allow_devices = allow_devices
+        self.limits = limits or ImageLimits()
+        # Counted over every layer applied: the limits are per image.
+        self.entries = 0
+        self.stream_bytes = 0
+        self.file_bytes = 0
         self._root_fd = os.open(root, _DIR_FLAGS)
         self._created: set[str] = set()
         # Parent directories already resolved, by their names in the layer. Valid until something is removed
@@ -121,10 +159,18 @@ class LayerUnpacker:
         """Apply one layer blob; with ``diff_id`` (from the image config) the uncompressed tar must hash to it."""
         stats = UnpackStats()
         self._created = set()
+
+        def count(size: int) -> None:
+            self.stream_bytes += size
+            self.limits.check("max_bytes", self.stream_bytes, f"{label}: decompressed layer data")
+
         try:
-            content = HashingReader(open_layer(blob))
-            with tarfile.open(fileobj=content, mode="r|") as tar:  # type: ignore[call-overload]
-                for member in tar:
+            content = HashingReader(open_layer(blob), on_bytes=count)
+            with tarfile.open(fileobj=content, mode="r|", tarinfo=BoundedTarInfo) as tar:  # type: ignore[call-overload]
+                while (member := tar.next()) is not None:
+                    tar.members.clear()  # tarfile keeps every member it has read: a million entries, a GiB
+                    self.entries += 1
+                    self.limits.check("max_entries", self.entries, f"{label}: layer entries")
                     try:
                         self._apply_member(tar, member, stats)
                     finally:
@@ -145,6 +191,7 @@ class LayerUnpacker:
         parts = split_path(member.name)
         if not parts:
             return  # the root itself ("./"): its metadata stays ours
+        self.limits.check("max_depth", len(parts), f"layer entry {member.name[:200]!r}: depth")
         *parent_parts, base = parts
         if base.startswith(_WHITEOUT):
             stats.whiteouts += 1
@@ -157,6 +204,12 @@ class LayerUnpacker:
         stats.entries += 1
 
     def _place(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent: _Dir, base: str) -> None:
+        self.limits.check("max_depth", len(parent.parts) + 1, f"layer entry {member.name[:200]!r}: depth")
+        if member.isreg():
+            what = f"layer file {member.name[:200]!r} ({member.size} bytes)"
+            self.limits.check("max_file_bytes", member.size, what)
+            self.file_bytes += member.size
+            self.limits.check("max_bytes", self.file_bytes, what)
         path = parent.child(base)
         existing = _lstat(base, parent.fd)
         if existing is not None and not (member.isdir() and stat.S_ISDIR(existing.st_mode)):
@@ -246,7 +299,7 @@ class LayerUnpacker:
         self._forget_dirs()
         if st is not None:
             if stat.S_ISDIR(st.st_mode):
-                shutil.rmtree(name, dir_fd=parent.fd)
+                remove_tree(name, dir_fd=parent.fd)
             else:
                 os.unlink(name, dir_fd=parent.fd)
         self.meta.remove_tree(parent.child(name))
@@ -259,7 +312,10 @@ class LayerUnpacker:
         if found is not None:
             self._dirs.move_to_end(key)
             return found
-        opened = self._resolve_dir(parts, create=True)
+        # Members come in tree order, so the grandparent is usually cached: resolve only the last name from it
+        # (a chain of directories thousands deep then costs one step per member, not one per level).
+        base = self._dirs.get(key[:-1]) if key else None
+        opened = self._resolve_dir(parts[-1:] if base is not None else parts, create=True, start=base)
         assert opened is not None
         self._dirs[key] = opened
         if len(self._dirs) > _DIR_CACHE:
@@ -274,68 +330,77 @@ class LayerUnpacker:
         while self._retired:
             os.close(self._retired.pop().fd)
 
-    def _resolve_dir(self, parts: list[str], *, create: bool) -> _Dir | None:
-        """Open the directory ``parts`` names, resolving symlinks in root; create missing ones when asked.
-        Returns None (create=False) when it does not exist."""
-        stack: list[int] = [os.dup(self._root_fd)]
-        names: list[str] = []
-        todo = list(parts)
+    def _resolve_dir(self, parts: list[str], *, create: bool, start: _Dir | None = None) -> _Dir | None:
+        """Open the directory ``parts`` names below ``start`` (default: the root), resolving symlinks in root; create
+        missing ones when asked. Returns None (create=False) when it does not exist.
+
+        One descriptor is held at a time: ``..`` re-opens the parent from the root by its names (real directories,
+        no symlinks), so no depth can exhaust descriptors."""
+        fd = os.dup(start.fd if start is not None else self._root_fd)
+        names = list(start.parts) if start is not None else []
+        todo = deque(parts)
         links = 0
         try:
             while todo:
-                part = todo.pop(0)
+                part = todo.popleft()
                 if part in ("", "."):
                     continue
                 if part == "..":
                     if names:
                         names.pop()
-                        os.close(stack.pop())
+                        fd = self._replace_fd(fd, self._open_names(names))
                     continue
-                st = _lstat(part, stack[-1])
+                st = _lstat(part, fd)
                 if st is None:
                     if not create:
-                        _close_all(stack)
+                        os.close(fd)
                         return None
-                    os.mkdir(part, 0o755, dir_fd=stack[-1])
+                    self.limits.check("max_depth", len(names) + 1, f"layer path {'/'.join(parts)[:200]!r}: depth")
+                    os.mkdir(part, 0o755, dir_fd=fd)
                     path = "/" + "/".join([*names, part])
                     self.meta.set(path, EntryMeta(0, 0, stat.S_IFDIR | 0o755))
                     self._created.add(path)
                 elif stat.S_ISLNK(st.st_mode):
                     links += 1
                     if links > _MAX_LINKS:
-                        raise ImageError(f"too many symlinks resolving {'/'.join(parts)!r}")
-                    target = os.readlink(part, dir_fd=stack[-1])
+                        raise ImageError(f"too many symlinks resolving {'/'.join(parts)[:200]!r}")
+                    target = os.readlink(part, dir_fd=fd)
                     if target.startswith("/"):
-                        for fd in stack[1:]:
-                            os.close(fd)
-                        del stack[1:]
+                        fd = self._replace_fd(fd, os.dup(self._root_fd))
                         names.clear()
-                    todo[:0] = target.split("/")
+                    todo.extendleft(reversed(target.split("/")))
                     continue
                 elif not stat.S_ISDIR(st.st_mode):
                     if not create:
-                        _close_all(stack)
+                        os.close(fd)
                         return None
-                    raise ImageError(f"layer path {'/'.join(parts)!r}: {part!r} is not a directory")
-                stack.append(os.open(part, _DIR_FLAGS, dir_fd=stack[-1]))
+                    raise ImageError(f"layer path {'/'.join(parts)[:200]!r}: {part!r} is not a directory")
+                fd = self._replace_fd(fd, os.open(part, _DIR_FLAGS, dir_fd=fd))
                 names.append(part)
-            fd = stack.pop()
-            _close_all(stack)
             return _Dir(fd, names)
         except BaseException:
-            _close_all(stack)
+            os.close(fd)
             raise
+
+    @staticmethod
+    def _replace_fd(old: int, new: int) -> int:
+        os.close(old)
+        return new
+
+    def _open_names(self, names: list[str]) -> int:
+        fd = os.dup(self._root_fd)
+        try:
+            for name in names:
+                fd = self._replace_fd(fd, os.open(name, _DIR_FLAGS, dir_fd=fd))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     @staticmethod
     def _close(d: _Dir | None) -> None:
         if d is not None:
             os.close(d.fd)
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        os.close(fd)
-    fds.clear()
 
 
 def _lstat(name: str, dir_fd: int) -> os.stat_result | None:

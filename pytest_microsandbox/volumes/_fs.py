@@ -5,12 +5,12 @@ from __future__ import annotations
 import enum
 import errno
 import os
-import shutil
 import stat as stat_mod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from pytest_microsandbox._tree import remove_tree
 from pytest_microsandbox.errors import InvalidConfigError, PathEscapeError
 from pytest_microsandbox.volumes._resolve import Resolver, join, split_relative
 
@@ -202,8 +202,8 @@ class VolumeFs:
             st = os.stat(leaf, dir_fd=parent, follow_symlinks=False)
             if not stat_mod.S_ISDIR(st.st_mode):
                 raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), path)
-            # rmtree with dir_fd uses its descriptor-based walk, which never follows symlinks.
-            shutil.rmtree(leaf, dir_fd=parent)
+            # Iterative and descriptor-based: any depth, never follows a symlink, never opens a FIFO.
+            remove_tree(leaf, dir_fd=parent)
 
     def rename(self, from_: str, to: str) -> None:
         with self._parent(from_) as (src_dir, src_leaf), self._parent(to) as (dst_dir, dst_leaf):
