@@ -6,10 +6,13 @@ import enum
 import os
 import re
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from pytest_microsandbox._validate import validate_mib, validate_volume_name
 from pytest_microsandbox.errors import InvalidConfigError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 10 ms of a cold start)
+if TYPE_CHECKING:
+    from typing import Any
 
 _FSTYPE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}\Z")
 

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from _vmcore.errors import KernelLoadError
-from _vmcore.host import KvmKind, detect_kvm
-from _vmcore.kernels import find_kernel
-
-_MEANING = {
-    KvmKind.HARDWARE: "microVMs run normally",
-    KvmKind.PVM: "guest kernels boot in kernel mode only; `vm` tests are skipped (use the namespace backend)",
-    KvmKind.NONE: "no microVMs on this host; `vm` tests are skipped (use the namespace backend)",
+_MEANING = {  # by _vmcore.host.KvmKind (a StrEnum: its members look these up)
+    "hardware": "microVMs run normally",
+    "kvm_pvm": "guest kernels boot in kernel mode only; `vm` tests are skipped (use the namespace backend)",
+    "none": "no microVMs on this host; `vm` tests are skipped (use the namespace backend)",
 }
 
 
@@ -22,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from _vmcore.errors import KernelLoadError
+    from _vmcore.host import detect_kvm
+    from _vmcore.kernels import find_kernel
     from pytest_microsandbox._home import msb_home
 
     kvm = detect_kvm()

@@ -7,16 +7,13 @@ sandbox's agent on a relay socket, so later ``msb exec`` calls (from any process
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import sys
 
 from pytest_microsandbox._home import msb_home
 from pytest_microsandbox.errors import InvalidConfigError
-from pytest_microsandbox.mount_flags import parse_mount_flags
-from pytest_microsandbox.sandbox._detached import start_detached
-from pytest_microsandbox.sandbox._select import default_isolation
-from pytest_microsandbox.sandbox._sync import Sandbox
+
+# The sandbox machinery (and asyncio, the agent, the image code behind it) loads in the handlers that use it, so
+# ``msb volume ls`` and ``msb --help`` do not pay for it.
 
 _MOUNT_FLAGS = ("--mount-dir", "--mount-file", "--mount-named", "--mount-disk", "--tmpfs", "-v", "--volume")
 _ISOLATION_NOTE = {"namespace": "namespace (weaker: shares the host kernel)", "vm": "vm"}
@@ -89,6 +86,9 @@ def _env(items: list[str]) -> dict[str, str]:
 
 
 def _config_options(args: argparse.Namespace) -> dict:
+    from pytest_microsandbox.mount_flags import parse_mount_flags
+    from pytest_microsandbox.sandbox._select import default_isolation
+
     return {"name": args.name, "image": args.image, "volumes": parse_mount_flags(args.mounts or []),
             "memory_mib": args.memory, "cpus": args.cpus, "env": _env(args.env), "workdir": args.workdir,
             "security": args.security, "isolation": args.isolation or default_isolation(),
@@ -108,6 +108,8 @@ def _emit(result) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from pytest_microsandbox.sandbox._sync import Sandbox
+
     command = _command(args.command_argv)
     options = _config_options(args)
     with Sandbox.create(options.pop("name"), home=msb_home(args.home), **options) as sb:
@@ -115,11 +117,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _create(args: argparse.Namespace) -> int:
+    from pytest_microsandbox.sandbox._detached import start_detached
+
     print(start_detached(msb_home(args.home), _config_options(args)))
     return 0
 
 
 def _exec(args: argparse.Namespace) -> int:
+    from pytest_microsandbox.sandbox._sync import Sandbox
+
     command = _command(args.command_argv)
     sandbox = Sandbox.get(args.name, home=msb_home(args.home))
     try:
@@ -129,6 +135,11 @@ def _exec(args: argparse.Namespace) -> int:
 
 
 def _ps(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import json
+
+    from pytest_microsandbox.sandbox._sync import Sandbox
+
     records = Sandbox.list(home=msb_home(args.home))
     if args.running:
         records = [r for r in records if r.status in ("starting", "running")]
@@ -147,12 +158,16 @@ def _ps(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
+    from pytest_microsandbox.sandbox._sync import Sandbox
+
     for name in args.name:
         Sandbox.get(name, home=msb_home(args.home)).stop(args.timeout)
     return 0
 
 
 def _rm(args: argparse.Namespace) -> int:
+    from pytest_microsandbox.sandbox._sync import Sandbox
+
     for name in args.name:
         Sandbox.get(name, home=msb_home(args.home)).remove()
     return 0

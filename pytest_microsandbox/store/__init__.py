@@ -1,52 +1,30 @@
 """The metadata store: SQLite (WAL) at ``<home>/db/msb.db``, holding volumes, sandboxes and their mounts.
 
-A connection is opened per operation, so the store is safe to use from threads (the async API) and from many
-processes (xdist workers): SQLite's write lock (``BEGIN IMMEDIATE``) serialises the read-check-write sequences.
+Each thread reuses one connection per database (``_connection``: safe across threads, processes and ``fork``), so
+the store is safe to use from threads (the async API) and from many processes (xdist workers): SQLite's write lock
+(``BEGIN IMMEDIATE``) serialises the read-check-write sequences.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tenacity import retry, retry_if_exception, stop_after_delay, wait_random_exponential
-
 from pytest_microsandbox.errors import (
+    InvalidConfigError,
     SandboxNotFoundError,
     VolumeAlreadyExistsError,
     VolumeInUseError,
     VolumeNotFoundError,
 )
+from pytest_microsandbox.store import _connection
 from pytest_microsandbox.store._liveness import ProcessIdentity
-from pytest_microsandbox.store._schema import SCHEMA_VERSION, migrate
+from pytest_microsandbox.store._schema import SCHEMA_VERSION
 
 __all__ = ["SCHEMA_VERSION", "Event", "MountRecord", "ProcessIdentity", "SandboxRecord", "Store", "VolumeRecord"]
-
-_BUSY_TIMEOUT_S = 30.0
-_migrated: set[Path] = set()
-
-
-def _is_locked(err: BaseException) -> bool:
-    return isinstance(err, sqlite3.OperationalError) and "locked" in str(err)
-
-
-# Processes opening a brand-new database at once can get "database is locked" from the switch to WAL without
-# SQLite's busy handler being consulted: retry that first setup for as long as a busy wait would have lasted.
-@retry(retry=retry_if_exception(_is_locked), stop=stop_after_delay(_BUSY_TIMEOUT_S),
-       wait=wait_random_exponential(multiplier=0.005, max=0.25), reraise=True)
-def _prepare(conn: sqlite3.Connection, path: Path) -> None:
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    if path not in _migrated:
-        migrate(conn)
-        _migrated.add(path)
 
 
 def now_ms() -> int:
@@ -98,18 +76,78 @@ def _log_event(conn: sqlite3.Connection, kind: str, subject: str) -> None:
                                                                                      os.getpid()))
 
 
-def _volume_from_row(row: sqlite3.Row) -> VolumeRecord:
-    owner = ProcessIdentity(row["owner_pid"], row["owner_start"]) if row["owner_pid"] is not None else None
-    return VolumeRecord(
-        name=row["name"],
-        kind=row["kind"],
-        quota_mib=row["quota_mib"],
-        size_mib=row["size_mib"],
-        labels=json.loads(row["labels"]),
-        created_at=row["created_at"],
-        state=row["state"],
-        owner=owner,
+_VOLUME_COLUMNS = "name, kind, quota_mib, size_mib, labels, created_at, state, owner_pid, owner_start"
+
+
+def _to_json(value: object) -> str:
+    if value == {}:  # most volumes have no labels: json is imported on first need
+        return "{}"
+    import json
+
+    return json.dumps(value, sort_keys=True)
+
+
+def _from_json(text: str) -> dict:
+    if text == "{}":
+        return {}
+    import json
+
+    return json.loads(text)
+
+
+def _volume_rows(conn: sqlite3.Connection, where: str, params: tuple = ()) -> list[tuple]:
+    """Volume rows as plain tuples in ``_VOLUME_COLUMNS`` order (cheaper than ``sqlite3.Row`` lookups by name)."""
+    cursor = conn.execute(f"SELECT {_VOLUME_COLUMNS} FROM volumes WHERE {where}", params)
+    cursor.row_factory = None
+    return cursor.fetchall()
+
+
+def _volume_from_row(row: tuple) -> VolumeRecord:
+    name, kind, quota_mib, size_mib, labels, created_at, state, owner_pid, owner_start = row
+    owner = ProcessIdentity(owner_pid, owner_start) if owner_pid is not None else None
+    return VolumeRecord(name, kind, quota_mib, size_mib, _from_json(labels), created_at, state, owner)
+
+
+def _abandoned(conn: sqlite3.Connection) -> list[VolumeRecord]:
+    records = [_volume_from_row(r) for r in _volume_rows(conn, "state != 'ready'")]
+    return [r for r in records if r.owner is None or not r.owner.is_alive()]
+
+
+class AbandonedTransitions(Exception):
+    """Raised (and its transaction rolled back) by a ``check_abandoned`` claim that found abandoned transitions: a
+    signal to reap them first, caught by the volume manager and never seen by users."""
+
+    def __init__(self, records: list[VolumeRecord]) -> None:
+        super().__init__(", ".join(r.name for r in records))
+        self.records = records
+
+
+def _raise_if_abandoned(conn: sqlite3.Connection) -> None:
+    abandoned = _abandoned(conn)
+    if abandoned:
+        raise AbandonedTransitions(abandoned)
+
+
+def _ready_volumes(conn: sqlite3.Connection, rest: str = "", params: tuple = ()) -> list[VolumeRecord]:
+    """The ready volumes (``rest`` narrows or orders them). A ready row never has an owner: only the transitions
+    (creating, removing) do, and each one clears it when it ends in ``ready``."""
+    cursor = conn.execute(
+        f"SELECT name, kind, quota_mib, size_mib, labels, created_at FROM volumes WHERE state='ready'{rest}", params
     )
+    cursor.row_factory = None
+    return [_ready_record(*row) for row in cursor.fetchall()]
+
+
+def _ready_record(name: str, kind: str, quota_mib: int | None, size_mib: int | None, labels: str,
+                  created_at: int) -> VolumeRecord:
+    # What the frozen dataclass's __init__ sets, in one step instead of one object.__setattr__ per field: a fifth of
+    # the cost, and list() builds one record per volume. tests/store checks it equals the __init__-built record.
+    record = object.__new__(VolumeRecord)
+    object.__setattr__(record, "__dict__", {
+        "name": name, "kind": kind, "quota_mib": quota_mib, "size_mib": size_mib, "labels": _from_json(labels),
+        "created_at": created_at, "state": "ready", "owner": None,
+    })
+    return record
 
 
 def _sandbox_from_row(row: sqlite3.Row) -> SandboxRecord:
@@ -119,10 +157,47 @@ def _sandbox_from_row(row: sqlite3.Row) -> SandboxRecord:
         backend=row["backend"],
         owner=owner,
         status=row["status"],
-        config=json.loads(row["config"]),
+        config=_from_json(row["config"]),
         run_id=row["run_id"],
         created_at=row["created_at"],
     )
+
+
+class _Reading:
+    """``with store._read() as conn``: this thread's connection for the length of one operation."""
+
+    __slots__ = ("conn", "path")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn = _connection.acquire(self.path)
+        return self.conn
+
+    def __exit__(self, *exc: object) -> None:
+        _connection.release(self.path, self.conn)  # rolls back whatever a failed COMMIT or ROLLBACK left open
+
+
+class _Writing(_Reading):
+    """``with store._write() as conn``: one write transaction (``BEGIN IMMEDIATE``), committed unless it raised."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> sqlite3.Connection:
+        conn = super().__enter__()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            _connection.release(self.path, conn)
+            raise
+        return conn
+
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        try:
+            self.conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        finally:
+            _connection.release(self.path, self.conn)
 
 
 class Store:
@@ -134,33 +209,12 @@ class Store:
 
     # -- connections ---------------------------------------------------------------------------------------------
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
-        try:
-            conn.row_factory = sqlite3.Row
-            _prepare(conn, self.path)
-            yield conn
-        finally:
-            conn.close()
+    def _read(self) -> _Reading:
+        return _Reading(self.path)
 
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        with self._connect() as conn:
-            yield conn
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> _Writing:
         """One write transaction, holding SQLite's write lock from its first statement."""
-        with self._connect() as conn:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        return _Writing(self.path)
 
     def events(self, subject: str | None = None) -> list[Event]:
         """The audit log, oldest first (optionally for one volume or sandbox name)."""
@@ -177,10 +231,18 @@ class Store:
 
     # -- volumes ---------------------------------------------------------------------------------------------------
 
-    def begin_volume_create(self, record: VolumeRecord, owner: ProcessIdentity) -> None:
-        """Claim ``record.name`` (state ``creating``); exactly one of several racing processes wins."""
+    def begin_volume_create(self, record: VolumeRecord, owner: ProcessIdentity, *,
+                            check_abandoned: bool = False) -> None:
+        """Claim ``record.name`` (state ``creating``); exactly one of several racing processes wins.
+
+        With ``check_abandoned`` the transaction first looks for abandoned transitions and, if there are any, claims
+        nothing and raises ``AbandonedTransitions`` with them (reap those, then call again): the check a reap makes
+        before every create, without a read of its own.
+        """
         try:
             with self._write() as conn:
+                if check_abandoned:
+                    _raise_if_abandoned(conn)
                 conn.execute(
                     "INSERT INTO volumes (name, kind, quota_mib, size_mib, labels, created_at, state, owner_pid, "
                     "owner_start) VALUES (?, ?, ?, ?, ?, ?, 'creating', ?, ?)",
@@ -189,7 +251,7 @@ class Store:
                         record.kind,
                         record.quota_mib,
                         record.size_mib,
-                        json.dumps(record.labels, sort_keys=True),
+                        _to_json(record.labels),
                         record.created_at,
                         owner.pid,
                         owner.start_ticks,
@@ -207,11 +269,17 @@ class Store:
             if done.rowcount:
                 _log_event(conn, "volume.created", name)
 
-    def begin_volume_remove(self, name: str, owner: ProcessIdentity) -> VolumeRecord:
-        """Mark a ready volume ``removing`` after checking, under the write lock, that no live sandbox mounts it."""
+    def begin_volume_remove(self, name: str, owner: ProcessIdentity, *,
+                            check_abandoned: bool = False) -> VolumeRecord:
+        """Mark a ready volume ``removing`` after checking, under the write lock, that no live sandbox mounts it.
+
+        ``check_abandoned`` as for ``begin_volume_create``.
+        """
         with self._write() as conn:
-            row = conn.execute("SELECT * FROM volumes WHERE name=? AND state='ready'", (name,)).fetchone()
-            if row is None:
+            if check_abandoned:
+                _raise_if_abandoned(conn)
+            found = _ready_volumes(conn, " AND name=?", (name,))
+            if not found:
                 raise VolumeNotFoundError(name)
             self._reap_dead_mounts(conn)
             user = conn.execute(
@@ -225,7 +293,7 @@ class Store:
                 "UPDATE volumes SET state='removing', owner_pid=?, owner_start=? WHERE name=?",
                 (owner.pid, owner.start_ticks, name),
             )
-            return _volume_from_row(row)
+            return found[0]
 
     def delete_volume_row(self, name: str, owner: ProcessIdentity) -> None:
         """Drop a volume's row once its files are gone (ends a ``removing``, or rolls back a ``creating``) — only
@@ -264,20 +332,25 @@ class Store:
 
     def get_volume(self, name: str) -> VolumeRecord | None:
         with self._read() as conn:
-            row = conn.execute("SELECT * FROM volumes WHERE name=? AND state='ready'", (name,)).fetchone()
-        return _volume_from_row(row) if row is not None else None
+            found = _ready_volumes(conn, " AND name=?", (name,))
+        return found[0] if found else None
 
     def list_volumes(self) -> list[VolumeRecord]:
         with self._read() as conn:
-            rows = conn.execute("SELECT * FROM volumes WHERE state='ready' ORDER BY name").fetchall()
-        return [_volume_from_row(r) for r in rows]
+            return _ready_volumes(conn, " ORDER BY name")
 
     def abandoned_volume_transitions(self) -> list[VolumeRecord]:
         """Volumes left ``creating`` or ``removing`` by a process that has died."""
         with self._read() as conn:
-            rows = conn.execute("SELECT * FROM volumes WHERE state != 'ready'").fetchall()
-        records = [_volume_from_row(r) for r in rows]
-        return [r for r in records if r.owner is None or not r.owner.is_alive()]
+            return _abandoned(conn)
+
+    def volumes_and_abandoned(self, name: str | None = None) -> tuple[list[VolumeRecord], list[VolumeRecord]]:
+        """In one go: the ready volumes (just ``name`` if given, else all by name) and the abandoned transitions."""
+        with self._read() as conn:
+            abandoned = _abandoned(conn)
+            if name is None:
+                return _ready_volumes(conn, " ORDER BY name"), abandoned
+            return _ready_volumes(conn, " AND name=?", (name,)), abandoned
 
     def transitional_volume_names(self) -> set[str]:
         with self._read() as conn:
@@ -298,14 +371,12 @@ class Store:
                         owner.pid if owner else None,
                         owner.start_ticks if owner else None,
                         record.status,
-                        json.dumps(record.config, sort_keys=True),
+                        _to_json(record.config),
                         record.run_id,
                         record.created_at or now_ms(),
                     ),
                 )
         except sqlite3.IntegrityError:
-            from pytest_microsandbox.errors import InvalidConfigError
-
             raise InvalidConfigError(f"sandbox already exists: {record.name}") from None
 
     def update_sandbox(self, name: str, *, status: str, owner: ProcessIdentity | None = None) -> None:

@@ -25,7 +25,12 @@ class ProcessIdentity:
 
     @classmethod
     def current(cls) -> ProcessIdentity:
-        return cls.of(os.getpid())
+        """This process (read from /proc once per process: a forked child has a pid, and a start time, of its own)."""
+        global _current
+        me = _current
+        if me is None or me.pid != os.getpid():
+            me = _current = cls.of(os.getpid())
+        return me
 
     @classmethod
     def of(cls, pid: int) -> ProcessIdentity:
@@ -44,3 +49,6 @@ class ProcessIdentity:
         except OSError:
             return False
         return state not in (b"Z", b"X")
+
+
+_current: ProcessIdentity | None = None
