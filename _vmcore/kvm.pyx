@@ -82,6 +82,14 @@ cdef class Vm:
     def create_irqchip(self) -> None:
         _check(ioctl(self.fd, KVM_CREATE_IRQCHIP, 0), "KVM_CREATE_IRQCHIP")
 
+    def create_pit(self) -> None:
+        """The in-kernel i8254 PIT (after the irqchip): the guest's first clock event device, which it needs to
+        tick and to calibrate its local APIC timer (port 0x61's speaker is a dummy)."""
+        cdef kvm_pit_config cfg
+        memset(&cfg, 0, sizeof(cfg))
+        cfg.flags = KVM_PIT_SPEAKER_DUMMY
+        _check(ioctl(self.fd, KVM_CREATE_PIT2, &cfg), "KVM_CREATE_PIT2")
+
     # ---- state, for snapshots: raw KVM structures of this host's ABI --------------------------------------
     def get_irqchip(self, uint32_t chip_id) -> bytes:
         """KVM_GET_IRQCHIP for chip 0 (PIC master), 1 (PIC slave) or 2 (I/O APIC), as raw bytes."""
@@ -97,6 +105,20 @@ cdef class Vm:
             raise KvmError(f"saved irqchip is {len(raw)} bytes, this host's KVM wants {sizeof(chip)}")
         memcpy(&chip, <const char *>raw, sizeof(chip))
         _check(ioctl(self.fd, KVM_SET_IRQCHIP, &chip), "KVM_SET_IRQCHIP")
+
+    def get_pit(self) -> bytes:
+        """KVM_GET_PIT2: the PIT's channels as raw bytes."""
+        cdef kvm_pit_state2 pit
+        memset(&pit, 0, sizeof(pit))
+        _check(ioctl(self.fd, KVM_GET_PIT2, &pit), "KVM_GET_PIT2")
+        return (<char *>&pit)[:sizeof(pit)]
+
+    def set_pit(self, bytes raw) -> None:
+        cdef kvm_pit_state2 pit
+        if len(raw) != sizeof(pit):
+            raise KvmError(f"saved PIT is {len(raw)} bytes, this host's KVM wants {sizeof(pit)}")
+        memcpy(&pit, <const char *>raw, sizeof(pit))
+        _check(ioctl(self.fd, KVM_SET_PIT2, &pit), "KVM_SET_PIT2")
 
     def get_clock(self) -> int:
         """The KVM clock (the guest's kvmclock base) in nanoseconds."""

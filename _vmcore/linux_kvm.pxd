@@ -11,6 +11,8 @@ cdef extern from "<linux/kvm.h>" nogil:
     unsigned long KVM_SET_MSRS, KVM_GET_MSRS, KVM_GET_LAPIC, KVM_SET_LAPIC, KVM_SET_FPU, KVM_GET_FPU
     unsigned long KVM_GET_VCPU_EVENTS, KVM_SET_VCPU_EVENTS, KVM_TRANSLATE, KVM_GET_MP_STATE, KVM_SET_MP_STATE
     unsigned long KVM_GET_IRQCHIP, KVM_SET_IRQCHIP, KVM_GET_CLOCK, KVM_SET_CLOCK
+    unsigned long KVM_CREATE_PIT2, KVM_GET_PIT2, KVM_SET_PIT2
+    unsigned int KVM_PIT_SPEAKER_DUMMY
     unsigned long KVM_GET_XSAVE, KVM_SET_XSAVE, KVM_GET_XCRS, KVM_SET_XCRS
     unsigned int KVM_MEM_READONLY
     unsigned int KVM_IOEVENTFD_FLAG_DATAMATCH, KVM_IOEVENTFD_FLAG_PIO, KVM_IOEVENTFD_FLAG_DEASSIGN
@@ -47,6 +49,12 @@ cdef extern from "<linux/kvm.h>" nogil:
         uint64_t addr
         uint32_t len
         int32_t fd
+        uint32_t flags
+
+    struct kvm_pit_config:
+        uint32_t flags
+
+    struct kvm_pit_state2:  # three channels' state and flags; sizeof() comes from the header
         uint32_t flags
 
     struct kvm_irqchip:  # the chip union (PIC or IOAPIC state) follows; sizeof() comes from the header

@@ -214,6 +214,7 @@ class Machine:
         vm.set_identity_map_addr(IDENTITY_MAP_ADDR)
         vm.add_memory(0, 0, mem)
         vm.create_irqchip()  # after the memory slot: the other order costs ~7 ms on kvm_pvm (bench/boot.py)
+        vm.create_pit()  # without a PIT the guest has no timer to tick with or to calibrate its APIC timer against
         if snap is None:
             kernel.place(mem)
         self.pio, self.mmio = Bus("pio"), Bus("mmio")
@@ -419,7 +420,7 @@ class Machine:
         try:
             state = {"vcpus": [self._vcpu_state(v) for v in self._vcpus],
                      "irqchip": [self._vm.get_irqchip(chip) for chip in snapshot.IRQCHIPS],
-                     "clock": self._vm.get_clock(),
+                     "clock": self._vm.get_clock(), "pit": self._vm.get_pit(),
                      "transports": [t.state() for t in self.transports], "uart": self.uart.state()}
             return snapshot.write_snapshot(path, self.identity(), self._mem, state)
         finally:
@@ -449,6 +450,7 @@ class Machine:
             self.uart.set_state(state["uart"])
             for raw in state["irqchip"]:
                 self._vm.set_irqchip(raw)
+            self._vm.set_pit(state["pit"])
             self._vm.set_clock(state["clock"])
         except (KeyError, TypeError, ValueError, KvmError) as e:
             raise SnapshotError(f"snapshot state cannot be restored on this machine: {e!r}") from None

@@ -27,7 +27,7 @@ from pathlib import Path
 from _vmcore.errors import SnapshotError
 
 FORMAT = "pytest-microsandbox-snapshot"
-VERSION = 1
+VERSION = 2  # 2: the PIT's state
 MANIFEST = "manifest.json"
 MEMORY = "memory.bin"
 STATE = "state.json"

@@ -160,6 +160,8 @@ cdef class VirtioConsole(VirtioDevice):
         cdef bint used = False
         if not q.ready or q.mem is None:
             return
+        if port.index != 0 and not port.guest_open:
+            return  # Linux discards what reaches a port nobody has open: hold it until the guest opens the port
         while port.pending:
             chain = q.pop()
             if chain is None:

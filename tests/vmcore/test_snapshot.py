@@ -126,7 +126,7 @@ def _copy(src, dst):
     (lambda p: (p / snapfmt.MANIFEST).unlink(), "no snapshot"),
     (lambda p: (p / snapfmt.MANIFEST).write_text("{"), "unreadable"),
     (lambda p: (p / snapfmt.MANIFEST).write_text(
-        (p / snapfmt.MANIFEST).read_text().replace('"version": 1', '"version": 99')), "version 99"),
+        (p / snapfmt.MANIFEST).read_text().replace(f'"version": {snapfmt.VERSION}', '"version": 99')), "version 99"),
     (lambda p: (p / snapfmt.MEMORY).write_bytes(b"x"), "memory.bin is 1 bytes"),
     (lambda p: _flip(p / snapfmt.MEMORY, 0x100000), "memory.bin .* corrupted"),
     (lambda p: _flip(p / snapfmt.STATE, 10), "state.json .* corrupted"),
