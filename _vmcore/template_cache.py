@@ -12,21 +12,23 @@ and built again, never booted. ``entries()``, ``remove()`` and ``prune()`` are `
 
 The cache stays bounded: every lookup that finds a template stamps its ``last-used`` file, and with ``keep=N`` a
 build is followed by ``evict(N)``, which removes the least recently used templates beyond N. Clones running from
-a removed template keep their mapping of its memory. A template used in the last ``EVICTION_GRACE`` seconds is
-never evicted, so one just built or just found survives until its restore has mapped it; one whose lock another
-process holds (being built or dropped) is skipped. Lock files are never deleted: a process waiting on one that
-was unlinked would hold a lock nobody else sees.
+a removed template keep their mapping of its memory. A process restoring a template holds it ``pinned()`` (a
+shared ``flock`` on its pin file) from before its lookup until its memory is mapped, and eviction skips pinned
+templates, so none disappears between a lookup and its restore; one whose lock another process holds (being built
+or dropped) is skipped too. Lock and pin files are never deleted: a process waiting on one that was unlinked would
+hold a lock nobody else sees.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +39,7 @@ from _vmcore.snapshot import MANIFEST, file_sha256, read_snapshot
 
 KEY_FILE = "key.json"
 LAST_USED = "last-used"  # its mtime: when a lookup last found the template (the eviction order)
-EVICTION_GRACE = 60.0  # seconds: far longer than a lookup-to-mmap window
+PIN_SUFFIX = ".pin"  # <digest>.pin: shared flocks of processes about to map the template
 _TEMPLATE_NAME = re.compile(r"[0-9a-f]{32}")  # key_digest(); a builder's "<digest>.tmp-PID" is not one yet
 
 
@@ -118,6 +120,33 @@ class TemplateCache:
     def path_for(self, key: dict) -> Path:
         return self.root / key_digest(key)
 
+    @contextlib.contextmanager
+    def pinned(self, key: dict) -> Iterator[None]:
+        """Keep the template for ``key`` from eviction while this block runs (lookup or build, then the restore that
+        maps its memory); ``msb snapshot rm`` still removes it, which a restore reports as a ``SnapshotError``."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(str(self.path_for(key)) + PIN_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _unless_pinned(self, path: Path) -> Iterator[bool]:
+        """Yields False when a process holds ``path`` pinned; otherwise True, holding the pin exclusively for the
+        block, so a process that pins it meanwhile waits and then finds it gone (and builds it again)."""
+        fd = os.open(str(path) + PIN_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)
+
     def lookup(self, key: dict) -> Path | None:
         """The template for ``key`` if a complete one is cached (its manifest and state check out)."""
         path = self.path_for(key)
@@ -149,7 +178,7 @@ class TemplateCache:
         except Timeout:
             raise SnapshotError(f"timed out after {self.lock_timeout:.0f} s waiting for template {path}") from None
         if self.keep is not None:
-            self.evict(self.keep, grace=EVICTION_GRACE)
+            self.evict(self.keep)
         return path
 
     def _build(self, path: Path, key: dict, build: Callable[[Path], None]) -> None:
@@ -208,20 +237,18 @@ class TemplateCache:
         with FileLock(str(path) + ".lock", timeout=self.lock_timeout):
             shutil.rmtree(path, ignore_errors=True)
 
-    def evict(self, keep: int, grace: float = 0.0) -> list[str]:
-        """Remove the least recently used templates beyond the ``keep`` most recently used, except those used in
-        the last ``grace`` seconds; returns their names. One whose lock another process holds (being built or
-        dropped) is left alone."""
+    def evict(self, keep: int) -> list[str]:
+        """Remove the least recently used templates beyond the ``keep`` most recently used; returns their names.
+        One that another process has pinned (about to restore it) or locked (building or dropping it) stays."""
         if keep < 0:
             raise ValueError(f"keep must not be negative, not {keep}")
         by_use = sorted(self.entries(), key=lambda t: (t.last_used, t.created), reverse=True)
-        recent = time.time() - grace
         removed = []
         for t in by_use[keep:]:
-            if t.last_used > recent:
-                continue
             try:
-                with FileLock(str(t.path) + ".lock", timeout=0):
+                with FileLock(str(t.path) + ".lock", timeout=0), self._unless_pinned(t.path) as free:
+                    if not free:
+                        continue
                     shutil.rmtree(t.path, ignore_errors=True)
             except Timeout:
                 continue

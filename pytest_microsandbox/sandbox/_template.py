@@ -130,20 +130,21 @@ def restore_clone(cache: TemplateCache, key: dict, make_config: Callable[[], Mac
         build(make_config, directory, timeout)
 
     for attempt in (1, 2):
-        path = cache.get_or_build(key, build_reported)
-        seen = cache.fingerprint(path)
-        machine = None
-        try:
-            machine = Machine.restore(path, make_config(), verify_memory=False)
-            machine.start()
-        except SnapshotError:
-            if machine is not None:
-                machine.close()
-            if seen is not None:  # (None: it is gone already) never a good one another process rebuilt meanwhile
-                cache.invalidate(key, only_if=seen)
-            if attempt == 2:
-                raise
-            continue
+        with cache.pinned(key):  # no eviction between the lookup and the mapping of its memory
+            path = cache.get_or_build(key, build_reported)
+            seen = cache.fingerprint(path)
+            machine = None
+            try:
+                machine = Machine.restore(path, make_config(), verify_memory=False)
+                machine.start()
+            except SnapshotError:
+                if machine is not None:
+                    machine.close()
+                if seen is not None:  # (None: it is gone already) never a good one another process rebuilt since
+                    cache.invalidate(key, only_if=seen)
+                if attempt == 2:
+                    raise
+                continue
         report(f"restored snapshot template {path.name}")
         try:
             bind(machine)

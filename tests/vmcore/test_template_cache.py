@@ -131,12 +131,13 @@ def test_a_build_evicts_the_least_recently_used_beyond_keep(tmp_path, kernel):
     cache.get_or_build(c, _builder(kernel, log))
     assert cache.lookup(b) is None and not cache.path_for(b).exists()
     assert cache.lookup(a) is not None and cache.lookup(c) is not None
-    # a lookup or build in the last minute protects a template beyond keep: its restore may not have mapped it yet
-    cache.get_or_build(d, _builder(kernel, log))
-    assert {t.path for t in cache.entries()} == {cache.path_for(k) for k in (a, c, d)}
-    _use(cache, a, 3600)
-    _use(cache, c, 120)
-    assert cache.evict(2, grace=60) == [cache.path_for(a).name]
+    # a template pinned by a process about to restore it stays beyond keep until that process has mapped it
+    with cache.pinned(a):
+        _use(cache, a, 3600)
+        cache.get_or_build(d, _builder(kernel, log))
+        assert {t.path for t in cache.entries()} == {cache.path_for(k) for k in (a, c, d)}
+    assert cache.evict(2) == [cache.path_for(a).name]
+    assert {t.path for t in cache.entries()} == {cache.path_for(k) for k in (c, d)}
 
 
 @needs_kvm
@@ -180,7 +181,7 @@ def test_prune_keeps_the_most_recently_used(tmp_path, kernel):
     assert cache.prune(keep=1) == [cache.path_for(keys[1]).name, cache.path_for(keys[0]).name]
     assert [t.path for t in cache.entries()] == [cache.path_for(keys[2])]
     assert cache.prune() == [cache.path_for(keys[2]).name]
-    assert cache.entries() == [] and all(p.suffix == ".lock" for p in cache.root.iterdir())
+    assert cache.entries() == [] and all(p.suffix in (".lock", ".pin") for p in cache.root.iterdir())
     with pytest.raises(ValueError, match="negative"):
         cache.prune(keep=-1)
 
