@@ -77,12 +77,16 @@ def boot_config_for(plan: GuestPlan) -> BootConfig:
 
 
 class Guest:
-    """A started guest: its host process and the host end of the agent connection."""
+    """A started guest: its host process and the host end of the agent connection. ``announces``: the agent's
+    first frame is its unasked announcement, and what the host sends before it may be lost (a VM's agent port
+    discards input until the agent opens it), so the client waits for it instead of asking HELLO."""
 
-    def __init__(self, process: subprocess.Popen, sock: socket.socket, console_log: Path) -> None:
+    def __init__(self, process: subprocess.Popen, sock: socket.socket, console_log: Path,
+                 announces: bool = False) -> None:
         self.process = process
         self.sock = sock
         self.console_log = console_log
+        self.announces = announces
         self._lock = threading.Lock()
 
     @property

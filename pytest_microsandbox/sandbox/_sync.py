@@ -119,7 +119,7 @@ class Sandbox:
             store.update_sandbox(config.name, status="starting", owner=owner)
             for m in named:
                 store.attach_volume(config.name, m.volume, m.guest_path, m.readonly, owner)
-            client = AgentClient(guest.sock, owns_transport=not detached,
+            client = AgentClient(guest.sock, owns_transport=not detached, await_announcement=guest.announces,
                                  request_timeout=max(60.0, config.boot_timeout))
             try:
                 client.wait_ready(config.boot_timeout)

@@ -154,4 +154,4 @@ class VmBackend:
             raise SandboxError(f"cannot start the VMM process: {e}") from e
         finally:
             theirs.close()
-        return Guest(proc, ours, log)
+        return Guest(proc, ours, log, announces=True)  # cold: the agent's own; restored: the VMM's HELLO reply

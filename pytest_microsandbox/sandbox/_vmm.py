@@ -22,6 +22,9 @@ from _vmcore.machine import Disk, Machine, MachineConfig
 from _vmcore.template_cache import TemplateCache
 from pytest_microsandbox.sandbox._template import AGENT_PORT, SlotLayout, restore_clone, template_key
 
+# libkrunfw's kernel has the dummy network driver built in, which makes dummy0 at boot: a sandbox has loopback only.
+GUEST_CMDLINE = "dummy.numdummies=0"
+
 
 def share_server(share: dict):
     from _vmcore.fs.server import FuseServer
@@ -42,7 +45,7 @@ def start_machine(spec: dict) -> tuple[Machine, bytes]:
     agent announces itself on the port)."""
     kernel = str(find_kernel(spec["kernel"]).path)
     initramfs = build_initramfs()
-    cmdline = f"MSB_AGENT_PORT=name:{AGENT_PORT}"
+    cmdline = f"MSB_AGENT_PORT=name:{AGENT_PORT} {GUEST_CMDLINE}"
     layout = SlotLayout.for_spec(spec) if spec.get("snapshots") else None
     if layout is None:
         machine = Machine(MachineConfig(
@@ -95,6 +98,10 @@ def main(argv: list[str]) -> int:
         if announcement:
             host.sendall(announcement)
         relay(host, machine.agent_socket(AGENT_PORT), machine.stopped.is_set)
+        if machine.stopped.is_set():  # the sandbox's console log says why its guest ended
+            report(f"guest stopped: {machine.exit_reason}{': ' + machine.exit_detail if machine.exit_detail else ''}")
+            for error in machine.device_errors:
+                report(f"device error: {error}")
     return 0
 
 
