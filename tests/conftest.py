@@ -1,5 +1,6 @@
-"""Test-suite wide rules: ``vm`` tests need hardware KVM and are skipped with the exact reason elsewhere
-(``MSB_REQUIRE_KVM=1`` makes that a failure instead)."""
+"""Test-suite wide rules for ``vm`` tests: where this host has hardware KVM they run here; elsewhere they run inside
+the nested rig (tests/rig: real KVM under QEMU's emulation) and are reported here by name; where neither works they
+are skipped with the exact reason (a failure with ``MSB_REQUIRE_KVM=1`` or on CI)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,27 @@ import os
 import pytest
 
 from _vmcore.host import detect_kvm
+from tests.rig.delegate import NestedRig, wanted
 
 pytest_plugins = ["pytester"]
 
 _KVM = detect_kvm()
+_RIG_PLUGIN = "msb-nested-rig"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not _KVM.runs_guest_userspace and wanted(config) is None:
+        config.pluginmanager.register(NestedRig(config), _RIG_PLUGIN)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("vm") is None or _KVM.runs_guest_userspace:
         return
     message = f"needs hardware KVM: {_KVM.reason}"
-    if os.environ.get("MSB_REQUIRE_KVM") == "1":
-        pytest.fail(f"MSB_REQUIRE_KVM=1 and {message}", pytrace=False)
+    rig = item.config.pluginmanager.get_plugin(_RIG_PLUGIN)
+    why_not = rig.error if rig is not None and rig.error else wanted(item.config)
+    if why_not:
+        message += f"; nested rig not used: {why_not}"
+    if os.environ.get("MSB_REQUIRE_KVM") == "1" or (rig is not None and rig.error and os.environ.get("CI")):
+        pytest.fail(message, pytrace=False)
     pytest.skip(message)

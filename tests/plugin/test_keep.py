@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_microsandbox.sync import Sandbox, Volume
+from tests.timeouts import scaled
 
 TESTS = """
 def test_passes(sandbox):
@@ -21,6 +22,12 @@ def test_fails(sandbox_factory, named_volume):
     sb.shell("echo state-before-failure > /root/state")
     assert sb.shell("cat /data/evidence.txt").stdout == "something else"
 """
+
+
+def run_suite(pytester: pytest.Pytester, *args: str) -> subprocess.CompletedProcess[str]:
+    """The suite in its own process: kept sandboxes outlive it, as they would a user's run."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=pytester.path,
+                          capture_output=True, text=True, timeout=scaled(180))
 
 
 def kept_names(output: str) -> list[str]:
@@ -43,10 +50,10 @@ def cleanup(home: Path, names: list[str]) -> None:
             Volume.remove(name, home=home)
 
 
-def test_keep_on_failure_leaves_the_failed_tests_sandbox_and_volume(pytester: pytest.Pytester, home: Path) -> None:
+def test_keep_on_failure_leaves_the_failed_tests_sandbox_and_volume(pytester: pytest.Pytester, home: Path,
+                                                                    isolation_args: list[str]) -> None:
     pytester.makepyfile(TESTS)
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--msb-isolation=namespace",
-                           "--msb-keep=on-failure"], cwd=pytester.path, capture_output=True, text=True, timeout=180)
+    done = run_suite(pytester, *isolation_args, "--msb-keep=on-failure")
     assert "1 failed, 1 passed" in done.stdout, done.stdout + done.stderr
     kept = kept_names(done.stdout)
     try:
@@ -57,7 +64,7 @@ def test_keep_on_failure_leaves_the_failed_tests_sandbox_and_volume(pytester: py
         # The run is over; the failed test's sandbox still holds its state and is entered with msb exec.
         entered = subprocess.run([sys.executable, "-m", "pytest_microsandbox", "exec", sandbox_name, "--",
                                   "cat", "/root/state", "/data/evidence.txt"],
-                                 capture_output=True, text=True, timeout=60)
+                                 capture_output=True, text=True, timeout=scaled(60))
         assert entered.stdout == "state-before-failure\nlook here", entered.stderr
         running = [s.name for s in Sandbox.list(home=home) if s.status == "running"]
         assert running == [sandbox_name]  # the passing test's sandbox was removed as usual
@@ -65,10 +72,10 @@ def test_keep_on_failure_leaves_the_failed_tests_sandbox_and_volume(pytester: py
         cleanup(home, kept)
 
 
-def test_keep_always_keeps_passing_tests_too(pytester: pytest.Pytester, home: Path) -> None:
+def test_keep_always_keeps_passing_tests_too(pytester: pytest.Pytester, home: Path,
+                                             isolation_args: list[str]) -> None:
     pytester.makepyfile("def test_passes(sandbox):\n    assert sandbox.shell('true').exit_code == 0\n")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--msb-isolation=namespace",
-                           "--msb-keep=always"], cwd=pytester.path, capture_output=True, text=True, timeout=180)
+    done = run_suite(pytester, *isolation_args, "--msb-keep=always")
     assert "1 passed" in done.stdout, done.stdout + done.stderr
     kept = kept_names(done.stdout)
     try:
@@ -87,7 +94,8 @@ def test_keep_with_unusable_kvm_still_skips(pytester: pytest.Pytester, home: Pat
     pytester.runpytest("--msb-keep=always").assert_outcomes(skipped=1)  # the detached path raises the typed error
 
 
-def test_a_kept_sandbox_keeps_the_shared_volume_it_mounts(pytester: pytest.Pytester, home: Path) -> None:
+def test_a_kept_sandbox_keeps_the_shared_volume_it_mounts(pytester: pytest.Pytester, home: Path,
+                                                          isolation_args: list[str]) -> None:
     pytester.makepyfile(
         """
         def test_uses_shared(sandbox_factory, shared_volume):
@@ -95,8 +103,7 @@ def test_a_kept_sandbox_keeps_the_shared_volume_it_mounts(pytester: pytest.Pytes
             assert sb.shell("echo kept > /shared/note").exit_code == 0
         """
     )
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--msb-isolation=namespace",
-                           "--msb-keep=always"], cwd=pytester.path, capture_output=True, text=True, timeout=180)
+    done = run_suite(pytester, *isolation_args, "--msb-keep=always")
     assert "1 passed" in done.stdout, done.stdout + done.stderr
     kept = kept_names(done.stdout)
     try:

@@ -1,4 +1,4 @@
-"""The sandbox fixtures, end to end with the namespace backend (the vm backend needs hardware KVM)."""
+"""The sandbox fixtures, end to end under both backends (``isolation_args``: vm runs where KVM runs guests)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def assert_nothing_left(home: Path) -> None:
     assert [s.name for s in Store(home).list_sandboxes() if s.status == "running"] == []
 
 
-def test_sandbox_runs_commands(pytester: pytest.Pytester, home: Path) -> None:
+def test_sandbox_runs_commands(pytester: pytest.Pytester, home: Path, isolation_args: list[str]) -> None:
     pytester.makepyfile(
         """
         def test_untrusted(sandbox):
@@ -33,11 +33,11 @@ def test_sandbox_runs_commands(pytester: pytest.Pytester, home: Path) -> None:
             assert sandbox.shell("echo $((6 * 7))").stdout == "42\\n"
         """
     )
-    pytester.runpytest("--msb-isolation=namespace").assert_outcomes(passed=1)
+    pytester.runpytest(*isolation_args).assert_outcomes(passed=1)
     assert_nothing_left(home)
 
 
-def test_sandbox_with_named_volume_and_tmpfs(pytester: pytest.Pytester, home: Path) -> None:
+def test_sandbox_with_named_volume_and_tmpfs(pytester: pytest.Pytester, home: Path, isolation_args: list[str]) -> None:
     """DESIGN.md §1's example: the sandbox is torn down before the volume it mounts, whatever the fixture order."""
     pytester.makepyfile(
         """
@@ -55,11 +55,12 @@ def test_sandbox_with_named_volume_and_tmpfs(pytester: pytest.Pytester, home: Pa
             assert named_volume.fs.read_text("out.txt") == "from-guest\\n"
         """
     )
-    pytester.runpytest("--msb-isolation=namespace").assert_outcomes(passed=2)
+    pytester.runpytest(*isolation_args).assert_outcomes(passed=2)
     assert_nothing_left(home)
 
 
-def test_failed_test_reports_console_and_last_exec(pytester: pytest.Pytester, home: Path) -> None:
+def test_failed_test_reports_console_and_last_exec(pytester: pytest.Pytester, home: Path,
+                                                   isolation_args: list[str]) -> None:
     pytester.makepyfile(
         """
         def test_grader(sandbox):
@@ -67,7 +68,7 @@ def test_failed_test_reports_console_and_last_exec(pytester: pytest.Pytester, ho
             assert r.exit_code == 0
         """
     )
-    result = pytester.runpytest("--msb-isolation=namespace")
+    result = pytester.runpytest(*isolation_args)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines([
         "*- microsandbox msb-*-main-sb-1: console tail -*",
@@ -95,7 +96,7 @@ def test_marker_chooses_isolation(pytester: pytest.Pytester, home: Path) -> None
     pytester.runpytest("--strict-markers").assert_outcomes(passed=1)
 
 
-def test_hook_adds_env_to_every_sandbox(pytester: pytest.Pytester, home: Path) -> None:
+def test_hook_adds_env_to_every_sandbox(pytester: pytest.Pytester, home: Path, isolation_args: list[str]) -> None:
     pytester.makeconftest(
         """
         def pytest_microsandbox_sandbox_config(config, request, options):
@@ -108,7 +109,7 @@ def test_hook_adds_env_to_every_sandbox(pytester: pytest.Pytester, home: Path) -
             assert sandbox.shell("echo $FROM_HOOK").stdout == "test_env\\n"
         """
     )
-    pytester.runpytest("--msb-isolation=namespace").assert_outcomes(passed=1)
+    pytester.runpytest(*isolation_args).assert_outcomes(passed=1)
 
 
 @pytest.mark.skipif(__import__("_vmcore.host").host.detect_kvm().runs_guest_userspace,

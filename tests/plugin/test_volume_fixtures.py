@@ -14,6 +14,7 @@ import pytest
 
 from pytest_microsandbox.store import Store
 from pytest_microsandbox.sync import Volume
+from tests.timeouts import scaled
 
 
 @pytest.fixture
@@ -124,7 +125,7 @@ def test_uses_shared(shared_volume, i, worker_id):
 def test_shared_volume_across_two_xdist_workers(pytester: pytest.Pytester, home: Path) -> None:
     pytester.makeconftest(SHARED_SUITE)
     pytester.makepyfile(SHARED_TESTS)
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist", timeout=180)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist", timeout=scaled(180))
     result.assert_outcomes(passed=8)
     events = Store(home).events()
     shared = [e for e in events if e.subject.endswith("-shared")]
@@ -222,7 +223,7 @@ def test_worker_id_in_names_under_xdist(pytester: pytest.Pytester, home: Path) -
             assert re.fullmatch(rf"msb-{msb_run.run_id}-{worker_id}-1", named_volume.name)
         """
     )
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist", timeout=180)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist", timeout=scaled(180))
     result.assert_outcomes(passed=1)
     assert os.path.isdir(home)
 
@@ -244,7 +245,7 @@ def test_shared_volume_left_mounted_is_a_visible_teardown_error_under_xdist(pyte
             assert shared_volume.fs.exists("populated-by.txt")
         """
     )
-    result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist", timeout=180)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "xdist", timeout=scaled(180))
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*VolumeInUseError: volume msb-*-shared is attached to active sandbox *"])
     # Once the worker (and with it the sandbox it left running) is gone, the controller removes the volume.

@@ -9,6 +9,7 @@ import pytest
 
 import pytest_microsandbox
 from _vmcore.host import detect_kvm
+from _vmcore.initramfs import AGENT_BINARY
 from pytest_microsandbox.errors import (
     ExecError,
     ExecTimeoutError,
@@ -18,6 +19,7 @@ from pytest_microsandbox.errors import (
     SandboxNotFoundError,
 )
 from pytest_microsandbox.sync import Sandbox, Volume
+from tests.timeouts import scaled
 
 
 def test_exec_shell_fs_and_last_exec(make_sandbox) -> None:
@@ -46,7 +48,7 @@ def test_the_guest_is_isolated_from_the_host(make_sandbox, tmp_path: Path) -> No
     sb = make_sandbox()
     assert sb.exec("hostname").stdout == f"{sb.name}\n"
     assert not sb.fs.exists(str(tmp_path / "host-secret"))  # the host's /tmp is not the guest's
-    assert sb.exec("cat", "/proc/1/cmdline").stdout.split("\0")[0].endswith("agent")  # its own pid namespace
+    assert sb.fs.read("/proc/1/exe") == AGENT_BINARY.read_bytes()  # PID 1 is our agent: its own pid namespace
     assert sorted(e.path.rsplit("/", 1)[-1] for e in sb.fs.list("/sys/class/net")) == ["lo"]  # loopback only
     assert "shadow" not in {e.path.rsplit("/", 1)[-1] for e in sb.fs.list("/etc")}  # a generated /etc
     remount = sb.shell("mount -o remount,rw /usr && touch /usr/.msb-escape")
@@ -62,7 +64,7 @@ def test_stop_kill_remove_get_list(make_sandbox, home: Path) -> None:
     b = make_sandbox(name="beta")
     assert Sandbox.get("alpha", home=home) is a
     assert {r.name: r.status for r in Sandbox.list(home=home)} == {"alpha": "running", "beta": "running"}
-    a.stop(timeout=5)
+    a.stop(timeout=scaled(5))
     assert a.status == "stopped"
     with pytest.raises(SandboxError, match="stopped"):
         a.exec("true")
@@ -147,7 +149,7 @@ def test_concurrent_execs_and_a_forked_creator(make_sandbox, isolation: str, hom
     q = ctx.Queue()
     p = ctx.Process(target=child, args=(q,))
     p.start()
-    assert q.get(timeout=30) == "forked\n"
+    assert q.get(timeout=scaled(30)) == "forked\n"
     p.join(30)
     assert p.exitcode == 0
 

@@ -17,11 +17,12 @@ from pytest_microsandbox.cli._main import main as msb_main
 from pytest_microsandbox.errors import VolumeInUseError
 from pytest_microsandbox.store import ProcessIdentity, Store
 from pytest_microsandbox.sync import Sandbox, Volume
+from tests.timeouts import scaled
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _wait_dead(pids: list[int], timeout: float = 15.0) -> list[int]:
+def _wait_dead(pids: list[int], timeout: float = scaled(15)) -> list[int]:
     deadline = time.monotonic() + timeout
     alive = pids
     while alive and time.monotonic() < deadline:
@@ -90,7 +91,7 @@ _LEAKER = textwrap.dedent("""
 
 def test_leak_twenty_sandboxes_creator_sigkilled(home: Path, tmp_path: Path, capsys) -> None:
     pids_file = tmp_path / "pids.json"
-    proc = subprocess.run([sys.executable, "-c", _LEAKER, str(home), str(pids_file)], cwd=REPO, timeout=120,
+    proc = subprocess.run([sys.executable, "-c", _LEAKER, str(home), str(pids_file)], cwd=REPO, timeout=scaled(120),
                           capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
     pids = json.loads(pids_file.read_text())
@@ -110,8 +111,8 @@ def test_stop_from_another_process_handle(make_sandbox, home: Path) -> None:
     """A handle from Sandbox.get in a process that does not own the guest stops it by its recorded process."""
     sb = make_sandbox(name="far")
     script = ("import sys; from pytest_microsandbox.sync import Sandbox; "
-              "Sandbox.get('far', home=sys.argv[1]).stop(timeout=5)")
-    subprocess.run([sys.executable, "-c", script, str(home)], cwd=REPO, check=True, timeout=60,
+              f"Sandbox.get('far', home=sys.argv[1]).stop(timeout={scaled(5)})")
+    subprocess.run([sys.executable, "-c", script, str(home)], cwd=REPO, check=True, timeout=scaled(60),
                    env={**os.environ, "PYTHONPATH": str(REPO)})
     assert _wait_dead([sb.pid]) == []
     assert Store(home).get_sandbox("far").status == "stopped"

@@ -13,6 +13,7 @@ import pytest
 from _vmcore.initramfs import build_initramfs
 from _vmcore.kernels import find_kernel
 from _vmcore.machine import Disk, Machine, MachineConfig
+from tests.timeouts import BOOT, scaled
 from tests.vmcore.guestimage import build_root_image, tool
 
 pytestmark = [pytest.mark.vm, pytest.mark.kernel_boot]
@@ -87,15 +88,15 @@ def test_agent_port_round_trip_and_disk_write(tmp_path):
     with Machine(cfg) as m:
         m.start()
         sock: socket.socket = m.agent_socket("agent")
-        sock.settimeout(60)
+        sock.settimeout(BOOT)
         sock.sendall(struct.pack(">I", 5) + b"hello")
         reply = b""
         while len(reply) < 9:
             chunk = sock.recv(64)
             assert chunk, "agent port closed"
             reply += chunk
-        m.wait_for_console(r"GUEST-IO-DONE port=\d+ disk=\d+", timeout=60)
-        assert m.wait(timeout=30) == "reset"
+        m.wait_for_console(r"GUEST-IO-DONE port=\d+ disk=\d+", timeout=BOOT)
+        assert m.wait(timeout=scaled(30)) == "reset"
     assert reply == struct.pack(">I", 5) + b"HELLO"
     assert data.read_bytes()[:14] == b"MSB-DISK-WRITE"
 
@@ -122,5 +123,5 @@ def test_boot_from_initramfs(tmp_path):
                         initramfs=build_initramfs(agent=(tmp_path / "init").read_bytes()))
     with Machine(cfg) as m:
         m.start()
-        m.wait_for_console("INITRAMFS-INIT-RAN", timeout=60)
-        assert m.wait(timeout=30) == "reset"
+        m.wait_for_console("INITRAMFS-INIT-RAN", timeout=BOOT)
+        assert m.wait(timeout=scaled(30)) == "reset"

@@ -1,0 +1,169 @@
+"""Run this session's ``vm`` tests inside L1 and report each one here, as if it had run here.
+
+Registered by tests/conftest.py on hosts without hardware KVM. After collection the ``vm`` items move to the end of
+the run and one L1 boot starts running exactly them (``MSB_REQUIRE_KVM=1`` inside, each test under pytest-timeout),
+while this process runs every other test. Each ``vm`` item's turn then replays the reports the inner run wrote for
+it (as xdist replays its workers'), so a failing vm test fails by name with the inner traceback, and a test the inner
+run never finished fails with L1's console and output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.rig.kernel import RigUnavailable
+from tests.rig.l1 import L1Result, L1Run
+from tests.timeouts import SCALE_VARIABLE
+
+RIG_TIME_SCALE = float(os.environ.get("MSB_RIG_TIME_SCALE") or 10)
+TEST_TIMEOUT = float(os.environ.get("MSB_RIG_TEST_TIMEOUT") or 900)
+RUN_TIMEOUT = float(os.environ.get("MSB_RIG_TIMEOUT") or 2100)
+INNER_MARKER = "MSB_RIG_INNER"
+_POLL = 0.5
+
+
+def wanted(config: pytest.Config) -> str | None:
+    """Why the rig is not used for this run, or None when it should be."""
+    if os.environ.get(INNER_MARKER):
+        return "this run is inside L1"
+    if os.environ.get("MSB_RIG", "auto") == "off":
+        return "MSB_RIG=off"
+    if hasattr(config, "workerinput"):
+        return "the nested rig runs vm tests only in a run without xdist (-n)"
+    if config.option.collectonly:
+        return "collection only"
+    return None
+
+
+class NestedRig:
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.delegated: dict[str, pytest.Item] = {}
+        self.run: L1Run | None = None
+        self.error: str | None = None
+        self.reports: dict[str, list[dict[str, Any]]] = {}
+        self.finished: set[str] = set()
+        self.replayed: list[tuple[str, str, float]] = []
+        self.started_at = 0.0
+        self._offset = 0
+        self._result: L1Result | None = None
+        self._done = False
+
+    # -- starting ---------------------------------------------------------------------------------------------------
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        vm = [item for item in items if item.get_closest_marker("vm") is not None]
+        if not vm:
+            return
+        try:
+            self._start([item.nodeid for item in vm])
+        except (RigUnavailable, OSError) as exc:
+            self.error = str(exc)
+            return
+        self.delegated = {item.nodeid: item for item in vm}
+        items[:] = [item for item in items if item.nodeid not in self.delegated] + vm
+
+    def _start(self, nodeids: list[str]) -> None:
+        workdir = Path(tempfile.mkdtemp(prefix="msb-rig-"))
+        reports = workdir / "job" / "reports.jsonl"
+        command = [sys.executable, "-m", "pytest", "-p", "tests.rig.inner", f"--rig-reports={reports}",
+                   "-p", "no:cacheprovider", f"--timeout={TEST_TIMEOUT:.0f}", "-q", "-rA", "--durations=0", *nodeids]
+        env = dict(os.environ, MSB_REQUIRE_KVM="1", **{INNER_MARKER: "1", SCALE_VARIABLE: str(RIG_TIME_SCALE)})
+        self.run = L1Run(workdir, command, cwd=self.config.rootpath, env=env, timeout=RUN_TIMEOUT)
+        self.reports_path = reports
+        self.started_at = time.monotonic()
+        self.run.start()
+
+    # -- replaying --------------------------------------------------------------------------------------------------
+
+    def _read_new(self) -> None:
+        try:
+            with open(self.reports_path, encoding="utf-8") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return
+        complete, _, _partial = chunk.rpartition("\n")
+        if not complete:
+            return
+        self._offset += len((complete + "\n").encode())
+        for line in complete.splitlines():
+            record = json.loads(line)
+            if "report" in record:
+                self.reports.setdefault(record["report"]["nodeid"], []).append(record["report"])
+            elif "finished" in record:
+                self.finished.add(record["finished"])
+
+    def _wait_for(self, nodeid: str) -> None:
+        assert self.run is not None
+        while not self._done:
+            self._read_new()
+            if nodeid in self.finished:
+                return
+            if not self.run.running():
+                self._result = self.run.wait()
+                self._read_new()
+                self._done = True
+                return
+            if time.monotonic() > self.run.deadline:
+                self._result = self.run.wait()  # kills L1
+                self._read_new()
+                self._done = True
+                return
+            time.sleep(_POLL)
+
+    def _missing_report(self, item: pytest.Item) -> pytest.TestReport:
+        result = self._result
+        why = result.describe() if result is not None else "L1 gave no report"
+        text = f"nested rig: the run inside L1 never finished {item.nodeid}: {why}"
+        return pytest.TestReport(item.nodeid, item.location, {k: 1 for k in item.keywords}, "failed", text, "call",
+                                 duration=0.0)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> bool | None:
+        if item.nodeid not in self.delegated:
+            return None
+        self._wait_for(item.nodeid)
+        ihook = item.ihook
+        ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+        reports = [self.config.hook.pytest_report_from_serializable(config=self.config, data=d)
+                   for d in self.reports.get(item.nodeid, [])]
+        if item.nodeid not in self.finished:
+            reports.append(self._missing_report(item))
+        for report in reports:
+            ihook.pytest_runtest_logreport(report=report)
+        outcome = next((r.outcome for r in reports if r.failed), None) or \
+            next((r.outcome for r in reports if r.when == "call"), reports[-1].outcome)
+        self.replayed.append((item.nodeid, outcome, sum(r.duration for r in reports)))
+        ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+        return True
+
+    # -- the end ----------------------------------------------------------------------------------------------------
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.error is not None:
+            terminalreporter.write_sep("=", "nested rig: not started")
+            terminalreporter.write_line(self.error)
+        if not self.replayed:
+            return
+        boot = self.run.boot if self.run is not None else None
+        kernel = boot.version if boot is not None else "Debian's linux-image-amd64"
+        elapsed = time.monotonic() - self.started_at
+        terminalreporter.write_sep(
+            "=", f"vm tests run inside L1 (linux {kernel}, QEMU TCG, kvm_amd): {len(self.replayed)} in {elapsed:.0f} s")
+        for nodeid, outcome, duration in self.replayed:
+            terminalreporter.write_line(f"{outcome.upper():8} {nodeid} ({duration:.1f} s in L1)")
+
+    def pytest_unconfigure(self) -> None:
+        if self.run is not None:
+            self.run.kill()
+            self.run.scratch.unlink(missing_ok=True)
