@@ -45,6 +45,16 @@ def _choice(*choices: str) -> Callable[[str], str]:
     return parse
 
 
+def _image(text: str) -> str:
+    """An image reference, checked for syntax only (nothing is pulled): a typo is a usage error at startup, not a
+    failure of each test that boots (or a skip, where KVM is missing)."""
+    if text != "host":  # the default needs no parser (importing the image package costs every run ~0.1 s)
+        from pytest_microsandbox.images._reference import parse_reference
+
+        parse_reference(text)
+    return text
+
+
 def _default_if_unavailable() -> str:
     # On CI a missing engine is a failure, so a broken runner cannot turn a suite silently green.
     return "fail" if os.environ.get("CI") else "skip"
@@ -74,7 +84,7 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option("image", "image of the sandboxes: a registry reference (python:3.12), oci:DIR, docker-archive:FILE, "
-           "dir:ROOTFS, or host (default)", str, "host", "IMAGE"),
+           "dir:ROOTFS, or host (default)", _image, "host", "IMAGE"),
     Option("home", "state directory (default ~/.microsandbox)", str, None, "DIR"),
     Option("kernel", "guest kernel: a kernel image or a libkrunfw .so (default: found automatically)", str, None,
            "PATH"),
@@ -98,6 +108,31 @@ OPTIONS: tuple[Option, ...] = (
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
 RUN_WIDE = ("home", "cov", "snapshots", "snapshot_keep")  # not per test: no marker keyword
+MARKER_ALIASES = {"memory_mib": "memory"}  # sandbox_factory's spelling of a setting
+# sandbox_factory's options that are no setting: a marker passes them to every sandbox of its test as they are.
+FACTORY_ONLY = ("env", "labels", "name", "security", "volumes", "workdir")
+MARKER_KEYS = tuple(sorted({n for n in _BY_NAME if n not in RUN_WIDE} | set(MARKER_ALIASES) | set(FACTORY_ONLY)))
+
+
+def _check_marker(marker: pytest.Mark) -> None:
+    if marker.args:
+        raise InvalidConfigError("@pytest.mark.sandbox takes keyword arguments only, e.g. sandbox(image='...')")
+    for key in marker.kwargs:
+        if key in RUN_WIDE:
+            raise InvalidConfigError(f"@pytest.mark.sandbox: {key!r} applies to the whole run, not one test: set "
+                                     f"{_BY_NAME[key].flag}, {_BY_NAME[key].env} or {_BY_NAME[key].ini}")
+        if key not in MARKER_KEYS:
+            raise InvalidConfigError(f"@pytest.mark.sandbox: unknown option {key!r}; valid options: "
+                                     f"{', '.join(MARKER_KEYS)}")
+
+
+def marker_factory_options(marker: pytest.Mark | None) -> dict[str, Any]:
+    """The keywords of a ``@pytest.mark.sandbox(...)`` marker that ``sandbox_factory`` takes as they are (env,
+    volumes, ...); the others are settings (``Settings.with_marker``)."""
+    if marker is None:
+        return {}
+    _check_marker(marker)
+    return {k: v for k, v in marker.kwargs.items() if k in FACTORY_ONLY}
 
 
 @dataclass(frozen=True)
@@ -119,15 +154,12 @@ class Settings:
         """These settings with a ``@pytest.mark.sandbox(...)`` marker's keywords applied on top."""
         if marker is None:
             return self
-        if marker.args:
-            raise InvalidConfigError("@pytest.mark.sandbox takes keyword arguments only, e.g. sandbox(image='...')")
-        aliases = {"memory_mib": "memory"}
+        _check_marker(marker)
         changes: dict[str, Any] = {}
         for key, value in marker.kwargs.items():
-            name = aliases.get(key, key)
-            if name not in _BY_NAME or name in RUN_WIDE:
-                raise InvalidConfigError(f"@pytest.mark.sandbox: unknown option {key!r}")
-            changes[name] = _parse(_BY_NAME[name], str(value), f"@pytest.mark.sandbox({key}=...)")
+            if key not in FACTORY_ONLY:
+                name = MARKER_ALIASES.get(key, key)
+                changes[name] = _parse(_BY_NAME[name], str(value), f"@pytest.mark.sandbox({key}=...)")
         return replace(self, **changes)
 
 

@@ -96,10 +96,15 @@ def named_volume(named_volume_factory: NamedVolumeFactory) -> VolumeHandle:
 def shared_volume(pytestconfig: pytest.Config, msb_run: RunContext,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[VolumeHandle]:
     """One volume for the whole run, shared by all xdist workers: created and populated once (under a file lock
-    beside the workers' temp directories), removed once at the end of the run by the controlling process."""
-    lock_path = tmp_path_factory.getbasetemp().parent / f"msb-{msb_run.run_id}-shared.lock"
+    in this run's temporary directory), removed once at the end of the run by the controlling process."""
     name = msb_run.shared_volume_name
-    with filelock.FileLock(lock_path):  # the lock file is never deleted: deleting it would break the lock
+    # The lock file is never deleted while the run lasts (that would break the lock); it lives in the run's own
+    # base temp directory (an xdist worker's is a folder of it), which pytest's retention removes with the run.
+    # Without xdist, the parent of the base temp is /tmp/pytest-of-USER itself: a file there outlives every run.
+    run_temp = tmp_path_factory.getbasetemp()
+    if not msb_run.is_controller:
+        run_temp = run_temp.parent
+    with filelock.FileLock(run_temp / f"msb-{msb_run.run_id}-shared.lock"):
         try:
             handle = Volume.get(name, home=msb_run.home)
         except VolumeNotFoundError:

@@ -38,8 +38,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "sandbox(**options): options for this test's sandbox (image, memory, cpus, "
-                            "isolation, boot_timeout, keep, if_unavailable)")
+    config.addinivalue_line("markers", "sandbox(**options): options for this test's sandboxes: any keyword of "
+                            f"sandbox_factory or per-test setting ({', '.join(_options.MARKER_KEYS)})")
     settings = _options.resolve(config)
     config.stash[SETTINGS_KEY] = settings
     # The vm backend reads these from the environment (so do sandboxes made outside pytest); the option and ini

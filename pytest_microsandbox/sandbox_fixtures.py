@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
 
 from pytest_microsandbox._coverage import GuestCoverage
-from pytest_microsandbox._options import Settings
+from pytest_microsandbox._options import Settings, marker_factory_options
 from pytest_microsandbox._registry import registry_of
 from pytest_microsandbox._run import RunContext
 from pytest_microsandbox.errors import KvmUnavailableError
@@ -36,8 +36,10 @@ def remember_kept(config: pytest.Config, name: str) -> None:
 def sandbox_factory(request: pytest.FixtureRequest, msb_sandbox_settings: Settings,
                     msb_run: RunContext) -> Iterator[SandboxFactory]:
     """Start sandboxes for this test: ``sandbox_factory(volumes={...}, env={...})``; keyword arguments override the
-    run's settings and the test's ``sandbox`` marker. Each is stopped and removed at teardown (see ``--msb-keep``)."""
+    run's settings and the test's ``sandbox`` marker (a keyword given to both takes the factory's value whole).
+    Each is stopped and removed at teardown (see ``--msb-keep``)."""
     registry = registry_of(request.node)
+    marked = marker_factory_options(request.node.get_closest_marker("sandbox"))
     mine: list[Sandbox] = []
 
     def make(**overrides: Any) -> Sandbox:
@@ -53,6 +55,8 @@ def sandbox_factory(request: pytest.FixtureRequest, msb_sandbox_settings: Settin
             "env": {},
             "home": msb_run.home,
         }
+        # Copies of the marker's dicts: a hook may change its sandbox's env or volumes, never the next one's.
+        options.update({k: dict(v) if isinstance(v, Mapping) else v for k, v in marked.items()})
         options.update(overrides)
         options["labels"] = {**dict(options.get("labels") or {}), **msb_run.labels("sandbox")}
         request.config.hook.pytest_microsandbox_sandbox_config(config=request.config, request=request,

@@ -22,7 +22,10 @@ class FuseUnavailableError(OSError):
 class FuseMount:
     """Serve ``root`` at ``mountpoint``; use as a context manager (always unmounts, even on error).
 
-    ``readonly`` and ``quota_mib`` are enforced by the server itself (EROFS, ENOSPC), not by mount flags.
+    ``readonly`` and ``quota_mib`` are enforced by the server itself (EROFS, ENOSPC); ``readonly`` also mounts
+    with ``MS_RDONLY``, so the kernel says so before asking (``access(W_OK)``, ``statvfs`` flags, ``findmnt``).
+    Only the mounting user may enter the mount unless ``allow_other``: FUSE then lets every user of the host in
+    (limited only by the files' modes), which would undo a home kept ``0700``.
     ``cache_timeout`` is how long the kernel may cache names and attributes (seconds); ``threads`` serve requests
     side by side (the server is thread-safe: table updates run under the GIL, data transfers without it).
     """
@@ -33,6 +36,7 @@ class FuseMount:
         mountpoint: str | os.PathLike[str],
         *,
         readonly: bool = False,
+        allow_other: bool = False,
         quota_mib: int | None = None,
         cache_timeout: float = 1.0,
         threads: int = 1,
@@ -42,6 +46,8 @@ class FuseMount:
         self.root = os.fspath(root)
         self.mountpoint = os.fspath(mountpoint)
         self.server = FuseServer(self.root, readonly=readonly, quota_mib=quota_mib, cache_timeout=cache_timeout)
+        self.readonly = readonly
+        self.allow_other = allow_other
         self._devfd = -1
         self._stop_r = self._stop_w = -1
         self._threads: list[threading.Thread] = []
@@ -65,7 +71,7 @@ class FuseMount:
             self.server.close()
             raise FuseUnavailableError(err.errno, f"cannot open /dev/fuse: {err.strerror}") from err
         try:
-            devfuse.mount(self._devfd, self.mountpoint)
+            devfuse.mount(self._devfd, self.mountpoint, allow_other=self.allow_other, kernel_readonly=self.readonly)
         except OSError as err:
             os.close(self._devfd)
             self._devfd = -1

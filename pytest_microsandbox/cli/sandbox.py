@@ -10,13 +10,25 @@ import argparse
 import sys
 
 from pytest_microsandbox._home import msb_home
-from pytest_microsandbox.errors import InvalidConfigError
+from pytest_microsandbox.errors import InvalidConfigError, KvmUnavailableError
 
 # The sandbox machinery (and asyncio, the agent, the image code behind it) loads in the handlers that use it, so
 # ``msb volume ls`` and ``msb --help`` do not pay for it.
 
 _MOUNT_FLAGS = ("--mount-dir", "--mount-file", "--mount-named", "--mount-disk", "--tmpfs", "-v", "--volume")
 _ISOLATION_NOTE = {"namespace": "namespace (weaker: shares the host kernel)", "vm": "vm"}
+_IMAGE_HELP = """\
+IMAGE is one of:
+  python:3.12, alpine            an image in a registry (Docker Hub when no registry is named)
+  localhost:5000/team/app:tag    an image in another registry; pin one with @sha256:DIGEST
+  oci:DIR[:TAG]                  an OCI image layout directory
+  docker-archive:FILE.tar        a `docker save` archive
+  dir:ROOTFS                     a root filesystem directory, used as it is
+  host                           the host's own root filesystem
+Registry images are pulled once and cached under <home>/images (see msb image pull|ls|rm).
+"""
+# The library's refusal names the API's and pytest's opt-ins; here the opt-in is a flag of this command.
+_KVM_HINT = " To run sandboxes as Linux namespaces"
 
 
 class _MountAction(argparse.Action):
@@ -44,13 +56,15 @@ def _add_sandbox_options(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    run = sub.add_parser("run", help="run a command in a fresh sandbox, then remove it")
+    run = sub.add_parser("run", help="run a command in a fresh sandbox, then remove it", epilog=_IMAGE_HELP,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("image")
     _add_sandbox_options(run)
     run.add_argument("command_argv", nargs="*", metavar="-- CMD", help="the command and its arguments, after --")
     run.set_defaults(handler=_run)
 
-    create = sub.add_parser("create", help="start a sandbox that stays up (used with msb exec, stopped by msb stop)")
+    create = sub.add_parser("create", help="start a sandbox that stays up (used with msb exec, stopped by msb stop)",
+                            epilog=_IMAGE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     create.add_argument("image")
     _add_sandbox_options(create)
     create.set_defaults(handler=_create)
@@ -95,6 +109,13 @@ def _config_options(args: argparse.Namespace) -> dict:
             "boot_timeout": args.boot_timeout}
 
 
+def _cli_kvm_refusal(err: KvmUnavailableError) -> KvmUnavailableError:
+    """The refusal with the command line's opt-in (``--isolation namespace``) instead of pytest's and the API's."""
+    reason = str(err).split(_KVM_HINT, 1)[0]
+    return KvmUnavailableError(f"{reason} To run sandboxes as Linux namespaces instead (weaker isolation: they share "
+                               "the host kernel), opt in with --isolation namespace (or MSB_ISOLATION=namespace)")
+
+
 def _command(command: list[str]) -> list[str]:
     if not command:
         raise InvalidConfigError("no command given: msb ... -- CMD [ARGS...]")
@@ -112,14 +133,22 @@ def _run(args: argparse.Namespace) -> int:
 
     command = _command(args.command_argv)
     options = _config_options(args)
-    with Sandbox.create(options.pop("name"), home=msb_home(args.home), **options) as sb:
+    try:
+        sb = Sandbox.create(options.pop("name"), home=msb_home(args.home), **options)
+    except KvmUnavailableError as err:
+        raise _cli_kvm_refusal(err) from None
+    with sb:
         return _emit(sb.exec(*command))
 
 
 def _create(args: argparse.Namespace) -> int:
     from pytest_microsandbox.sandbox._detached import start_detached
 
-    print(start_detached(msb_home(args.home), _config_options(args)))
+    try:
+        name = start_detached(msb_home(args.home), _config_options(args))
+    except KvmUnavailableError as err:
+        raise _cli_kvm_refusal(err) from None
+    print(name)
     return 0
 
 

@@ -38,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "with its quota (and --readonly) enforced, until interrupted")
     mount.add_argument("name")
     mount.add_argument("mountpoint")
-    mount.add_argument("--readonly", action="store_true", help="refuse every change (EROFS)")
+    mount.add_argument("--readonly", action="store_true", help="refuse every change (EROFS; mounted read-only)")
+    mount.add_argument("--allow-other", action="store_true",
+                       help="let every user of this host in, not only you (as far as the files' modes allow)")
     mount.set_defaults(handler=_mount)
 
     rm = verbs.add_parser("rm", aliases=["remove"], help="remove volumes (refused while mounted)")
@@ -137,7 +139,8 @@ def _mount(args: argparse.Namespace) -> int:
     store.add_sandbox(SandboxRecord(name=holder, backend="fuse", owner=me, status="running"))
     try:
         store.attach_volume(holder, handle.name, args.mountpoint, args.readonly, me)
-        with FuseMount(handle.path, args.mountpoint, readonly=args.readonly, quota_mib=handle.quota_mib):
+        with FuseMount(handle.path, args.mountpoint, readonly=args.readonly, allow_other=args.allow_other,
+                       quota_mib=handle.quota_mib):
             quota = f", quota {handle.quota_mib} MiB" if handle.quota_mib else ""
             print(f"mounted {handle.name} on {args.mountpoint}{quota}; Ctrl-C to unmount", flush=True)
             signal.sigwait(stop)

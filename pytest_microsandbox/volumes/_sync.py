@@ -43,9 +43,14 @@ def _get_once_created(name: str, home: Home) -> VolumeHandle:
             try:
                 return Volume.get(name, home=home)
             except VolumeNotFoundError:
-                if name not in manager.store.transitional_volume_names():
-                    raise InvalidConfigError(f"volume {name} vanished while it was being ensured") from None
-                raise
+                if name in manager.store.transitional_volume_names():
+                    raise  # still being created: wait
+            # Its creator finished (or rolled back) between the two reads: a state only moves from ``creating`` to
+            # ready or absent, so one more read, after the one that saw no transition, tells which.
+            try:
+                return Volume.get(name, home=home)
+            except VolumeNotFoundError:
+                raise InvalidConfigError(f"volume {name} vanished while it was being ensured") from None
     raise AssertionError("unreachable")
 
 

@@ -176,6 +176,31 @@ def test_racing_ensure_exists_all_get_the_volume(tmp_path: Path) -> None:
     assert_consistent(home)
 
 
+def test_an_ensure_that_reads_between_the_creators_two_steps_gets_the_volume(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 1-in-8 race above, made certain: the creator finishes just after the ensurer read "not ready" and just
+    before it read "not creating". The volume exists: the ensurer must return it, not call it vanished."""
+    from pytest_microsandbox.store import ProcessIdentity, VolumeRecord, now_ms
+    from pytest_microsandbox.volumes._sync import _manager
+
+    home = tmp_path / "home"
+    store = _manager(home).store  # the store object the ensurer reads through
+    store.begin_volume_create(VolumeRecord(name="ensured", kind="dir", quota_mib=None, size_mib=None, labels={},
+                                           created_at=now_ms()), ProcessIdentity.current())
+    (home / "volumes" / "ensured").mkdir(parents=True)
+    transitional = store.transitional_volume_names
+
+    def creator_finishes_first() -> set[str]:
+        store.finish_volume_create("ensured")
+        return transitional()
+
+    monkeypatch.setattr(store, "transitional_volume_names", creator_finishes_first)
+    mount = sync.Volume.named("ensured", mode="ensure-exists")
+    assert sync.Volume.for_mount(mount, home=home).name == "ensured"
+    monkeypatch.undo()
+    assert_consistent(home)
+
+
 def test_a_removal_that_cannot_move_the_files_leaves_the_volume_whole(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from pytest_microsandbox.volumes import _manager
