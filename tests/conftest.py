@@ -5,6 +5,7 @@ are skipped with the exact reason (a failure with ``MSB_REQUIRE_KVM=1`` or on CI
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,14 @@ _RIG_PLUGIN = "msb-nested-rig"
 def pytest_configure(config: pytest.Config) -> None:
     if not _KVM.runs_guest_userspace and wanted(config) is None:
         config.pluginmanager.register(NestedRig(config), _RIG_PLUGIN)
+
+
+@pytest.fixture(scope="session")
+def session_templates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One snapshot template cache for the session's fresh homes: a configuration's template is built once, not once
+    per test (the cache is made to be shared: a lock per template, built in a temporary sibling, renamed into place).
+    Tests of the template cache itself use their own."""
+    return tmp_path_factory.mktemp("templates")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

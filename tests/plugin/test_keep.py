@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from pytest_microsandbox.sync import Sandbox, Volume
+from tests.homes import home_with_session_templates
 from tests.timeouts import scaled
 
 TESTS = """
@@ -35,8 +36,8 @@ def kept_names(output: str) -> list[str]:
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "home"
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, session_templates: Path) -> Path:
+    path = home_with_session_templates(tmp_path / "home", session_templates)
     monkeypatch.setenv("MSB_HOME", str(path))
     return path
 

@@ -8,11 +8,12 @@ import pytest
 
 from pytest_microsandbox.store import Store
 from pytest_microsandbox.sync import Volume
+from tests.homes import home_with_session_templates
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "home"
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, session_templates: Path) -> Path:
+    path = home_with_session_templates(tmp_path / "home", session_templates)
     monkeypatch.setenv("MSB_HOME", str(path))
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("MSB_ISOLATION", raising=False)

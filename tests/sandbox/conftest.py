@@ -10,6 +10,7 @@ import pytest
 
 from pytest_microsandbox.sandbox._namespace import namespaces_unavailable
 from pytest_microsandbox.sync import Sandbox
+from tests.homes import home_with_session_templates
 from tests.timeouts import BOOT
 
 
@@ -20,20 +21,10 @@ def isolation(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture(scope="session")
-def session_templates(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One snapshot template cache for the session: a configuration's template is built once, not once per test
-    (the cache is made to be shared: a lock per template, built in a temporary sibling and renamed into place)."""
-    return tmp_path_factory.mktemp("templates")
-
-
 @pytest.fixture
 def home(tmp_path: Path, session_templates: Path) -> Path:
-    """A fresh home per test, its ``snapshots`` the session's (tests of the template cache itself use their own)."""
-    path = tmp_path / "home"
-    path.mkdir()
-    (path / "snapshots").symlink_to(session_templates, target_is_directory=True)
-    return path
+    """A fresh home per test, its snapshot templates the session's."""
+    return home_with_session_templates(tmp_path / "home", session_templates)
 
 
 @pytest.fixture
