@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -24,8 +25,11 @@ from tests.rig.l1 import L1Result, L1Run
 from tests.timeouts import SCALE_VARIABLE
 
 RIG_TIME_SCALE = float(os.environ.get("MSB_RIG_TIME_SCALE") or 10)
-TEST_TIMEOUT = float(os.environ.get("MSB_RIG_TEST_TIMEOUT") or 900)
-RUN_TIMEOUT = float(os.environ.get("MSB_RIG_TIMEOUT") or 2100)
+TEST_TIMEOUT = float(os.environ.get("MSB_RIG_TEST_TIMEOUT") or 600)  # pytest-timeout, per test, inside L1
+RUN_TIMEOUT = float(os.environ.get("MSB_RIG_TIMEOUT") or 2100)  # every L1 boot of the session together
+# No report for this long means L1 itself is stuck (its vCPUs busy, even pytest-timeout never runs): stop that L1,
+# boot a fresh one for the tests left, the stuck one included once more; stuck twice, it fails.
+STALL_TIMEOUT = TEST_TIMEOUT + 60
 INNER_MARKER = "MSB_RIG_INNER"
 _POLL = 0.5
 
@@ -52,8 +56,12 @@ class NestedRig:
         self.reports: dict[str, list[dict[str, Any]]] = {}
         self.finished: set[str] = set()
         self.replayed: list[tuple[str, str, float]] = []
+        self.stalls: dict[str, int] = {}
         self.started_at = 0.0
+        self.deadline = 0.0
+        self._order: list[str] = []
         self._offset = 0
+        self._progress_at = 0.0
         self._result: L1Result | None = None
         self._done = False
 
@@ -64,8 +72,11 @@ class NestedRig:
         vm = [item for item in items if item.get_closest_marker("vm") is not None]
         if not vm:
             return
+        self._order = [item.nodeid for item in vm]
+        self.started_at = time.monotonic()
+        self.deadline = self.started_at + RUN_TIMEOUT
         try:
-            self._start([item.nodeid for item in vm])
+            self._start(self._order)
         except (RigUnavailable, OSError) as exc:
             self.error = str(exc)
             return
@@ -78,9 +89,11 @@ class NestedRig:
         command = [sys.executable, "-m", "pytest", "-p", "tests.rig.inner", f"--rig-reports={reports}",
                    "-p", "no:cacheprovider", f"--timeout={TEST_TIMEOUT:.0f}", "-q", "-rA", "--durations=0", *nodeids]
         env = dict(os.environ, MSB_REQUIRE_KVM="1", **{INNER_MARKER: "1", SCALE_VARIABLE: str(RIG_TIME_SCALE)})
-        self.run = L1Run(workdir, command, cwd=self.config.rootpath, env=env, timeout=RUN_TIMEOUT)
+        self.run = L1Run(workdir, command, cwd=self.config.rootpath, env=env,
+                         timeout=max(0.0, self.deadline - time.monotonic()))
         self.reports_path = reports
-        self.started_at = time.monotonic()
+        self._offset = 0
+        self._progress_at = time.monotonic()
         self.run.start()
 
     # -- replaying --------------------------------------------------------------------------------------------------
@@ -96,6 +109,7 @@ class NestedRig:
         if not complete:
             return
         self._offset += len((complete + "\n").encode())
+        self._progress_at = time.monotonic()
         for line in complete.splitlines():
             record = json.loads(line)
             if "report" in record:
@@ -119,11 +133,31 @@ class NestedRig:
                 self._read_new()
                 self._done = True
                 return
+            if time.monotonic() - self._progress_at > STALL_TIMEOUT:
+                self._restart_after_stall()
             time.sleep(_POLL)
+
+    def _restart_after_stall(self) -> None:
+        assert self.run is not None
+        self.run.deadline = 0.0
+        self._result = self.run.wait()  # kills the stuck L1 (its workdir stays, for its console)
+        self._read_new()
+        left = [n for n in self._order if n not in self.finished]
+        stuck = next((n for n in left if n in self.reports), left[0])  # the one that started (its setup reported)
+        self.stalls[stuck] = self.stalls.get(stuck, 0) + 1
+        for nodeid in left:
+            self.reports.pop(nodeid, None)  # a half-run test's setup report is not replayed
+        retry = [n for n in left if self.stalls.get(n, 0) < 2]
+        if not retry or time.monotonic() >= self.deadline:
+            self._done = True
+            return
+        self._start(retry)
 
     def _missing_report(self, item: pytest.Item) -> pytest.TestReport:
         result = self._result
         why = result.describe() if result is not None else "L1 gave no report"
+        if self.stalls.get(item.nodeid, 0) >= 2:
+            why = f"L1 was stuck in this test twice (no report for {STALL_TIMEOUT:.0f} s each time)\n{why}"
         text = f"nested rig: the run inside L1 never finished {item.nodeid}: {why}"
         return pytest.TestReport(item.nodeid, item.location, {k: 1 for k in item.keywords}, "failed", text, "call",
                                  duration=0.0)
@@ -161,9 +195,15 @@ class NestedRig:
         terminalreporter.write_sep(
             "=", f"vm tests run inside L1 (linux {kernel}, QEMU TCG, kvm_amd): {len(self.replayed)} in {elapsed:.0f} s")
         for nodeid, outcome, duration in self.replayed:
-            terminalreporter.write_line(f"{outcome.upper():8} {nodeid} ({duration:.1f} s in L1)")
+            stalled = f"; L1 stuck in it {self.stalls[nodeid]}x, rerun in a fresh L1" if nodeid in self.stalls else ""
+            terminalreporter.write_line(f"{outcome.upper():8} {nodeid} ({duration:.1f} s in L1{stalled})")
+        if any(outcome != "passed" for _, outcome, _ in self.replayed) and self.run is not None:
+            terminalreporter.write_line(f"L1's console and the inner run's output: {self.run.workdir}")
 
     def pytest_unconfigure(self) -> None:
-        if self.run is not None:
-            self.run.kill()
-            self.run.scratch.unlink(missing_ok=True)
+        if self.run is None:
+            return
+        self.run.kill()
+        self.run.scratch.unlink(missing_ok=True)
+        if self.replayed and all(outcome == "passed" for _, outcome, _ in self.replayed):
+            shutil.rmtree(self.run.workdir, ignore_errors=True)  # kept otherwise: console.log, job/output

@@ -28,6 +28,9 @@ mount -t tmpfs tmpfs /newroot/dev/shm
 mount -t tmpfs tmpfs /newroot/run
 ip link set lo up
 echo "rig: running $job/run.sh"
+# what L1 is doing, every 20 s, for whoever reads the job folder while it runs
+(while sleep 20; do { cat /proc/uptime /proc/loadavg; ps -o pid,ppid,stat,rss,args; } > "/newroot$job/l1-ps.tmp" 2>&1
+  mv "/newroot$job/l1-ps.tmp" "/newroot$job/l1-ps.txt"; done) &
 chroot /newroot /bin/sh "$job/run.sh" > "/newroot$job/output" 2>&1
 echo $? > "/newroot$job/status"
 sync
