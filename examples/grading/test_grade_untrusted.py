@@ -3,6 +3,9 @@ output comes back."""
 
 import pytest
 
+# Per solution. Generous: the vandal below deletes all of /usr (inside its sandbox), several seconds on a busy machine.
+TIME_LIMIT_S = 20
+
 SOLUTIONS = {
     "correct": "import sys\nprint(sum(int(x) for x in sys.stdin.read().split()))\n",
     "wrong": "print(42)\n",
@@ -14,7 +17,7 @@ SOLUTIONS = {
 def grade(sandbox, source: str) -> str:
     sandbox.fs.write("/tmp/solution.py", source.encode())
     try:
-        result = sandbox.exec("python3", "/tmp/solution.py", stdin="1 2 3\n", timeout=5)
+        result = sandbox.exec("python3", "/tmp/solution.py", stdin="1 2 3\n", timeout=TIME_LIMIT_S)
     except TimeoutError:
         return "timeout"
     return "pass" if result.exit_code == 0 and result.stdout.strip() == "6" else "fail"

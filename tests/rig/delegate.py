@@ -176,6 +176,7 @@ class NestedRig:
         for report in reports:
             ihook.pytest_runtest_logreport(report=report)
         outcome = next((r.outcome for r in reports if r.failed), None) or \
+            next(("xfailed" for r in reports if hasattr(r, "wasxfail")), None) or \
             next((r.outcome for r in reports if r.when == "call"), reports[-1].outcome)
         self.replayed.append((item.nodeid, outcome, sum(r.duration for r in reports)))
         ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
@@ -197,7 +198,7 @@ class NestedRig:
         for nodeid, outcome, duration in self.replayed:
             stalled = f"; L1 stuck in it {self.stalls[nodeid]}x, rerun in a fresh L1" if nodeid in self.stalls else ""
             terminalreporter.write_line(f"{outcome.upper():8} {nodeid} ({duration:.1f} s in L1{stalled})")
-        if any(outcome != "passed" for _, outcome, _ in self.replayed) and self.run is not None:
+        if any(outcome not in ("passed", "xfailed") for _, outcome, _ in self.replayed) and self.run is not None:
             terminalreporter.write_line(f"L1's console and the inner run's output: {self.run.workdir}")
 
     def pytest_unconfigure(self) -> None:
@@ -205,5 +206,5 @@ class NestedRig:
             return
         self.run.kill()
         self.run.scratch.unlink(missing_ok=True)
-        if self.replayed and all(outcome == "passed" for _, outcome, _ in self.replayed):
+        if self.replayed and all(outcome in ("passed", "xfailed") for _, outcome, _ in self.replayed):
             shutil.rmtree(self.run.workdir, ignore_errors=True)  # kept otherwise: console.log, job/output
