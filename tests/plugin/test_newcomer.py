@@ -86,21 +86,6 @@ def test_marker_options_reach_the_factory_as_copies(pytester: pytest.Pytester, h
     pytester.runpytest("--strict-markers").assert_outcomes(passed=1)
 
 
-def test_unknown_marker_option_lists_the_valid_ones(pytester: pytest.Pytester, home: Path) -> None:
-    pytester.makepyfile(
-        """
-        import pytest
-
-        @pytest.mark.sandbox(gpus=2)
-        def test_x(msb_sandbox_settings):
-            pass
-        """
-    )
-    result = pytester.runpytest()
-    result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*unknown option 'gpus'; valid options: boot_timeout, cpus, env, *volumes, workdir*"])
-
-
 def test_run_wide_marker_option_names_its_setting(pytester: pytest.Pytester, home: Path) -> None:
     pytester.makepyfile(
         """

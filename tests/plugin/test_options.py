@@ -174,7 +174,7 @@ def test_bad_marker_errors_the_test(pytester: pytest.Pytester) -> None:
     )
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*unknown option 'gpus'*"])
+    result.stdout.fnmatch_lines(["*unknown option 'gpus'; valid options: boot_timeout, cpus, env, *volumes, workdir*"])
 
 
 def test_report_header(pytester: pytest.Pytester, tmp_path) -> None:
