@@ -5,6 +5,8 @@
 ``O_NOFOLLOW`` walk where it does not.
 """
 
+import os
+
 from libc.errno cimport errno, ENOSYS
 from libc.string cimport memset
 from posix.types cimport mode_t
@@ -38,7 +40,7 @@ def openat2(int dirfd, path, unsigned long long flags, unsigned long long mode=0
             unsigned long long resolve=_RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS):
     """Open ``path`` relative to ``dirfd`` under ``resolve`` rules; returns a file descriptor or raises OSError."""
     global _state
-    cdef bytes raw = path.encode() if isinstance(path, str) else bytes(path)
+    cdef bytes raw = os.fsencode(path)  # surrogate escapes: the bytes of a name that is not UTF-8
     cdef const char *cpath = raw
     cdef open_how how
     cdef long fd

@@ -13,6 +13,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 10
 if TYPE_CHECKING:  # what the names are, for type checkers and readers
     from pytest_microsandbox.errors import (
         AgentError,
+        AgentTimeoutError,
         BootError,
         ExecError,
         ExecTimeoutError,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and readers
 
 __all__ = [
     "AgentError",
+    "AgentTimeoutError",
     "BootError",
     "DiskImageFormat",
     "ExecError",

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytest_microsandbox._run import LABEL_FIXTURE, owner_from_labels
+from pytest_microsandbox._run import LABEL_FIXTURE, owner_is_dead
 from pytest_microsandbox.errors import VolumeInUseError, VolumeNotFoundError
 from pytest_microsandbox.volumes._sync import Volume
 
 
 def sweep_leftover_volumes(home: Path) -> list[str]:
-    """Remove fixture-made volumes whose owning process is dead; never touch a live run's (nor a user's own)."""
+    """Remove fixture-made volumes whose owning process is dead; never touch a live run's, one made on another
+    machine sharing this home, nor a user's own."""
     removed = []
     for handle in Volume.list(home=home):
         labels = handle.labels
         if LABEL_FIXTURE not in labels:
             continue  # not ours: a volume the user made
-        owner = owner_from_labels(labels)
-        if owner is None or owner.is_alive():
-            continue
+        if not owner_is_dead(labels):
+            continue  # alive, or on a machine sharing this home whose processes we cannot see
         try:
             handle.remove()
         except (VolumeInUseError, VolumeNotFoundError):

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_microsandbox.store import ProcessIdentity
+from pytest_microsandbox.store import Machine, ProcessIdentity
 
 # Labels on every volume a fixture creates: they let a later run tell our leftovers from anything else.
 LABEL_RUN = "msb.run"
 LABEL_WORKER = "msb.worker"
 LABEL_OWNER = "msb.owner"  # "PID:START_TICKS" of the process whose death makes the volume a leftover
+LABEL_MACHINE = "msb.machine"  # "HOSTNAME/BOOT_ID/PIDNS" where that pid means something (see ``Machine``)
 LABEL_FIXTURE = "msb.fixture"
 
 
@@ -54,6 +55,7 @@ class RunContext:
             LABEL_RUN: self.run_id,
             LABEL_WORKER: self.worker,
             LABEL_OWNER: f"{owner.pid}:{owner.start_ticks}",
+            LABEL_MACHINE: str(Machine.current()),
             LABEL_FIXTURE: fixture,
         }
 
@@ -67,6 +69,22 @@ def owner_from_labels(labels: dict[str, str]) -> ProcessIdentity | None:
     if not sep or not pid.isdigit() or not start.isdigit():
         return None
     return ProcessIdentity(int(pid), int(start))
+
+
+def owner_is_dead(labels: dict[str, str]) -> bool:
+    """True only when the labelled owner certainly died; a malformed label, or an owner on a machine whose pids we
+    cannot see (another host or container sharing this home), is never judged dead."""
+    owner = owner_from_labels(labels)
+    if owner is None:
+        return False
+    here = Machine.current()
+    if LABEL_MACHINE in labels:  # volumes labelled before the label existed were made here
+        there = Machine.parse(labels[LABEL_MACHINE])
+        if there is None:
+            return False
+        if not here.owns_pids_of(there):
+            return here.outlived(there)
+    return not owner.is_alive()
 
 
 def current_pid() -> int:

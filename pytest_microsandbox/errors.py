@@ -13,6 +13,7 @@ MicrosandboxError
 │   ├── ExecError                   a command could not be run (not: it ran and failed)
 │   │   └── ExecTimeoutError            it ran past its timeout and was killed (carries the partial result)
 │   └── AgentError                  the guest agent connection broke or refused a request
+│       └── AgentTimeoutError           a file or control request got no answer in time
 ├── ImageError
 └── KvmUnavailableError         this host cannot run the vm backend (the message says why)
 """
@@ -104,6 +105,10 @@ class AgentError(SandboxError):
     def __init__(self, message: str, code: int = 0) -> None:
         super().__init__(message)
         self.code = code
+
+
+class AgentTimeoutError(AgentError, TimeoutError):
+    """A file or control request got no answer within its timeout (a guest that is wedged or far too busy)."""
 
 
 class ImageError(MicrosandboxError):

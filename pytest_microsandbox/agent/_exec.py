@@ -12,7 +12,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from pytest_microsandbox.agent._connection import AgentConnection, Request, error_from_frame
 from pytest_microsandbox.agent._wire import CHUNK_SIZE, STDIN_WINDOW, Fields, Frame, Msg, Tag, encode_fields
 from pytest_microsandbox.agent.result import ExecResult
-from pytest_microsandbox.errors import ExecError, ExecTimeoutError, InvalidConfigError
+from pytest_microsandbox.errors import AgentTimeoutError, ExecError, ExecTimeoutError, InvalidConfigError
 
 STDIN_NULL, STDIN_STREAM, STDIN_BYTES = 0, 1, 2
 #: how long past its own timeout we wait for the agent's EXIT before giving up on it
@@ -141,7 +141,10 @@ class ExecHandle:
 
     def pid(self, timeout: float | None = 30.0) -> int:
         """The command's pid in the guest (waits for it to start)."""
-        return self._req.started.result(timeout)
+        try:
+            return self._req.started.result(timeout)
+        except FutureTimeout:
+            raise AgentTimeoutError(f"{self._req.what}: not started after {timeout:.0f} s") from None
 
     def write_stdin(self, data: bytes | str) -> None:
         """Send stdin, blocking while STDIN_WINDOW bytes wait unconsumed in the guest (so a command that does not

@@ -15,10 +15,25 @@ from pytest_microsandbox.agent._exec import ExecHandle, ExecRequest, OutputCallb
 from pytest_microsandbox.agent._ops import AgentInfo, GuestFsEntry
 from pytest_microsandbox.agent._wire import Msg
 from pytest_microsandbox.agent.result import ExecResult
-from pytest_microsandbox.errors import AgentError, BootError
+from pytest_microsandbox.errors import AgentError, AgentTimeoutError, BootError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from concurrent.futures import Future
+    from typing import TypeVar
+
+    _T = TypeVar("_T")
 
 #: how long control requests (hello, stat, mkdir, ...) may take before we call the agent unresponsive
 DEFAULT_REQUEST_TIMEOUT = 60.0
+
+
+def answer(fut: Future[_T], timeout: float, what: str) -> _T:
+    """The request's answer, or ``AgentTimeoutError`` (never a bare built-in) when none came in ``timeout`` s."""
+    try:
+        return fut.result(timeout)
+    except FutureTimeout:
+        raise AgentTimeoutError(f"the guest agent did not answer {what} within {timeout:.0f} s") from None
 
 
 class GuestFs:
@@ -29,7 +44,7 @@ class GuestFs:
         self._timeout = timeout
 
     def read(self, path: str) -> bytes:
-        return _ops.read(self._conn, path).result(self._timeout)
+        return answer(_ops.read(self._conn, path), self._timeout, f"read {path}")
 
     def read_text(self, path: str, encoding: str = "utf-8") -> str:
         return self.read(path).decode(encoding)
@@ -38,22 +53,23 @@ class GuestFs:
         self, path: str, data: bytes | str, *, mode: int = 0o644, parents: bool = True, append: bool = False
     ) -> int:
         raw = data.encode() if isinstance(data, str) else bytes(data)
-        return _ops.write(self._conn, path, raw, mode=mode, parents=parents, append=append).result(self._timeout)
+        return answer(_ops.write(self._conn, path, raw, mode=mode, parents=parents, append=append), self._timeout,
+                      f"write {path}")
 
     def list(self, path: str) -> list[GuestFsEntry]:
-        return _ops.listdir(self._conn, path).result(self._timeout)
+        return answer(_ops.listdir(self._conn, path), self._timeout, f"list {path}")
 
     def stat(self, path: str) -> GuestFsEntry:
-        return _ops.stat(self._conn, path).result(self._timeout)
+        return answer(_ops.stat(self._conn, path), self._timeout, f"stat {path}")
 
     def exists(self, path: str) -> bool:
-        return _ops.exists(self._conn, path).result(self._timeout)
+        return answer(_ops.exists(self._conn, path), self._timeout, f"stat {path}")
 
     def mkdir(self, path: str, *, mode: int = 0o755, parents: bool = True) -> None:
-        _ops.mkdir(self._conn, path, mode=mode, parents=parents).result(self._timeout)
+        answer(_ops.mkdir(self._conn, path, mode=mode, parents=parents), self._timeout, f"mkdir {path}")
 
     def remove(self, path: str, *, recursive: bool = False) -> None:
-        _ops.remove(self._conn, path, recursive=recursive).result(self._timeout)
+        answer(_ops.remove(self._conn, path, recursive=recursive), self._timeout, f"remove {path}")
 
 
 class AgentClient:
@@ -78,7 +94,7 @@ class AgentClient:
         return self._conn
 
     def hello(self) -> AgentInfo:
-        return _ops.hello(self._conn).result(self._timeout)
+        return answer(_ops.hello(self._conn), self._timeout, "hello")
 
     def wait_ready(self, timeout: float) -> AgentInfo:
         """Wait up to ``timeout`` s for a booting guest's agent (its announcement, or a HELLO answer);
@@ -91,11 +107,11 @@ class AgentClient:
             raise BootError(f"the guest agent connection failed before it answered: {e}") from e
 
     def ping(self, data: bytes = b"") -> bytes:
-        return _ops.ping(self._conn, data).result(self._timeout)
+        return answer(_ops.ping(self._conn, data), self._timeout, "ping")
 
     def boot(self, config: bytes) -> None:
         """Apply a boot config (see ``BootConfig.encode``) once."""
-        _ops.boot(self._conn, config).result(self._timeout)
+        answer(_ops.boot(self._conn, config), self._timeout, "the boot config")
 
     def start(
         self,
@@ -128,7 +144,7 @@ class AgentClient:
 
     def shutdown(self) -> None:
         """Ask the agent to power the guest off (or to exit, when it is not PID 1)."""
-        _ops.shutdown(self._conn).result(self._timeout)
+        answer(_ops.shutdown(self._conn), self._timeout, "shutdown")
 
     def close(self) -> None:
         self._conn.close()

@@ -21,10 +21,12 @@ from pytest_microsandbox.errors import (
     VolumeNotFoundError,
 )
 from pytest_microsandbox.store import _connection
-from pytest_microsandbox.store._liveness import ProcessIdentity
+from pytest_microsandbox.store._liveness import Machine, ProcessIdentity
 from pytest_microsandbox.store._schema import SCHEMA_VERSION
 
-__all__ = ["SCHEMA_VERSION", "Event", "MountRecord", "ProcessIdentity", "SandboxRecord", "Store", "VolumeRecord"]
+__all__ = [
+    "SCHEMA_VERSION", "Event", "Machine", "MountRecord", "ProcessIdentity", "SandboxRecord", "Store", "VolumeRecord",
+]
 
 
 def now_ms() -> int:

@@ -52,3 +52,58 @@ class ProcessIdentity:
 
 
 _current: ProcessIdentity | None = None
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Where a pid means something: a host name, a boot, and a pid namespace.
+
+    A home can be shared with another machine (an NFS home, a VM or container with the home mounted in): there, a
+    pid says nothing, and a process we cannot see may well be alive. Only a record made under our own boot and pid
+    namespace can be judged by its pid, and one made by an earlier boot of this same host is certainly dead.
+    """
+
+    hostname: str
+    boot_id: str
+    pid_namespace: str
+
+    @classmethod
+    def current(cls) -> Machine:
+        global _machine
+        if _machine is None:
+            _machine = cls(os.uname().nodename, _boot_id(), _pid_namespace())
+        return _machine
+
+    def __str__(self) -> str:
+        return f"{self.hostname}/{self.boot_id}/{self.pid_namespace}"
+
+    @classmethod
+    def parse(cls, text: str) -> Machine | None:
+        parts = text.rsplit("/", 2)
+        return cls(*parts) if len(parts) == 3 and all(parts) else None
+
+    def owns_pids_of(self, other: Machine) -> bool:
+        """True if a pid recorded on ``other`` names a process of this machine (alive or not)."""
+        return self.boot_id == other.boot_id and self.pid_namespace == other.pid_namespace
+
+    def outlived(self, other: Machine) -> bool:
+        """True if every process of ``other`` is certainly dead: it is this host before its last reboot."""
+        return self.hostname == other.hostname and self.boot_id != other.boot_id
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            return f.read(64).decode("ascii", "replace").strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _pid_namespace() -> str:
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return "unknown"
+
+
+_machine: Machine | None = None

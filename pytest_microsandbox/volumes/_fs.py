@@ -91,6 +91,20 @@ class VolumeFs:
         with self._fd(parts[:-1], os.O_PATH | os.O_DIRECTORY) as parent:
             yield parent, parts[-1]
 
+    @contextmanager
+    def _own_file(self, parts: tuple[str, ...], path: str, mode: int) -> Iterator[tuple[int, os.stat_result]]:
+        """A regular file to write, and its stat. A file with other hard links (maybe made on the host, to a file
+        outside the volume) is replaced by a new file of its own, never written through."""
+        with self._fd(parts, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, mode) as fd:
+            st = _require_regular(fd, path)
+            if st.st_nlink <= 1:
+                yield fd, st
+                return
+        with self._parent(path) as (parent, leaf):
+            os.unlink(leaf, dir_fd=parent)
+        with self._fd(parts, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NONBLOCK, mode) as fd:
+            yield fd, _require_regular(fd, path)
+
     def _mkdirs(self, parts: tuple[str, ...]) -> None:
         root = self._resolver.open_root()
         try:
@@ -179,8 +193,7 @@ class VolumeFs:
         if not parts:
             raise IsADirectoryError(errno.EISDIR, "the volume root is a directory", path)
         self._mkdirs(parts[:-1])
-        with self._fd(parts, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, _FILE_MODE) as fd:
-            _require_regular(fd, path)
+        with self._own_file(parts, path, _FILE_MODE) as (fd, _):
             os.ftruncate(fd, 0)
             view = memoryview(data)
             while view:
@@ -218,8 +231,7 @@ class VolumeFs:
             st = _require_regular(src, from_)
             self._mkdirs(dst_parts[:-1])
             # Truncate only once the destination is known not to be the source (or a hard link to it).
-            with self._fd(dst_parts, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK, stat_mod.S_IMODE(st.st_mode)) as dst:
-                dst_st = _require_regular(dst, to)
+            with self._own_file(dst_parts, to, stat_mod.S_IMODE(st.st_mode)) as (dst, dst_st):
                 if (dst_st.st_dev, dst_st.st_ino) == (st.st_dev, st.st_ino):
                     return
                 os.ftruncate(dst, 0)

@@ -12,6 +12,7 @@ warning and left for the next call: one bad leftover never makes listing, findin
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import shutil
@@ -179,6 +180,17 @@ class VolumeManager:
             os.rename(target, doomed)
         except FileNotFoundError:
             pass
+        except OSError as err:
+            if err.errno != errno.EXDEV:
+                raise
+            # An overlayfs without redirect_dir cannot rename a directory of its lower layer (a home baked into an
+            # image, a container's): delete in place. The row stays 'removing' until the files are gone, so neither
+            # a crash nor a file that cannot be deleted leaves a half volume on view: a later reap finishes it.
+            try:
+                remove_tree(target)
+            except OSError as partial:
+                raise VolumeError(f"volume {name} is partly deleted ({partial}); the rest is deleted once this "
+                                  "process has exited, by the next volume operation") from partial
         else:
             _delete_leftover(doomed)
         self.store.delete_volume_row(name, owner)

@@ -30,6 +30,10 @@ def split_relative(path: str) -> tuple[str, ...]:
         raise InvalidConfigError(f"volume paths are str, not {type(path).__name__}")
     if "\0" in path:
         raise InvalidConfigError("volume paths must not contain NUL bytes")
+    try:  # names that are not UTF-8 (a guest can make them) arrive as surrogate escapes, as os.listdir gives them
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        raise InvalidConfigError(f"{path!r} is no file name: it holds a character no file name can") from None
     parts: list[str] = []
     for part in path.split("/"):
         if part in ("", "."):

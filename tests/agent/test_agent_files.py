@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 
 import pytest
 
 from pytest_microsandbox.agent import AgentClient
-from pytest_microsandbox.errors import InvalidConfigError
+from pytest_microsandbox.errors import AgentTimeoutError, InvalidConfigError
 
 
 def test_write_read_round_trip(client: AgentClient, tmp_path) -> None:
@@ -114,3 +115,28 @@ def test_failed_write_then_more_work(client: AgentClient, tmp_path) -> None:
         client.fs.write(str(tmp_path), b"y" * 200_000)  # the DATA frames after the failed open are refused quietly
     client.fs.write(str(tmp_path / "ok"), b"fine")
     assert client.fs.read(str(tmp_path / "ok")) == b"fine"
+
+
+def test_a_fifo_or_device_is_refused_never_waited_on(client: AgentClient, tmp_path) -> None:
+    """Guest code can swap a FIFO in where the host writes its input: the agent must not block on it (it serves every
+    stream of the sandbox from one thread)."""
+    fifo = tmp_path / "input.txt"
+    os.mkfifo(fifo)
+    for attempt in (lambda: client.fs.write(str(fifo), b"data"), lambda: client.fs.read(str(fifo)),
+                    lambda: client.fs.write(str(fifo), b"more", append=True),
+                    lambda: client.fs.write("/dev/null", b"x")):
+        with pytest.raises(OSError) as info:
+            attempt()
+        assert info.value.errno == errno.EINVAL and "not a regular file" in str(info.value)
+    assert client.exec("true").exit_code == 0  # and the agent is still serving
+
+
+def test_a_request_without_an_answer_raises_a_typed_timeout() -> None:
+    ours, silent_guest = socket.socketpair()
+    with silent_guest, AgentClient(ours, request_timeout=0.2) as client:
+        for request in (lambda: client.fs.read("/etc/hostname"), lambda: client.fs.write("/tmp/f", b"x"),
+                        client.hello, lambda: client.fs.list("/")):
+            with pytest.raises(AgentTimeoutError, match="did not answer"):
+                request()
+        with pytest.raises(TimeoutError):  # still a TimeoutError for code that catches the built-in
+            client.fs.stat("/")

@@ -160,6 +160,40 @@ def test_leftovers_of_a_dead_owner_are_swept_and_a_live_owners_kept(pytester: py
         sleeper.wait()
 
 
+def test_the_sweep_judges_owners_only_where_their_pids_mean_something(pytester: pytest.Pytester, home: Path) -> None:
+    """A home shared with another machine (a VM or container with it mounted in, an NFS home): its pids are not
+    ours, so its volumes are kept; one made before this host's last reboot is certainly a leftover."""
+    from pytest_microsandbox.store import Machine
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    here = Machine.current()
+    elsewhere = {
+        "msb-aaaa-gw0-1": Machine("another-host", "0" * 32, here.pid_namespace),  # its pid may be alive there
+        "msb-bbbb-gw0-1": Machine(here.hostname, here.boot_id, "4026531999"),  # a container on this boot
+        "msb-cccc-gw0-1": Machine(here.hostname, "f" * 32, here.pid_namespace),  # this host, an earlier boot
+        "msb-dddd-gw0-1": here,
+    }
+    for name, machine in elsewhere.items():
+        Volume.create(name, labels={"msb.fixture": "named_volume", "msb.owner": f"{dead.pid}:1",
+                                    "msb.machine": str(machine)})
+    Volume.create("msb-eeee-gw0-1", labels={"msb.fixture": "named_volume", "msb.owner": f"{dead.pid}:1",
+                                            "msb.machine": "garbled"})
+    pytester.makepyfile("def test_x():\n    pass\n")
+    pytester.runpytest().assert_outcomes(passed=1)
+    assert sorted(h.name for h in Volume.list()) == ["msb-aaaa-gw0-1", "msb-bbbb-gw0-1", "msb-eeee-gw0-1"]
+
+
+def test_a_fixtures_volume_names_the_machine_its_owner_runs_on(pytester: pytest.Pytester, home: Path) -> None:
+    pytester.makepyfile("""
+        from pytest_microsandbox.store import Machine
+
+        def test_x(named_volume):
+            assert named_volume.labels["msb.machine"] == str(Machine.current())
+    """)
+    pytester.runpytest().assert_outcomes(passed=1)
+
+
 SLOW_TEST = """
 import time
 

@@ -88,7 +88,10 @@ class NestedRig:
         reports = workdir / "job" / "reports.jsonl"
         command = [sys.executable, "-m", "pytest", "-p", "tests.rig.inner", f"--rig-reports={reports}",
                    "-p", "no:cacheprovider", f"--timeout={TEST_TIMEOUT:.0f}", "-q", "-rA", "--durations=0", *nodeids]
-        env = dict(os.environ, MSB_REQUIRE_KVM="1", **{INNER_MARKER: "1", SCALE_VARIABLE: str(RIG_TIME_SCALE)})
+        # L1's own home: beside the job folder, so only L1's overlay ever holds it. Sharing the host's would show
+        # L1 a live run's volumes and records, owned by pids L1 cannot see.
+        env = dict(os.environ, MSB_REQUIRE_KVM="1", MSB_HOME=str(workdir / "l1-home"),
+                   **{INNER_MARKER: "1", SCALE_VARIABLE: str(RIG_TIME_SCALE)})
         self.run = L1Run(workdir, command, cwd=self.config.rootpath, env=env,
                          timeout=max(0.0, self.deadline - time.monotonic()))
         self.reports_path = reports

@@ -27,6 +27,7 @@ mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/dev/shm
 mount -t tmpfs tmpfs /newroot/run
 ip link set lo up
+hostname msb-rig-l1  # not the host's name: what L1 records in a shared home is never taken for the host's
 echo "rig: running $job/run.sh"
 # what L1 is doing, every 20 s, for whoever reads the job folder while it runs
 (while sleep 20; do { cat /proc/uptime /proc/loadavg; ps -o pid,ppid,stat,rss,args; } > "/newroot$job/l1-ps.tmp" 2>&1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,32 @@ def test_bind_read_write_and_readonly(make_sandbox, host_dir: Path) -> None:
     assert _errno_of(sb, "open('/ro/nope', 'w')") == errno.EROFS
     assert _errno_of(sb, "os.remove('/ro/seed.txt')") == errno.EROFS
     assert (host_dir / "seed.txt").exists()
+
+
+@pytest.fixture
+def host_dir_with_a_mount_inside(host_dir: Path) -> Iterator[Path]:
+    """``host_dir/sub`` is a tmpfs of its own: a read-only bind of ``host_dir`` must hold below it too."""
+    sub = host_dir / "sub"
+    sub.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "msb-test", str(sub)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        shutil.copy("/bin/true", sub / "true-bin")
+        yield host_dir
+    finally:
+        subprocess.run(["umount", "-l", str(sub)], check=True)
+
+
+def test_every_flag_holds_on_the_mounts_inside_the_source(make_sandbox, host_dir_with_a_mount_inside: Path) -> None:
+    host_dir = host_dir_with_a_mount_inside
+    sb = make_sandbox(volumes={"/ro": Volume.bind(host_dir, readonly=True), "/nx": Volume.bind(host_dir, noexec=True)})
+    assert sb.exec("cat", "/ro/seed.txt").stdout == "from the host"
+    assert _errno_of(sb, "open('/ro/sub/f', 'w')") == errno.EROFS
+    assert _errno_of(sb, "os.remove('/ro/sub/true-bin')") == errno.EROFS
+    assert sb.shell("/nx/sub/true-bin").exit_code == 126
+    assert sorted(p.name for p in (host_dir / "sub").iterdir()) == ["true-bin"]
 
 
 def test_noexec_nosuid_nodev_flags(make_sandbox, host_dir: Path) -> None:

@@ -159,3 +159,39 @@ def test_bad_path_types_are_typed_errors(fs: VolumeFs) -> None:
         fs.read(3)  # type: ignore[arg-type]
     with pytest.raises(InvalidConfigError):
         fs.read("a\0b")
+
+
+def test_a_name_that_is_not_utf8_round_trips_as_listed(fs: VolumeFs) -> None:
+    """A guest can make any bytes a name: the name ``list`` gives back (a surrogate escape) reads, writes and
+    removes that file."""
+    raw = b"caf\xe9-\xff.txt"
+    with open(os.path.join(os.fsencode(fs.root), raw), "wb") as f:
+        f.write(b"latin-1")
+    [entry] = fs.list("")
+    assert os.fsencode(entry.path) == raw
+    assert fs.read(entry.path) == b"latin-1"
+    fs.write(entry.path, b"replaced")
+    fs.copy(entry.path, "copy.txt")
+    assert fs.stat(entry.path).size == 8 and fs.exists(entry.path)
+    fs.remove_file(entry.path)
+    assert [e.path for e in fs.list("")] == ["copy.txt"]
+
+
+def test_a_character_no_file_name_can_hold_is_a_typed_error(fs: VolumeFs) -> None:
+    from pytest_microsandbox.errors import InvalidConfigError
+
+    for call in (lambda: fs.read("lone-\ud800"), lambda: fs.write("\udfff", b"x"), lambda: fs.mkdir("a/\ud83d")):
+        with pytest.raises(InvalidConfigError, match="no file name"):
+            call()
+
+
+def test_a_hard_link_to_a_file_outside_is_replaced_never_written_through(fs: VolumeFs, tmp_path: Path) -> None:
+    outside = tmp_path / "host-secret"
+    outside.write_bytes(b"host data")
+    os.link(outside, Path(fs.root, "linked"))  # made on the host, by someone who could
+    os.link(outside, Path(fs.root, "linked-too"))
+    fs.write("linked", b"guest data")
+    fs.write("src", b"copied")
+    fs.copy("src", "linked-too")
+    assert outside.read_bytes() == b"host data" and outside.stat().st_nlink == 1
+    assert fs.read("linked") == b"guest data" and fs.read("linked-too") == b"copied"

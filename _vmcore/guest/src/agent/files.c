@@ -92,9 +92,16 @@ void fs_read_start(uint32_t stream, const uint8_t *p, size_t n) {
     struct fs_req r;
     if (parse_fs(stream, p, n, &r, 0))
         return;
-    int fd = open(r.path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     struct stat st;
-    /* regular files only (/proc files are regular): a device like /dev/zero would stream forever */
+    /* regular files only (/proc files are regular): a device like /dev/zero would stream forever, and opening a
+       FIFO or a device has effects of its own, so the type is checked before the open too */
+    int fd = stat(r.path, &st) == 0 && !S_ISREG(st.st_mode) ? -2 : open(r.path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd == -2) {
+        send_error(stream, S_ISDIR(st.st_mode) ? EISDIR : EINVAL, "cannot read %s: %s", r.path,
+                   S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file (a FIFO, socket or device: use exec)");
+        free(r.path);
+        return;
+    }
     if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         int e = fd < 0 ? errno : (S_ISDIR(st.st_mode) ? EISDIR : S_ISREG(st.st_mode) ? errno : EINVAL);
         if (fd >= 0)
@@ -156,14 +163,29 @@ void fs_write_start(uint32_t stream, const uint8_t *p, size_t n) {
             }
         }
     }
-    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (r.append ? O_APPEND : O_TRUNC);
+    /* Only regular files: a FIFO the guest swapped in would block this (single-threaded) agent in open or write,
+       a device could do anything on open. Checked before opening; O_NONBLOCK covers a swap after the check. */
+    struct stat st;
+    if (stat(r.path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        send_error(stream, S_ISDIR(st.st_mode) ? EISDIR : EINVAL, "cannot write %s: %s", r.path,
+                   S_ISDIR(st.st_mode) ? "is a directory" : "not a regular file (a FIFO, socket or device: use exec)");
+        free(r.path);
+        return;
+    }
+    int flags = O_WRONLY | O_CREAT | O_CLOEXEC | O_NONBLOCK | (r.append ? O_APPEND : O_TRUNC);
     int fd = open(r.path, flags, (mode_t)r.mode);
+    if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+        close(fd);
+        fd = -1;
+        errno = EINVAL;
+    }
     if (fd < 0) {
         send_error(stream, errno, "cannot write %s: %s", r.path, strerror(errno));
         free(r.path);
         return;
     }
     free(r.path);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     struct stream *s = stream_new(stream, S_WRITE);
     if (!s) {
         close(fd);

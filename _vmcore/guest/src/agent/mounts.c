@@ -83,6 +83,12 @@ static unsigned long mount_flags(int64_t flags, int restricted) {
     return f;
 }
 
+/* The MOUNT_ATTR_* bits of the MS_* flags mount_setattr understands. */
+static uint64_t mount_attrs(unsigned long flags) {
+    return (flags & MS_RDONLY ? MOUNT_ATTR_RDONLY : 0) | (flags & MS_NOSUID ? MOUNT_ATTR_NOSUID : 0) |
+           (flags & MS_NODEV ? MOUNT_ATTR_NODEV : 0) | (flags & MS_NOEXEC ? MOUNT_ATTR_NOEXEC : 0);
+}
+
 /* Mount one spec on `target` (already prefixed); err gets a message on failure. */
 /* A private writable layer over `m->source`: the source is attached read-only under a tmpfs that also holds the
  * overlay's upper and work directories, so writes in the guest land in memory and never reach the source. */
@@ -171,7 +177,18 @@ int mount_spec_at(struct mount_spec *m, const char *target, unsigned long extra,
             snprintf(err, errlen, "bind %s on %s: %s", src, target, strerror(errno));
             return -1;
         }
-        /* a remount must keep the flags locked on the source (user namespaces): add them back */
+        /* every flag applies to the whole cloned subtree: a mount inside a read-only source must not be a way
+           around it (a remount, below, would change the top mount only) */
+        struct mount_attr attr = {.attr_set = mount_attrs(flags)};
+        if (mount_setattr(AT_FDCWD, target, AT_RECURSIVE, &attr, sizeof(attr)) == 0)
+            return 0;
+        if (errno != ENOSYS) {
+            snprintf(err, errlen, "set the flags of %s and the mounts below it: %s", target, strerror(errno));
+            umount2(target, MNT_DETACH);
+            return -1;
+        }
+        /* kernels before 5.12: the top mount only. A remount must keep the flags locked on the source (user
+           namespaces): add them back */
         if (statvfs(target, &sv) == 0)
             flags |= (sv.f_flag & ST_RDONLY ? MS_RDONLY : 0) | (sv.f_flag & ST_NOSUID ? MS_NOSUID : 0) |
                      (sv.f_flag & ST_NODEV ? MS_NODEV : 0) | (sv.f_flag & ST_NOEXEC ? MS_NOEXEC : 0);
