@@ -32,8 +32,8 @@ class RunContext:
     def for_config(cls, config: pytest.Config, home: Path) -> RunContext:
         workerinput = getattr(config, "workerinput", None)
         if workerinput is not None and "msb_run_id" in workerinput:
-            pid, start = workerinput["msb_controller"]
-            return cls(workerinput["msb_run_id"], workerinput["workerid"], ProcessIdentity(pid, start), home)
+            controller = ProcessIdentity(*workerinput["msb_controller"])
+            return cls(workerinput["msb_run_id"], workerinput["workerid"], controller, home)
         return cls(new_run_id(), "main", ProcessIdentity.current(), home)
 
     @property
@@ -55,7 +55,7 @@ class RunContext:
             LABEL_RUN: self.run_id,
             LABEL_WORKER: self.worker,
             LABEL_OWNER: f"{owner.pid}:{owner.start_ticks}",
-            LABEL_MACHINE: str(Machine.current()),
+            LABEL_MACHINE: owner.machine or str(Machine.current()),
             LABEL_FIXTURE: fixture,
         }
 
@@ -68,23 +68,14 @@ def owner_from_labels(labels: dict[str, str]) -> ProcessIdentity | None:
     pid, sep, start = labels.get(LABEL_OWNER, "").partition(":")
     if not sep or not pid.isdigit() or not start.isdigit():
         return None
-    return ProcessIdentity(int(pid), int(start))
+    return ProcessIdentity(int(pid), int(start), labels.get(LABEL_MACHINE, ""))
 
 
 def owner_is_dead(labels: dict[str, str]) -> bool:
     """True only when the labelled owner certainly died; a malformed label, or an owner on a machine whose pids we
     cannot see (another host or container sharing this home), is never judged dead."""
     owner = owner_from_labels(labels)
-    if owner is None:
-        return False
-    here = Machine.current()
-    if LABEL_MACHINE in labels:  # volumes labelled before the label existed were made here
-        there = Machine.parse(labels[LABEL_MACHINE])
-        if there is None:
-            return False
-        if not here.owns_pids_of(there):
-            return here.outlived(there)
-    return not owner.is_alive()
+    return owner is not None and not owner.is_alive()
 
 
 def current_pid() -> int:

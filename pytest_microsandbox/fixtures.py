@@ -125,7 +125,7 @@ def shared_volume(pytestconfig: pytest.Config, msb_run: RunContext,
 
 def _created_by(store: Store, sandbox: str, process: ProcessIdentity) -> bool:
     record = store.get_sandbox(sandbox)
-    return record is not None and record.config.get("creator") == [process.pid, process.start_ticks]
+    return record is not None and record.config.get("creator") == [process.pid, process.start_ticks, process.machine]
 
 
 def remove_shared_volume(run: RunContext) -> None:

@@ -93,7 +93,7 @@ def pytest_configure_node(node: Any) -> None:
     """xdist controller: hand each worker this run's id and the controller's identity."""
     run = node.config.stash[RUN_KEY]
     node.workerinput["msb_run_id"] = run.run_id
-    node.workerinput["msb_controller"] = (run.controller.pid, run.controller.start_ticks)
+    node.workerinput["msb_controller"] = (run.controller.pid, run.controller.start_ticks, run.controller.machine)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

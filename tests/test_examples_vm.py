@@ -16,8 +16,6 @@ from tests.timeouts import BOOT, scaled
 REPO = Path(__file__).resolve().parents[1]
 # What keeps an example from passing in a vm today, and why (each is tracked, none is silent).
 KNOWN = {
-    "installer": pytest.mark.xfail(strict=True, reason="#18 item 2: in a vm the host image's /usr is a read-only "
-                                   "virtio-fs share; the writable overlay over it is not built in the guest yet"),
     "grading": pytest.mark.xfail(strict=False, reason="the vandal solution walks all of /usr over virtio-fs: past the "
                                  "example's time limit when the machine is emulated (the nested rig is 10-50x slower)"),
 }

@@ -15,7 +15,15 @@ from pytest_microsandbox.errors import InvalidConfigError, KvmUnavailableError
 # The sandbox machinery (and asyncio, the agent, the image code behind it) loads in the handlers that use it, so
 # ``msb volume ls`` and ``msb --help`` do not pay for it.
 
-_MOUNT_FLAGS = ("--mount-dir", "--mount-file", "--mount-named", "--mount-disk", "--tmpfs", "-v", "--volume")
+_MOUNT_HELP = {
+    "--mount-dir": ("HOSTDIR:DEST[:OPTIONS]", "share a host directory"),
+    "--mount-file": ("HOSTFILE:DEST[:OPTIONS]", "share one host file"),
+    "--mount-named": ("VOLUME:DEST[:OPTIONS]", "mount a named volume (msb volume create)"),
+    "--mount-disk": ("IMAGE:DEST[:OPTIONS]", "attach a disk image file (vm; filesystem detected in the guest)"),
+    "--tmpfs": ("DEST[:OPTIONS]", "a fresh in-memory filesystem"),
+    "-v": ("SOURCE:DEST[:OPTIONS]", "a host path (starting with /, . or ~) or else a named volume, as docker -v"),
+    "--volume": ("SOURCE:DEST[:OPTIONS]", "the same as -v"),
+}
 _ISOLATION_NOTE = {"namespace": "namespace (weaker: shares the host kernel)", "vm": "vm"}
 _IMAGE_HELP = """\
 IMAGE is one of:
@@ -45,27 +53,34 @@ def _add_sandbox_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--isolation", choices=["vm", "namespace"],
                         help="vm (default, needs hardware KVM) or namespace (weaker, explicit opt-in)")
     parser.add_argument("--memory", type=int, default=512, help="MiB of guest memory")
-    parser.add_argument("--cpus", type=int, default=1)
-    parser.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("-w", "--workdir")
-    parser.add_argument("--security", choices=["default", "restricted"], default="default")
-    parser.add_argument("--boot-timeout", type=float, default=60.0)
-    for flag in _MOUNT_FLAGS:
-        names = [flag] if flag != "-v" else ["-v"]
-        parser.add_argument(*names, action=_MountAction, dest="mounts", metavar="SPEC", default=[])
+    parser.add_argument("--cpus", type=int, default=1, help="virtual CPUs (default 1)")
+    parser.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="set an environment variable in the guest (repeatable)")
+    parser.add_argument("-w", "--workdir", help="the command's working directory in the guest")
+    parser.add_argument("--security", choices=["default", "restricted"], default="default",
+                        help="restricted: no privileges in the guest, every mount nosuid and nodev")
+    parser.add_argument("--boot-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="how long the guest may take to be ready (default 60)")
+    mounts = parser.add_argument_group(
+        "mounts (repeatable, in order)",
+        "OPTIONS: a comma-separated list of ro, rw, noexec, nosuid, nodev;\n"
+        "  size=SIZE (--tmpfs), quota=SIZE (--mount-dir), format=raw|qcow2|vmdk and fstype=TYPE (--mount-disk).\n"
+        "  SIZE is MiB (100) or has a unit (512M, 1G).")
+    for flag, (metavar, what) in _MOUNT_HELP.items():
+        mounts.add_argument(flag, action=_MountAction, dest="mounts", metavar=metavar, default=[], help=what)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     run = sub.add_parser("run", help="run a command in a fresh sandbox, then remove it", epilog=_IMAGE_HELP,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("image")
+    run.add_argument("image", help="the guest's root filesystem: see IMAGE below")
     _add_sandbox_options(run)
     run.add_argument("command_argv", nargs="*", metavar="-- CMD", help="the command and its arguments, after --")
     run.set_defaults(handler=_run)
 
     create = sub.add_parser("create", help="start a sandbox that stays up (used with msb exec, stopped by msb stop)",
                             epilog=_IMAGE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    create.add_argument("image")
+    create.add_argument("image", help="the guest's root filesystem: see IMAGE below")
     _add_sandbox_options(create)
     create.set_defaults(handler=_create)
 

@@ -95,6 +95,9 @@ def host_mounts() -> list[GuestMount]:
 
 
 def interpreter_path() -> str | None:
-    """PATH entry for the running interpreter when it lives outside the usual directories (pyenv, a venv)."""
-    bindir = os.path.dirname(os.path.realpath(sys.executable))
+    """PATH entry for the running interpreter when it lives outside the usual directories (pyenv, a venv).
+
+    A venv's own ``bin`` (its directory resolved, never its ``python`` link): the guest's ``python3`` then finds the
+    venv's ``pyvenv.cfg`` and packages, as the test run's interpreter does, not the base interpreter's alone."""
+    bindir = os.path.realpath(os.path.dirname(os.path.abspath(sys.executable)))
     return None if bindir in ("/usr/bin", "/usr/local/bin", "/bin") else bindir

@@ -102,7 +102,7 @@ class Sandbox:
         reap_sandboxes(store, home)
         me = ProcessIdentity.current()
         record = SandboxRecord(config.name, backend.name, None, "starting",
-                               {**config.to_dict(), "creator": [me.pid, me.start_ticks]},
+                               {**config.to_dict(), "creator": [me.pid, me.start_ticks, me.machine]},
                                run_id=config.labels.get("msb.run"))
         old = store.get_sandbox(config.name)
         if old is not None and old.status not in LIVE_STATES:
@@ -275,6 +275,7 @@ class Sandbox:
         """Ask the guest to power off (SHUTDOWN), then kill it after ``timeout`` s. Idempotent."""
         if self._stopped:
             return
+        self._refuse_if_elsewhere()
         self._stopped = True
         try:
             if self._client is not None:
@@ -293,6 +294,7 @@ class Sandbox:
         """End the guest at once (SIGKILL to its host process)."""
         if self._stopped:
             return
+        self._refuse_if_elsewhere()
         self._stopped = True
         try:
             if self._guest is not None:
@@ -301,6 +303,13 @@ class Sandbox:
                 self._wait_or_signal(0)
         finally:
             self._finish("stopped")
+
+    def _refuse_if_elsewhere(self) -> None:
+        """Another machine sharing this home (a host, a container) runs this sandbox: its pid is not ours to signal."""
+        owner = self._record.owner
+        if self._guest is None and owner is not None and not owner.is_here():
+            raise SandboxError(f"sandbox {self.name} runs on another machine sharing this home ({owner.machine}); "
+                               "stop it there")
 
     def _wait_or_signal(self, timeout: float) -> None:
         """For a handle without the process object: after a SHUTDOWN sent over a relay, wait up to ``timeout`` s for
@@ -312,7 +321,7 @@ class Sandbox:
         deadline = time.monotonic() + timeout
         while owner is not None and owner.is_alive() and time.monotonic() < deadline:
             time.sleep(0.02)
-        if owner is not None and owner.is_alive():
+        if owner is not None and owner.is_here() and owner.is_alive():
             try:
                 os.kill(owner.pid, signal.SIGKILL)
             except ProcessLookupError:

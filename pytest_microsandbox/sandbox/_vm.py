@@ -25,7 +25,7 @@ import os
 import socket
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pytest_microsandbox._validate import parse_positive_int
@@ -86,13 +86,15 @@ def vm_spec(plan: GuestPlan, root_disk: Path | None, kernel: str | None = None) 
     else:
         root = _share(spec, plan.boot.root.source if plan.boot.root else "", True)
     for m in plan.boot.mounts:
-        if m.kind in ("bind", "overlay"):
-            # An overlay's lower reaches a VM as a read-only share; the writable layer over a virtio-fs lower is
-            # not built in the guest yet, so there such a directory stays read-only.
-            readonly = m.readonly or m.kind == "overlay"
-            tag = _share(spec, m.source, readonly, plan.quotas.get(m.target)).source
-            mounts.append(GuestMount("virtiofs", m.target, tag, readonly=readonly, noexec=m.noexec,
+        if m.kind == "bind":
+            tag = _share(spec, m.source, m.readonly, plan.quotas.get(m.target)).source
+            mounts.append(GuestMount("virtiofs", m.target, tag, readonly=m.readonly, noexec=m.noexec,
                                      nosuid=m.nosuid, nodev=m.nodev))
+        elif m.kind == "overlay":
+            # The lower reaches the VM as a read-only share; the guest's agent builds the writable layer over it,
+            # in guest memory (fstype "virtiofs" tells it the source is a share's tag, not a path).
+            tag = _share(spec, m.source, True).source
+            mounts.append(replace(m, source=tag, fstype="virtiofs"))
         else:
             mounts.append(m)
     for i, d in enumerate(plan.disks):
@@ -121,8 +123,6 @@ class VmBackend:
     description = "vm"
 
     def start(self, plan: GuestPlan) -> Guest:
-        from dataclasses import replace
-
         home = plan.run_dir.parent.parent
         root_disk, digest = None, "host"
         if plan.config.image != "host":

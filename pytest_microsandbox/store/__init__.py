@@ -78,7 +78,7 @@ def _log_event(conn: sqlite3.Connection, kind: str, subject: str) -> None:
                                                                                      os.getpid()))
 
 
-_VOLUME_COLUMNS = "name, kind, quota_mib, size_mib, labels, created_at, state, owner_pid, owner_start"
+_VOLUME_COLUMNS = "name, kind, quota_mib, size_mib, labels, created_at, state, owner_pid, owner_start, owner_machine"
 
 
 def _to_json(value: object) -> str:
@@ -105,9 +105,17 @@ def _volume_rows(conn: sqlite3.Connection, where: str, params: tuple = ()) -> li
 
 
 def _volume_from_row(row: tuple) -> VolumeRecord:
-    name, kind, quota_mib, size_mib, labels, created_at, state, owner_pid, owner_start = row
-    owner = ProcessIdentity(owner_pid, owner_start) if owner_pid is not None else None
+    name, kind, quota_mib, size_mib, labels, created_at, state, owner_pid, owner_start, owner_machine = row
+    owner = ProcessIdentity(owner_pid, owner_start, owner_machine or "") if owner_pid is not None else None
     return VolumeRecord(name, kind, quota_mib, size_mib, _from_json(labels), created_at, state, owner)
+
+
+# A transition's owner, matched exactly (``IS``: NULL matches NULL, as in rows written before owner_machine).
+_OWNED_BY = "owner_pid IS ? AND owner_start IS ? AND IFNULL(owner_machine, '') = ?"
+
+
+def _owner_params(owner: ProcessIdentity | None) -> tuple:
+    return (owner.pid, owner.start_ticks, owner.machine) if owner else (None, None, "")
 
 
 def _abandoned(conn: sqlite3.Connection) -> list[VolumeRecord]:
@@ -153,7 +161,7 @@ def _ready_record(name: str, kind: str, quota_mib: int | None, size_mib: int | N
 
 
 def _sandbox_from_row(row: sqlite3.Row) -> SandboxRecord:
-    owner = ProcessIdentity(row["pid"], row["pid_start"]) if row["pid"] is not None else None
+    owner = ProcessIdentity(row["pid"], row["pid_start"], row["pid_machine"] or "") if row["pid"] is not None else None
     return SandboxRecord(
         name=row["name"],
         backend=row["backend"],
@@ -247,7 +255,7 @@ class Store:
                     _raise_if_abandoned(conn)
                 conn.execute(
                     "INSERT INTO volumes (name, kind, quota_mib, size_mib, labels, created_at, state, owner_pid, "
-                    "owner_start) VALUES (?, ?, ?, ?, ?, ?, 'creating', ?, ?)",
+                    "owner_start, owner_machine) VALUES (?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?)",
                     (
                         record.name,
                         record.kind,
@@ -257,6 +265,7 @@ class Store:
                         record.created_at,
                         owner.pid,
                         owner.start_ticks,
+                        owner.machine,
                     ),
                 )
         except sqlite3.IntegrityError:
@@ -265,7 +274,8 @@ class Store:
     def finish_volume_create(self, name: str) -> None:
         with self._write() as conn:
             done = conn.execute(
-                "UPDATE volumes SET state='ready', owner_pid=NULL, owner_start=NULL WHERE name=? AND state='creating'",
+                "UPDATE volumes SET state='ready', owner_pid=NULL, owner_start=NULL, owner_machine=NULL "
+                "WHERE name=? AND state='creating'",
                 (name,),
             )
             if done.rowcount:
@@ -292,8 +302,8 @@ class Store:
             if user is not None:
                 raise VolumeInUseError(name, user["name"])
             conn.execute(
-                "UPDATE volumes SET state='removing', owner_pid=?, owner_start=? WHERE name=?",
-                (owner.pid, owner.start_ticks, name),
+                "UPDATE volumes SET state='removing', owner_pid=?, owner_start=?, owner_machine=? WHERE name=?",
+                (owner.pid, owner.start_ticks, owner.machine, name),
             )
             return found[0]
 
@@ -302,12 +312,12 @@ class Store:
         while ``owner`` still holds that transition, so a newer claim on the name is never touched."""
         with self._write() as conn:
             removing = conn.execute(
-                "SELECT 1 FROM volumes WHERE name=? AND state='removing' AND owner_pid=? AND owner_start=?",
-                (name, owner.pid, owner.start_ticks),
+                f"SELECT 1 FROM volumes WHERE name=? AND state='removing' AND {_OWNED_BY}",
+                (name, *_owner_params(owner)),
             ).fetchone()
             conn.execute(
-                "DELETE FROM volumes WHERE name=? AND state != 'ready' AND owner_pid=? AND owner_start=?",
-                (name, owner.pid, owner.start_ticks),
+                f"DELETE FROM volumes WHERE name=? AND state != 'ready' AND {_OWNED_BY}",
+                (name, *_owner_params(owner)),
             )
             if removing:
                 _log_event(conn, "volume.removed", name)
@@ -316,9 +326,9 @@ class Store:
         """Give up a removal ``owner`` began (its files are all still in place)."""
         with self._write() as conn:
             conn.execute(
-                "UPDATE volumes SET state='ready', owner_pid=NULL, owner_start=NULL WHERE name=? AND state='removing' "
-                "AND owner_pid=? AND owner_start=?",
-                (name, owner.pid, owner.start_ticks),
+                "UPDATE volumes SET state='ready', owner_pid=NULL, owner_start=NULL, owner_machine=NULL "
+                f"WHERE name=? AND state='removing' AND {_OWNED_BY}",
+                (name, *_owner_params(owner)),
             )
 
     def claim_abandoned(self, record: VolumeRecord, owner: ProcessIdentity) -> bool:
@@ -326,9 +336,9 @@ class Store:
         old = record.owner
         with self._write() as conn:
             done = conn.execute(
-                "UPDATE volumes SET owner_pid=?, owner_start=? WHERE name=? AND state=? "
-                "AND owner_pid IS ? AND owner_start IS ?",
-                (owner.pid, owner.start_ticks, record.name, record.state, old and old.pid, old and old.start_ticks),
+                "UPDATE volumes SET owner_pid=?, owner_start=?, owner_machine=? "
+                f"WHERE name=? AND state=? AND {_OWNED_BY}",
+                (*_owner_params(owner), record.name, record.state, *_owner_params(old)),
             )
             return done.rowcount == 1
 
@@ -365,13 +375,14 @@ class Store:
         try:
             with self._write() as conn:
                 conn.execute(
-                    "INSERT INTO sandboxes (name, backend, pid, pid_start, status, config, run_id, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO sandboxes (name, backend, pid, pid_start, pid_machine, status, config, run_id, "
+                    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         record.name,
                         record.backend,
                         owner.pid if owner else None,
                         owner.start_ticks if owner else None,
+                        owner.machine if owner else None,
                         record.status,
                         _to_json(record.config),
                         record.run_id,
@@ -387,8 +398,8 @@ class Store:
                 cur = conn.execute("UPDATE sandboxes SET status=? WHERE name=?", (status, name))
             else:
                 cur = conn.execute(
-                    "UPDATE sandboxes SET status=?, pid=?, pid_start=? WHERE name=?",
-                    (status, owner.pid, owner.start_ticks, name),
+                    "UPDATE sandboxes SET status=?, pid=?, pid_start=?, pid_machine=? WHERE name=?",
+                    (status, owner.pid, owner.start_ticks, owner.machine, name),
                 )
             if cur.rowcount == 0:
                 raise SandboxNotFoundError(name)
@@ -419,9 +430,9 @@ class Store:
             if row is None:
                 raise SandboxNotFoundError(sandbox)
             conn.execute(
-                "INSERT INTO mounts (sandbox_id, volume_name, guest_path, readonly, pid, pid_start) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (row["id"], volume_name, guest_path, int(readonly), owner.pid, owner.start_ticks),
+                "INSERT INTO mounts (sandbox_id, volume_name, guest_path, readonly, pid, pid_start, pid_machine) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (row["id"], volume_name, guest_path, int(readonly), owner.pid, owner.start_ticks, owner.machine),
             )
 
     def detach_volumes(self, sandbox: str) -> None:
@@ -437,7 +448,7 @@ class Store:
             ).fetchall()
         return [
             MountRecord(r["sandbox"], r["volume_name"], r["guest_path"], bool(r["readonly"]),
-                        ProcessIdentity(r["pid"], r["pid_start"]))
+                        ProcessIdentity(r["pid"], r["pid_start"], r["pid_machine"] or ""))
             for r in rows
         ]
 
@@ -447,7 +458,8 @@ class Store:
 
     @staticmethod
     def _reap_dead_mounts(conn: sqlite3.Connection) -> int:
-        rows = conn.execute("SELECT id, pid, pid_start FROM mounts").fetchall()
-        dead = [r["id"] for r in rows if not ProcessIdentity(r["pid"], r["pid_start"]).is_alive()]
+        rows = conn.execute("SELECT id, pid, pid_start, pid_machine FROM mounts").fetchall()
+        dead = [r["id"] for r in rows
+                if not ProcessIdentity(r["pid"], r["pid_start"], r["pid_machine"] or "").is_alive()]
         conn.executemany("DELETE FROM mounts WHERE id=?", [(i,) for i in dead])
         return len(dead)

@@ -22,6 +22,7 @@ def process_start_ticks(pid: int) -> int | None:
 class ProcessIdentity:
     pid: int
     start_ticks: int
+    machine: str = ""  # ``str(Machine)`` where the pid means something; "" in records older than the field: here
 
     @classmethod
     def current(cls) -> ProcessIdentity:
@@ -37,9 +38,24 @@ class ProcessIdentity:
         ticks = process_start_ticks(pid)
         if ticks is None:
             raise ProcessLookupError(pid)
-        return cls(pid, ticks)
+        return cls(pid, ticks, str(Machine.current()))
+
+    def is_here(self) -> bool:
+        """True if ``pid`` names a process of this machine (so it may be signalled), alive or not."""
+        if not self.machine:
+            return True
+        there = Machine.parse(self.machine)
+        return there is not None and Machine.current().owns_pids_of(there)
 
     def is_alive(self) -> bool:
+        """False only when the process certainly ended. One on a machine whose pids we cannot see (another host or
+        container sharing this home) counts as alive, unless that machine is this host before its last reboot."""
+        if self.machine:
+            here, there = Machine.current(), Machine.parse(self.machine)
+            if there is None:
+                return True  # an unreadable record is never taken for a dead one
+            if not here.owns_pids_of(there):
+                return not here.outlived(there)
         ticks = process_start_ticks(self.pid)
         if ticks is None or ticks != self.start_ticks:
             return False
@@ -69,10 +85,12 @@ class Machine:
 
     @classmethod
     def current(cls) -> Machine:
+        """This machine, read once per process (a child forked into a new pid namespace reads its own)."""
         global _machine
-        if _machine is None:
-            _machine = cls(os.uname().nodename, _boot_id(), _pid_namespace())
-        return _machine
+        pid = os.getpid()
+        if _machine is None or _machine[0] != pid:
+            _machine = (pid, cls(os.uname().nodename, _boot_id(), _pid_namespace()))
+        return _machine[1]
 
     def __str__(self) -> str:
         return f"{self.hostname}/{self.boot_id}/{self.pid_namespace}"
@@ -106,4 +124,4 @@ def _pid_namespace() -> str:
         return "unknown"
 
 
-_machine: Machine | None = None
+_machine: tuple[int, Machine] | None = None

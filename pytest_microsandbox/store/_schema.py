@@ -56,6 +56,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX events_by_subject ON events (subject);
     """,
+    # 3: the machine (host name, boot, pid namespace) each owning pid belongs to: a home can be shared with another
+    # host or a container, whose pids this one cannot judge (NULL: a row written here before this version).
+    """
+    ALTER TABLE volumes ADD COLUMN owner_machine TEXT;
+    ALTER TABLE sandboxes ADD COLUMN pid_machine TEXT;
+    ALTER TABLE mounts ADD COLUMN pid_machine TEXT
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

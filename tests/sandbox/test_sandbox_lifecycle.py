@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,7 @@ from pytest_microsandbox.errors import (
     SandboxNotFoundError,
 )
 from pytest_microsandbox.sync import Sandbox, Volume
-from tests.timeouts import scaled
+from tests.timeouts import BOOT, scaled
 
 
 def test_exec_shell_fs_and_last_exec(make_sandbox) -> None:
@@ -64,6 +67,41 @@ def test_the_guest_is_isolated_from_the_host(make_sandbox, tmp_path: Path) -> No
         assert not any(d.startswith(("sd", "vd", "nvme", "loop")) for d in devices)
     else:
         assert not any(d.startswith(("sd", "nvme")) for d in devices)  # virtio disks only
+
+
+def test_programs_install_into_usr_privately(make_sandbox) -> None:
+    """The host image's /usr is writable in the guest (an installer's home), in memory: the host never sees it, and
+    the next sandbox starts from the host's /usr again."""
+    sb = make_sandbox()
+    probe = "/usr/local/lib/msb-install-probe"
+    installed = sb.shell(f"mkdir -p {probe} && echo installed > {probe}/f && rm -f /usr/local/lib/.msb-none && "
+                         f"cat {probe}/f")
+    assert installed.exit_code == 0 and installed.stdout == "installed\n", installed.stderr
+    assert not Path(probe).exists()
+    assert not make_sandbox().fs.exists(f"{probe}/f")
+
+
+VENV_RUN = """
+import sys
+from pytest_microsandbox.sync import Sandbox
+sb = Sandbox.create(isolation=sys.argv[1], home=sys.argv[2], boot_timeout=float(sys.argv[3]))
+try:
+    r = sb.exec("python3", "-c", "import msb_venv_probe, sys; print(msb_venv_probe.WHERE, sys.prefix)")
+    print(r.exit_code, r.stdout.strip(), r.stderr.strip()[-500:])
+finally:
+    sb.remove()
+"""
+
+
+def test_the_guests_python3_is_the_venvs_when_the_run_is_in_one(isolation: str, home: Path, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+    [site] = (venv / "lib").glob("python3.*/site-packages")
+    (site / "msb_venv_probe.py").write_text("WHERE = 'venv'\n")  # a package only the venv has
+    done = subprocess.run([str(venv / "bin" / "python"), "-c", VENV_RUN, isolation, str(home), str(BOOT)],
+                          capture_output=True, text=True, timeout=scaled(120) + BOOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["0", "venv", os.path.realpath(venv)], done.stdout
 
 
 def test_stop_kill_remove_get_list(make_sandbox, home: Path) -> None:

@@ -130,3 +130,25 @@ def test_boot_failure_reports_the_console(home: Path, tmp_path: Path) -> None:
         Sandbox.create(isolation="namespace", home=home, volumes={"/d": Volume.disk(junk, readonly=True)})
     assert "mount" in info.value.console_tail
     assert Sandbox.list(home=home) == []
+
+
+def test_a_sandbox_of_another_machine_sharing_the_home_is_neither_reaped_nor_signalled(home: Path) -> None:
+    """Its pid belongs to another machine: here it may name any process at all (this test's own, below)."""
+    from pytest_microsandbox.errors import SandboxError
+    from pytest_microsandbox.store import Machine, SandboxRecord
+
+    here = Machine.current()
+    bystander = subprocess.Popen(["sleep", "60"])  # the pid the other machine's record happens to hold
+    try:
+        elsewhere = ProcessIdentity(bystander.pid, 1, str(Machine("another-host", "0" * 32, here.pid_namespace)))
+        Store(home).add_sandbox(SandboxRecord(name="theirs", backend="vm", owner=elsewhere, status="running"))
+        handle = Sandbox.get("theirs", home=home)
+        assert handle.status == "running"  # not reaped as dead
+        for end in (handle.stop, handle.kill, handle.remove):
+            with pytest.raises(SandboxError, match="another machine"):
+                end()
+        assert bystander.poll() is None
+        assert [s.name for s in Sandbox.list(home=home)] == ["theirs"]
+    finally:
+        bystander.kill()
+        bystander.wait()

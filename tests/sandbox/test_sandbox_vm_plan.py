@@ -57,6 +57,13 @@ def test_binds_become_virtiofs_shares_with_their_quota(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(not virtiofs_available(), reason="this build has no virtio-fs device")
+def test_an_overlay_is_a_read_only_share_with_the_writable_layer_built_in_the_guest(tmp_path: Path) -> None:
+    spec, (_, mount) = vm_spec(_plan(tmp_path, [GuestMount("overlay", "/usr", "/usr", nodev=True)]), None)
+    assert spec.shares[1] == {"tag": "msb-fs1", "root": "/usr", "readonly": True, "quota_mib": None}
+    assert mount == GuestMount("overlay", "/usr", "msb-fs1", fstype="virtiofs", nodev=True)
+
+
+@pytest.mark.skipif(not virtiofs_available(), reason="this build has no virtio-fs device")
 def test_vmm_builds_its_shares(tmp_path: Path) -> None:
     from pytest_microsandbox.sandbox._vmm import shares
 

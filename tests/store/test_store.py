@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pytest_microsandbox.errors import SandboxNotFoundError, VolumeNotFoundError
-from pytest_microsandbox.store import SCHEMA_VERSION, ProcessIdentity, SandboxRecord, Store, VolumeRecord
+from pytest_microsandbox.errors import SandboxNotFoundError, VolumeInUseError, VolumeNotFoundError
+from pytest_microsandbox.store import SCHEMA_VERSION, Machine, ProcessIdentity, SandboxRecord, Store, VolumeRecord
 from pytest_microsandbox.store._liveness import process_start_ticks
-from pytest_microsandbox.store._schema import SchemaTooNewError, migrate
+from pytest_microsandbox.store._schema import MIGRATIONS, SchemaTooNewError, migrate
 
 
 def test_fresh_store_is_migrated_to_the_current_version_in_wal_mode(tmp_path: Path) -> None:
@@ -121,3 +121,48 @@ def test_many_processes_opening_a_new_store_at_once(tmp_path: Path) -> None:
         for p in procs:
             p.join(60)
         assert [results.get(timeout=5) for _ in procs] == ["ok"] * 10
+
+
+def test_records_of_another_machine_sharing_the_home_are_never_judged_by_our_pids(tmp_path: Path) -> None:
+    """A home shared with another host or a container (an NFS home, a mounted ~/.microsandbox): a pid recorded
+    there is not one of ours, so neither its transitions nor its mounts are reaped; an earlier boot's are."""
+    store = Store(tmp_path)
+    here, me = Machine.current(), ProcessIdentity.current()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    other_host = ProcessIdentity(dead.pid, 1, str(Machine("another-host", "0" * 32, here.pid_namespace)))
+    container = ProcessIdentity(dead.pid, 1, str(Machine(here.hostname, here.boot_id, "4026531999")))
+    before_reboot = ProcessIdentity(dead.pid, 1, str(Machine(here.hostname, "f" * 32, here.pid_namespace)))
+    assert (other_host.is_alive(), container.is_alive(), before_reboot.is_alive()) == (True, True, False)
+    store.begin_volume_create(VolumeRecord("theirs", "dir", None, None, {}, 1), other_host)
+    store.begin_volume_create(VolumeRecord("stale", "dir", None, None, {}, 1), before_reboot)
+    assert [r.name for r in store.abandoned_volume_transitions()] == ["stale"]
+    assert store.claim_abandoned(store.abandoned_volume_transitions()[0], me)  # the owner, machine included, matched
+    store.begin_volume_create(VolumeRecord("v", "dir", None, None, {}, 1), me)
+    store.finish_volume_create("v")
+    store.add_sandbox(SandboxRecord(name="sb", backend="namespace", owner=container, status="running"))
+    store.attach_volume("sb", "v", "/a", readonly=False, owner=container)
+    assert store.reap_dead_mounts() == 0
+    with pytest.raises(VolumeInUseError):
+        store.begin_volume_remove("v", me)
+    assert store.get_sandbox("sb").owner == container  # type: ignore[union-attr]
+
+
+def test_rows_written_before_the_machine_column_are_judged_here(tmp_path: Path) -> None:
+    path = tmp_path / "db" / "msb.db"
+    path.parent.mkdir()
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in ";".join(MIGRATIONS[:2]).split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute("PRAGMA user_version = 2")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    conn.execute("INSERT INTO volumes (name, kind, labels, created_at, state, owner_pid, owner_start) "
+                 "VALUES ('old', 'dir', '{}', 1, 'creating', ?, 1)", (dead.pid,))
+    conn.close()
+    store = Store(tmp_path)
+    assert store.schema_version() == SCHEMA_VERSION
+    [old] = store.abandoned_volume_transitions()
+    assert old.owner == ProcessIdentity(dead.pid, 1)
+    assert store.claim_abandoned(old, ProcessIdentity.current())

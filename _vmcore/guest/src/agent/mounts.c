@@ -89,9 +89,9 @@ static uint64_t mount_attrs(unsigned long flags) {
            (flags & MS_NODEV ? MOUNT_ATTR_NODEV : 0) | (flags & MS_NOEXEC ? MOUNT_ATTR_NOEXEC : 0);
 }
 
-/* Mount one spec on `target` (already prefixed); err gets a message on failure. */
 /* A private writable layer over `m->source`: the source is attached read-only under a tmpfs that also holds the
- * overlay's upper and work directories, so writes in the guest land in memory and never reach the source. */
+ * overlay's upper and work directories, so writes in the guest land in memory and never reach the source. The
+ * source is a path to bind (namespace sandboxes), or with fstype "virtiofs" the tag of a virtio-fs share (a VM). */
 static int mount_overlay(struct mount_spec *m, const char *target, unsigned long flags, char *err, size_t errlen) {
     static int layers;
     char base[64], lower[80], upper[80], work[80], opts[300];
@@ -105,7 +105,8 @@ static int mount_overlay(struct mount_spec *m, const char *target, unsigned long
         return -1;
     }
     struct mount_spec below = *m;
-    below.kind = SRC_BIND;
+    below.kind = m->fstype && strcmp(m->fstype, "virtiofs") == 0 ? SRC_VIRTIOFS : SRC_BIND;
+    below.fstype = NULL;
     below.flags = 1; /* readonly */
     if (mount_spec_at(&below, lower, 0, 0, err, errlen) < 0)
         return -1;
@@ -128,6 +129,7 @@ static void block_set_readonly(const char *dev) {
     close(fd);
 }
 
+/* Mount one spec on `target` (already prefixed); err gets a message on failure. */
 int mount_spec_at(struct mount_spec *m, const char *target, unsigned long extra, int restricted, char *err,
                          size_t errlen) {
     unsigned long flags = mount_flags(m->flags, restricted) | extra;
