@@ -30,6 +30,10 @@ RUN_TIMEOUT = float(os.environ.get("MSB_RIG_TIMEOUT") or 2100)  # every L1 boot 
 # No report for this long means L1 itself is stuck (its vCPUs busy, even pytest-timeout never runs): stop that L1,
 # boot a fresh one for the tests left, the stuck one included once more; stuck twice, it fails.
 STALL_TIMEOUT = TEST_TIMEOUT + 60
+# L1 writes its processes to the job folder every 20 s (init.sh): no heartbeat for this long means L1's kernel itself
+# is wedged (seen about once in a few dozen nested boots under TCG: every vCPU spinning, no process scheduled). Don't
+# wait out STALL_TIMEOUT for that.
+HEARTBEAT_TIMEOUT = 150
 INNER_MARKER = "MSB_RIG_INNER"
 _POLL = 0.5
 
@@ -62,6 +66,7 @@ class NestedRig:
         self._order: list[str] = []
         self._offset = 0
         self._progress_at = 0.0
+        self._started_wall = 0.0
         self._result: L1Result | None = None
         self._done = False
 
@@ -97,6 +102,7 @@ class NestedRig:
         self.reports_path = reports
         self._offset = 0
         self._progress_at = time.monotonic()
+        self._started_wall = time.time()
         self.run.start()
 
     # -- replaying --------------------------------------------------------------------------------------------------
@@ -136,9 +142,18 @@ class NestedRig:
                 self._read_new()
                 self._done = True
                 return
-            if time.monotonic() - self._progress_at > STALL_TIMEOUT:
+            if time.monotonic() - self._progress_at > STALL_TIMEOUT or self._heartbeat_age() > HEARTBEAT_TIMEOUT:
                 self._restart_after_stall()
             time.sleep(_POLL)
+
+    def _heartbeat_age(self) -> float:
+        """Seconds since L1 last wrote its heartbeat (or since it started, before the first one)."""
+        assert self.run is not None
+        try:
+            last = (self.run.job / "l1-ps.txt").stat().st_mtime
+        except FileNotFoundError:
+            last = 0.0
+        return time.time() - max(last, self._started_wall)
 
     def _restart_after_stall(self) -> None:
         assert self.run is not None
@@ -160,7 +175,8 @@ class NestedRig:
         result = self._result
         why = result.describe() if result is not None else "L1 gave no report"
         if self.stalls.get(item.nodeid, 0) >= 2:
-            why = f"L1 was stuck in this test twice (no report for {STALL_TIMEOUT:.0f} s each time)\n{why}"
+            why = (f"L1 was stuck in this test twice (no report for {STALL_TIMEOUT:.0f} s, or no heartbeat for "
+                   f"{HEARTBEAT_TIMEOUT} s, each time)\n{why}")
         text = f"nested rig: the run inside L1 never finished {item.nodeid}: {why}"
         return pytest.TestReport(item.nodeid, item.location, {k: 1 for k in item.keywords}, "failed", text, "call",
                                  duration=0.0)
