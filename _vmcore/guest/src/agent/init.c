@@ -347,7 +347,7 @@ int init_apply_boot(const uint8_t *p, size_t n, char *err, size_t errlen) {
         struct mount_spec m;
         parse_spec(&f, &m);
         bind_fds[k] = -1;
-        if ((m.kind == SRC_BIND || m.kind == SRC_OVERLAY) &&
+        if (spec_source_is_path(&m) &&
             (bind_fds[k] = open_tree(AT_FDCWD, m.source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)) < 0) {
             snprintf(err, errlen, "bind source %s: %s", m.source, strerror(errno));
             spec_free(&m);

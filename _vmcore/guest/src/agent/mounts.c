@@ -42,6 +42,14 @@ void spec_free(struct mount_spec *m) {
     free(m->fstype);
 }
 
+static int overlay_over_share(const struct mount_spec *m) {
+    return m->kind == SRC_OVERLAY && m->fstype && strcmp(m->fstype, "virtiofs") == 0;
+}
+
+int spec_source_is_path(const struct mount_spec *m) {
+    return m->kind == SRC_BIND || (m->kind == SRC_OVERLAY && !overlay_over_share(m));
+}
+
 int parse_spec(const struct field *outer, struct mount_spec *m) {
     struct field_iter it;
     struct field f;
@@ -105,7 +113,7 @@ static int mount_overlay(struct mount_spec *m, const char *target, unsigned long
         return -1;
     }
     struct mount_spec below = *m;
-    below.kind = m->fstype && strcmp(m->fstype, "virtiofs") == 0 ? SRC_VIRTIOFS : SRC_BIND;
+    below.kind = overlay_over_share(m) ? SRC_VIRTIOFS : SRC_BIND;
     below.fstype = NULL;
     below.flags = 1; /* readonly */
     if (mount_spec_at(&below, lower, 0, 0, err, errlen) < 0)

@@ -15,6 +15,8 @@ struct mount_spec {
 
 int parse_spec(const struct field *outer, struct mount_spec *m); /* 0, or -1 with errno EINVAL */
 void spec_free(struct mount_spec *m);
+/* True when `m->source` is a path of the old root (a bind, an overlay over a path) rather than a device or tag. */
+int spec_source_is_path(const struct mount_spec *m);
 /* Mount `m` on `target` with `extra` flags (restricted: nosuid,nodev forced); err gets a message on failure. */
 int mount_spec_at(struct mount_spec *m, const char *target, unsigned long extra, int restricted, char *err,
                   size_t errlen);
