@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import subprocess
 import sys
@@ -54,8 +55,13 @@ def test_the_guest_is_isolated_from_the_host(make_sandbox, tmp_path: Path) -> No
     assert sb.fs.read("/proc/1/exe") == AGENT_BINARY.read_bytes()  # PID 1 is our agent: its own pid namespace
     assert sorted(e.path.rsplit("/", 1)[-1] for e in sb.fs.list("/sys/class/net")) == ["lo"]  # loopback only
     assert "shadow" not in {e.path.rsplit("/", 1)[-1] for e in sb.fs.list("/etc")}  # a generated /etc
-    remount = sb.shell("mount -o remount,rw /usr && touch /usr/.msb-escape")
-    assert remount.exit_code != 0 and not Path("/usr/.msb-escape").exists()
+    # /usr is writable in the guest (an overlay, in guest memory); the host's directory below it is read-only, even
+    # to a guest root that remounts it
+    escape = sb.shell("touch /usr/.msb-escape; for lower in $(awk '$2 ~ \"^/run/msb/overlay[0-9]+/lower$\" "
+                      "{print $2}' /proc/mounts); do mount -o remount,rw $lower 2>/dev/null; "
+                      "touch $lower/.msb-escape 2>/dev/null && echo WROTE $lower; done; echo checked")
+    assert escape.stdout.endswith("checked\n") and "WROTE" not in escape.stdout, escape.stdout
+    assert sb.fs.exists("/usr/.msb-escape") and not Path("/usr/.msb-escape").exists()
     host_panic = Path("/proc/sys/kernel/panic").read_text().strip()
     wrote = sb.shell(f"echo {7 if host_panic != '7' else 8} > /proc/sys/kernel/panic")
     assert Path("/proc/sys/kernel/panic").read_text().strip() == host_panic  # the host's kernel is untouched
@@ -102,6 +108,16 @@ def test_the_guests_python3_is_the_venvs_when_the_run_is_in_one(isolation: str, 
                           capture_output=True, text=True, timeout=scaled(120) + BOOT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == ["0", "venv", os.path.realpath(venv)], done.stdout
+
+
+def test_a_fifo_guest_code_puts_where_the_host_writes_is_refused_at_once(make_sandbox) -> None:
+    sb = make_sandbox()
+    assert sb.exec("mkfifo", "/tmp/input.txt").exit_code == 0
+    for attempt in (lambda: sb.fs.write("/tmp/input.txt", "data"), lambda: sb.fs.read("/tmp/input.txt")):
+        with pytest.raises(OSError) as info:
+            attempt()
+        assert info.value.errno == errno.EINVAL
+    assert sb.exec("echo", "still serving").stdout == "still serving\n"
 
 
 def test_stop_kill_remove_get_list(make_sandbox, home: Path) -> None:
