@@ -134,7 +134,11 @@ class VolumeManager:
         for record in abandoned:
             me = me or ProcessIdentity.current()
             if self.store.claim_abandoned(record, me):
-                self._discard(record.name, me)
+                try:
+                    self._discard(record.name, me)
+                except (OSError, VolumeError) as err:  # one poisoned volume never fails get/list/create of others
+                    warnings.warn(f"could not finish deleting volume {record.name} ({err}); it is retried once this "
+                                  "process has exited, by the next volume operation", RuntimeWarning, stacklevel=3)
                 took_over = True
         self._delete_leftovers()
         return took_over

@@ -6,6 +6,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import stat
+import subprocess
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -153,3 +155,25 @@ def test_directories_a_guest_made_read_only_or_unreadable_are_still_removed():
         assert results.get(timeout=5) == "clean"
     finally:
         remove_tree(base)
+
+
+def test_an_abandoned_removal_that_cannot_be_finished_never_breaks_listing(home):
+    """A dead process's removal whose directory cannot be moved aside (here: something is mounted on it): a list
+    warns and lists the others, and once that is cleared a later call finishes the removal."""
+    sync.Volume.create("other", home=home)
+    sync.Volume.create("pinned", home=home)
+    pinned = home / "volumes" / "pinned"
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "msb-test", str(pinned)]).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        Store(home).begin_volume_remove("pinned", ProcessIdentity(os.getpid(), 0))  # its remover died
+        lister = subprocess.run(  # another process takes the removal over, fails to finish it, and exits
+            [sys.executable, "-W", "always", "-c", "from pytest_microsandbox import sync; import sys; "
+             "print([h.name for h in sync.Volume.list(home=sys.argv[1])])", str(home)],
+            capture_output=True, text=True, check=True)
+        assert lister.stdout.strip() == "['other']"
+        assert "could not finish deleting volume pinned" in lister.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(pinned)], check=True)
+    assert [h.name for h in sync.Volume.list(home=home)] == ["other"]
+    assert not pinned.exists() and Store(home).transitional_volume_names() == set()
