@@ -32,6 +32,7 @@ cdef class FuseServer:
     cdef uint64_t counts[64]     # requests served, by opcode (the last slot: everything past 62)
     cdef bint switch_creds       # running as root: create as the caller (setfsuid/setfsgid)
     cdef uint32_t open_flags     # FOPEN_* flags given to every OPEN/CREATE reply
+    cdef bint warned_fd_limit    # the first EMFILE was reported on stderr
     cdef object __weakref__
 
     cdef Py_ssize_t handle_raw(self, const uint8_t *req, size_t reqlen, uint8_t *out, size_t outcap) noexcept

@@ -16,7 +16,7 @@ Confinement rules, enforced here for every transport:
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE, PyBUF_WRITABLE
 from libc.errno cimport (errno, EINVAL, ENOSYS, EBADF, EROFS, ENOSPC, EIO, EPERM, ENOTDIR, EISDIR, ELOOP,
-                         ERANGE, ENAMETOOLONG, EPROTO, EOPNOTSUPP, EFBIG, ENOENT, EACCES)
+                         ERANGE, ENAMETOOLONG, EPROTO, EOPNOTSUPP, EFBIG, ENOENT, EACCES, EMFILE)
 from libc.stdlib cimport malloc, free
 from libc cimport errno as cerrno
 from libc.string cimport memchr, memcpy, memset
@@ -30,6 +30,7 @@ from _vmcore.fs.abi cimport *
 
 import os
 import resource
+import sys
 
 cdef enum:
     IN_HDR = 40
@@ -152,13 +153,38 @@ cdef class _Handle:
 
 
 def _raise_fd_limit() -> None:
-    """Every inode the guest holds is an open descriptor: lift the soft RLIMIT_NOFILE to the hard one."""
+    """Every inode the guest holds is an open descriptor: lift RLIMIT_NOFILE as far as this process may, to the
+    kernel's ceiling (``fs.nr_open``) where it may raise the hard limit (CAP_SYS_RESOURCE), else to the hard limit.
+    Past it, lookups and creates answer EMFILE and the server says so once on stderr (the sandbox's console log)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+    if soft == resource.RLIM_INFINITY:
+        return
+    try:
+        with open("/proc/sys/fs/nr_open", "rb") as f:
+            ceiling = int(f.read(32))
+    except (OSError, ValueError):
+        ceiling = 0
+    attempts = [(ceiling, ceiling)] if hard != resource.RLIM_INFINITY and ceiling > hard else []
+    attempts.append((ceiling if hard == resource.RLIM_INFINITY else hard, hard))
+    for limits in attempts:
+        if limits[0] <= soft:
+            continue
         try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            resource.setrlimit(resource.RLIMIT_NOFILE, limits)
+            return
         except (OSError, ValueError):
-            pass  # best effort: lookups past the limit answer EMFILE, nothing worse
+            continue
+
+
+def _warn_fd_limit(inodes: int, handles: int) -> None:
+    try:
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        sys.stderr.write(f"msb-fs: out of file descriptors (limit {soft}) with {inodes} inodes and {handles} open "
+                         "files served: the guest gets EMFILE; raise the hard limit (ulimit -Hn, LimitNOFILE=) to "
+                         "serve more\n")
+        sys.stderr.flush()
+    except Exception:
+        pass  # a warning must never fail a request
 
 
 def _baseline_bytes(root: str) -> int:
@@ -354,6 +380,9 @@ cdef class FuseServer:
                 r = -EIO
             if r == -0x7fffffff:   # FORGET and BATCH_FORGET: the protocol wants no reply
                 return 0
+            if r == -EMFILE and not self.warned_fd_limit:
+                self.warned_fd_limit = True
+                _warn_fd_limit(len(self.inodes), len(self.handles))
         if r < 0:
             oh.len = OUT_HDR
             oh.error = <int>r

@@ -168,3 +168,52 @@ def test_fuzzed_requests_always_get_a_well_formed_reply(client: Client, opcode: 
     else:
         assert opcode in (OP["FORGET"], OP["BATCH_FORGET"])
     assert client.server.used_bytes <= 1 << 20
+
+
+RAISE_LIMIT = """
+import resource, sys
+from _vmcore.fs import FuseServer
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, 4096))
+FuseServer(sys.argv[1])
+print(*resource.getrlimit(resource.RLIMIT_NOFILE))
+"""
+
+
+def test_the_server_lifts_the_open_file_limit_as_far_as_it_may(share: Path) -> None:
+    """Every inode a guest holds is a descriptor: the soft limit (1024 by default) would stop a guest's tree early."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", RAISE_LIMIT, str(share)], capture_output=True, text=True, check=True)
+    soft, hard = map(int, done.stdout.split())
+    with open("/proc/sys/fs/nr_open") as f:
+        ceiling = int(f.read())
+    assert (soft, hard) == ((ceiling, ceiling) if _may_raise_hard_limits() else (4096, 4096))
+
+
+def _may_raise_hard_limits() -> bool:
+    """CAP_SYS_RESOURCE (bit 24) in this process's effective set: root in a container often lacks it."""
+    with open("/proc/self/status") as f:
+        effective = next(int(line.split()[1], 16) for line in f if line.startswith("CapEff:"))
+    return bool(effective >> 24 & 1)
+
+
+def test_out_of_descriptors_is_emfile_to_the_guest_and_said_once_on_stderr(share: Path, capfd) -> None:
+    import resource
+
+    for i in range(64):
+        (share / f"f{i}").write_bytes(b"")
+    server = FuseServer(share)
+    client = Client(server)
+    client.init()
+    saved = resource.getrlimit(resource.RLIMIT_NOFILE)
+    used = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (used + 16, saved[1]))
+    try:
+        errors = [client.lookup(ROOT, f"f{i}".encode()).error for i in range(64)]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, saved)
+    assert errors[0] == 0 and -errno.EMFILE in errors
+    assert set(errors) == {0, -errno.EMFILE}
+    assert capfd.readouterr().err.count("msb-fs: out of file descriptors") == 1
+    assert client.lookup(ROOT, b"f63").error == 0  # and it serves again once descriptors are there
