@@ -99,11 +99,19 @@ finally:
 """
 
 
+def site_dirs() -> list[str]:
+    import site
+
+    return [d for d in [*site.getsitepackages(), site.getusersitepackages()] if os.path.isdir(d)]
+
+
 def test_the_guests_python3_is_the_venvs_when_the_run_is_in_one(isolation: str, home: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(venv)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     [site] = (venv / "lib").glob("python3.*/site-packages")
     (site / "msb_venv_probe.py").write_text("WHERE = 'venv'\n")  # a package only the venv has
+    # this run's packages (pytest-microsandbox among them), whether the run itself is in a venv or not
+    (site / "this_run.pth").write_text("".join(f"import site; site.addsitedir({d!r})\n" for d in site_dirs()))
     done = subprocess.run([str(venv / "bin" / "python"), "-c", VENV_RUN, isolation, str(home), str(BOOT)],
                           capture_output=True, text=True, timeout=scaled(120) + BOOT)
     assert done.returncode == 0, done.stderr[-2000:]
