@@ -309,3 +309,15 @@ def test_interactive_stdin_from_a_callback(client: AgentClient) -> None:
     holder["h"] = h
     h.write_stdin(b"go\n")  # only now may the command ask: the callback then finds the handle
     assert h.wait().stdout == "name?\nhello world\n"
+
+
+def test_input_after_the_command_closed_its_stdin_is_dropped_not_an_error(client: AgentClient) -> None:
+    """A command may close its stdin and go on running (or be killed while input is on its way): what the host
+    sends after that is dropped, and the command's result is still its own."""
+    h = client.start("sh", "-c", "exec 0<&-; sleep 1; echo done", stdin_stream=True)
+    h.pid()
+    time.sleep(0.3)  # its stdin is closed by now
+    for _ in range(3):
+        h.write_stdin(b"x" * 100_000)  # the first write finds the pipe closed; the later ones arrive after that
+    result = h.wait(30)
+    assert (result.exit_code, result.stdout) == (0, "done\n")

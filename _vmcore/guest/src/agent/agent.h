@@ -101,6 +101,7 @@ struct stream {
     int pty;
     struct buf in_buf;
     int in_close_pending;
+    int in_gone;          /* the command closed its stdin (or died): later input is dropped, not refused */
     int exited, exit_status;
     int64_t deadline_ms; /* 0 = none */
     int timed_out;

@@ -280,6 +280,7 @@ static void stdin_flush(struct stream *s) {
             size_t dropped = s->in_buf.len;
             buf_consume(&s->in_buf, dropped);
             close_if(&s->in_fd);
+            s->in_gone = 1;
             ack_stdin(s, dropped, 1);
         }
     }
@@ -293,11 +294,11 @@ static void stdin_flush(struct stream *s) {
 }
 
 void exec_stdin(struct stream *s, const uint8_t *p, size_t n) {
-    if (s->in_close_pending || (s->in_fd < 0 && !s->exited)) {
+    if (s->in_close_pending || (s->in_fd < 0 && !s->exited && !s->in_gone)) {
         send_error(s->id, E_BAD_STATE, "stdin of stream %u is not open", s->id);
         return;
     }
-    if (s->in_fd < 0) { /* the command is gone: input is dropped */
+    if (s->in_fd < 0) { /* the command is gone, or closed its stdin: input is dropped */
         ack_stdin(s, n, 1);
         return;
     }
