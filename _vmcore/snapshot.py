@@ -21,6 +21,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,19 +45,57 @@ SNAPSHOT_MSRS = (
 )
 
 _file_digests: dict[tuple, str] = {}
+_HEX_DIGEST = re.compile(rb"[0-9a-f]{64}")
 
 
-def file_sha256(path: str) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) for the life of the process."""
+def file_sha256(path: str, memo_dir: str | os.PathLike | None = None) -> str:
+    """sha256 of a file, remembered per version of it (path, size, mtime, ctime, inode) for the life of the process
+    and, with ``memo_dir``, across processes: one small file there per version. Any write to the file changes its
+    ctime, which no one can set back, so a remembered digest is never a stale one."""
     st = os.stat(path)
-    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
-    if key not in _file_digests:
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+    digest = _file_digests.get(key)
+    if digest is not None:
+        return digest
+    memo = None
+    if memo_dir is not None:
+        memo = Path(memo_dir) / hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+        digest = _read_memo(memo)
+    if digest is None:
         h = hashlib.sha256()
         with open(path, "rb") as f:
             while block := f.read(CHUNK):
                 h.update(block)
-        _file_digests[key] = h.hexdigest()
-    return _file_digests[key]
+        digest = h.hexdigest()
+        if memo is not None:
+            _write_memo(memo, digest)
+    _file_digests[key] = digest
+    return digest
+
+
+def _read_memo(memo: Path) -> str | None:
+    try:
+        fd = os.open(memo, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        raw = os.read(fd, 65)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return raw.decode() if _HEX_DIGEST.fullmatch(raw) else None
+
+
+def _write_memo(memo: Path, digest: str) -> None:
+    """Best effort (a read-only home only costs the hashing again): written whole, then renamed into place."""
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        temp = memo.with_name(f"{memo.name}.tmp-{os.getpid()}")
+        temp.write_text(digest)
+        os.replace(temp, memo)
+    except OSError:
+        pass
 
 
 def _encode(value):

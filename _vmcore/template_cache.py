@@ -47,13 +47,14 @@ def key_digest(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
 
 
-def config_key(config, image_digest: str = "", ready: str = "") -> dict:
+def config_key(config, image_digest: str = "", ready: str = "", digests: str | os.PathLike | None = None) -> dict:
     """The cache key of a ``MachineConfig``: kernel and initramfs digests, memory, vCPUs, the device layout (disk
     sizes and modes, console ports, extra devices by class and tag), the command line, the root image's digest and
-    the ready point the template is snapshotted at. Disk paths are left out: a copy of the same image will do."""
+    the ready point the template is snapshotted at. Disk paths are left out: a copy of the same image will do.
+    ``digests``: where the kernel's digest is remembered across processes (see ``file_sha256``)."""
     initramfs = None if config.initramfs is None else hashlib.sha256(config.initramfs).hexdigest()
     return {
-        "kernel_sha256": file_sha256(config.kernel), "initramfs_sha256": initramfs, "image": image_digest,
+        "kernel_sha256": file_sha256(config.kernel, digests), "initramfs_sha256": initramfs, "image": image_digest,
         "memory_mib": config.memory_mib, "vcpus": config.vcpus, "cmdline_extra": config.cmdline_extra,
         "disks": [{"size": None if d.path is None else os.path.getsize(d.path), "read_only": d.read_only,
                    "serial": d.serial}
@@ -116,6 +117,12 @@ class TemplateCache:
         self.root = Path(root)
         self.lock_timeout = lock_timeout
         self.keep = keep
+
+    @property
+    def digest_memo(self) -> Path:
+        """Where file digests of the keys are remembered (``file_sha256``); not a template's name, so never listed
+        nor evicted."""
+        return self.root / "digests"
 
     def path_for(self, key: dict) -> Path:
         return self.root / key_digest(key)

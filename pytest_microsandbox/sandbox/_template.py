@@ -68,8 +68,11 @@ class SlotLayout:
             machine.bind_share(share["tag"], make_server(share))
 
 
-def template_key(config: MachineConfig, image_digest: str) -> dict:
-    return config_key(config, image_digest=image_digest, ready=READY)
+def template_key(config: MachineConfig, image_digest: str, cache: TemplateCache | None = None) -> dict:
+    """The template's key. With ``cache``, the kernel's digest is remembered beside its templates: hashing the
+    kernel is most of a key's cost, and every VMM process computes the key afresh."""
+    return config_key(config, image_digest=image_digest, ready=READY,
+                      digests=cache.digest_memo if cache is not None else None)
 
 
 def wait_for_announcement(sock: socket.socket, timeout: float) -> bytes:

@@ -20,6 +20,7 @@ clear SandboxError rather than half-mounting them.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
@@ -108,6 +109,18 @@ def vm_spec(plan: GuestPlan, root_disk: Path | None, kernel: str | None = None) 
     return spec, [root, *mounts]
 
 
+@functools.lru_cache(maxsize=4)
+def resolved_kernel(explicit: str | None) -> str | None:
+    """The guest kernel's path, found once per process and handed to every VMM (the search runs ``ldconfig -p``);
+    when none is found, ``explicit`` as it is, and the VMM reports why as the sandbox's boot error."""
+    from _vmcore.kernels import KernelLoadError, find_kernel
+
+    try:
+        return str(find_kernel(explicit).path)
+    except KernelLoadError:
+        return explicit
+
+
 def _share(spec: VmSpec, path: str, readonly: bool, quota_mib: int | None = None) -> GuestMount:
     if not virtiofs_available():
         raise SandboxError(
@@ -130,7 +143,7 @@ class VmBackend:
 
             image = pull_image(plan.config.image, policy="missing", home=home)
             root_disk, digest = image.disk, image.digest
-        spec, mounts = vm_spec(plan, root_disk, os.environ.get("MSB_KERNEL"))
+        spec, mounts = vm_spec(plan, root_disk, resolved_kernel(os.environ.get("MSB_KERNEL")))
         spec.image_digest = digest
         spec.boot_timeout = plan.config.boot_timeout
         if snapshots_enabled():

@@ -59,8 +59,8 @@ def start_machine(spec: dict) -> tuple[Machine, bytes]:
     def make_config() -> MachineConfig:
         return layout.machine_config(spec, kernel, initramfs, cmdline)
 
-    key = template_key(make_config(), spec.get("image_digest", ""))
     cache = TemplateCache(spec["snapshots"], keep=spec.get("snapshot_keep"))
+    key = template_key(make_config(), spec.get("image_digest", ""), cache)
     return restore_clone(cache, key, make_config, spec.get("boot_timeout", 60.0),
                          lambda machine: layout.bind(machine, spec, share_server), report=report)
 

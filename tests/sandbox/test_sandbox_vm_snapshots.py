@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from _vmcore.template_cache import TemplateCache
 from pytest_microsandbox.sandbox._vm import virtiofs_available
 from pytest_microsandbox.sync import Sandbox, Volume
 from tests.timeouts import BOOT
@@ -27,8 +28,10 @@ def home(tmp_path: Path) -> Path:
 
 
 def _templates(home: Path) -> list[Path]:
+    """Every directory in the template cache but its digest memo: whole templates, and any half-built one."""
     root = home / "snapshots"
-    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    memo = TemplateCache(root).digest_memo
+    return sorted(p for p in root.iterdir() if p.is_dir() and p != memo) if root.is_dir() else []
 
 
 def _console(sb: Sandbox) -> str:

@@ -196,3 +196,37 @@ def test_snapshot_waits_for_host_input_being_delivered(guest, tmp_path):
             assert not done.wait(0.5)
         worker.join(30)
         assert done.is_set() and (tmp_path / "s" / snapfmt.MANIFEST).is_file()
+
+
+def test_a_files_digest_is_remembered_per_version_of_the_file(tmp_path, monkeypatch) -> None:
+    """Every VMM process keys its template by the kernel's digest: with a memo directory it is hashed once per
+    version of the file, not once per process; any change to the file is a new version."""
+    import hashlib
+    import os
+
+    from _vmcore import snapshot
+
+    kernel, memo = tmp_path / "kernel", tmp_path / "digests"
+    kernel.write_bytes(b"k" * 100_000)
+    real = hashlib.sha256(kernel.read_bytes()).hexdigest()
+    assert snapshot.file_sha256(str(kernel), memo) == real
+    [entry] = memo.iterdir()
+    monkeypatch.setattr(snapshot, "_file_digests", {})  # a fresh process
+    entry.write_text("f" * 64)  # (what a later process finds is what it uses: proof that it did not hash)
+    assert snapshot.file_sha256(str(kernel), memo) == "f" * 64
+    monkeypatch.setattr(snapshot, "_file_digests", {})
+    with open(kernel, "ab") as f:
+        f.write(b"!")  # a new version: new size, mtime and ctime
+    assert snapshot.file_sha256(str(kernel), memo) == hashlib.sha256(kernel.read_bytes()).hexdigest()
+    for garbage in (b"not a digest", b"F" * 64, b"0" * 63):  # a damaged memo is ignored, never trusted
+        for e in memo.iterdir():
+            e.write_bytes(garbage)
+        monkeypatch.setattr(snapshot, "_file_digests", {})
+        assert snapshot.file_sha256(str(kernel), memo) == hashlib.sha256(kernel.read_bytes()).hexdigest()
+    os.chmod(memo, 0o500)  # a memo that cannot be written only costs the hashing
+    try:
+        monkeypatch.setattr(snapshot, "_file_digests", {})
+        kernel.write_bytes(b"other")
+        assert snapshot.file_sha256(str(kernel), memo) == hashlib.sha256(b"other").hexdigest()
+    finally:
+        os.chmod(memo, 0o700)
