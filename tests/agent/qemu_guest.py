@@ -19,6 +19,9 @@ from pytest_microsandbox.agent.bootconfig import BOOT_CONFIG_PATH
 QEMU = shutil.which("qemu-system-x86_64")
 BUSYBOX = shutil.which("busybox")
 VIRTIOFSD = next((p for p in ("/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd") if os.access(p, os.X_OK)), None)
+# virtiofsd's chroot sandbox, the one it has without its own user namespace, needs root
+VIRTIOFSD_UNUSABLE = ("virtiofsd is not installed (Debian: qemu-system-common)" if VIRTIOFSD is None else
+                      "virtiofsd's chroot sandbox needs root" if os.geteuid() != 0 else None)
 APPLETS = "sh echo uname cat head yes true false sleep ls mkdir stat grep mount hostname id wc touch rm date".split()
 AGENT_PORT = "msb.agent"
 

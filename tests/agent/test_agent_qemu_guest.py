@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from qemu_guest import (
-    VIRTIOFSD,
+    VIRTIOFSD_UNUSABLE,
     QemuGuest,
     Virtiofsd,
     busybox_rootfs,
@@ -201,7 +201,7 @@ def test_guest_overlay_root_from_block_device(kernel, tmp_path, root_fstype: str
         guest.stop()
 
 
-@pytest.mark.skipif(VIRTIOFSD is None, reason="virtiofsd is not installed (Debian: qemu-system-common)")
+@pytest.mark.skipif(VIRTIOFSD_UNUSABLE is not None, reason=str(VIRTIOFSD_UNUSABLE))
 def test_guest_overlay_root_and_mount_from_virtiofs(kernel, tmp_path) -> None:
     rootdir = busybox_rootfs(tmp_path / "rootdir", "virtiofs-root")
     share = tmp_path / "share"

@@ -34,6 +34,7 @@ STALL_TIMEOUT = TEST_TIMEOUT + 60
 # is wedged (seen about once in a few dozen nested boots under TCG: every vCPU spinning, no process scheduled). Don't
 # wait out STALL_TIMEOUT for that.
 HEARTBEAT_TIMEOUT = 150
+WEDGES_PER_TEST = 3
 INNER_MARKER = "MSB_RIG_INNER"
 _POLL = 0.5
 
@@ -61,6 +62,7 @@ class NestedRig:
         self.finished: set[str] = set()
         self.replayed: list[tuple[str, str, float]] = []
         self.stalls: dict[str, int] = {}
+        self.wedges: dict[str, int] = {}
         self.started_at = 0.0
         self.deadline = 0.0
         self._order: list[str] = []
@@ -142,8 +144,10 @@ class NestedRig:
                 self._read_new()
                 self._done = True
                 return
-            if time.monotonic() - self._progress_at > STALL_TIMEOUT or self._heartbeat_age() > HEARTBEAT_TIMEOUT:
-                self._restart_after_stall()
+            if self._heartbeat_age() > HEARTBEAT_TIMEOUT:
+                self._restart_after_stall(wedged=True)
+            elif time.monotonic() - self._progress_at > STALL_TIMEOUT:
+                self._restart_after_stall(wedged=False)
             time.sleep(_POLL)
 
     def _heartbeat_age(self) -> float:
@@ -155,17 +159,21 @@ class NestedRig:
             last = 0.0
         return time.time() - max(last, self._started_wall)
 
-    def _restart_after_stall(self) -> None:
+    def _restart_after_stall(self, *, wedged: bool) -> None:
+        """Stop L1 and run the tests left in a fresh one. A test that stalls (no report, L1's kernel alive) gets one
+        more try; one during which L1's kernel wedged (no heartbeat: emulated nested KVM, not the test) gets up to
+        ``WEDGES_PER_TEST``, within the run's deadline."""
         assert self.run is not None
         self.run.deadline = 0.0
         self._result = self.run.wait()  # kills the stuck L1 (its workdir stays, for its console)
         self._read_new()
         left = [n for n in self._order if n not in self.finished]
         stuck = next((n for n in left if n in self.reports), left[0])  # the one that started (its setup reported)
-        self.stalls[stuck] = self.stalls.get(stuck, 0) + 1
+        counts = self.wedges if wedged else self.stalls
+        counts[stuck] = counts.get(stuck, 0) + 1
         for nodeid in left:
             self.reports.pop(nodeid, None)  # a half-run test's setup report is not replayed
-        retry = [n for n in left if self.stalls.get(n, 0) < 2]
+        retry = [n for n in left if self.stalls.get(n, 0) < 2 and self.wedges.get(n, 0) < WEDGES_PER_TEST]
         if not retry or time.monotonic() >= self.deadline:
             self._done = True
             return
@@ -175,8 +183,10 @@ class NestedRig:
         result = self._result
         why = result.describe() if result is not None else "L1 gave no report"
         if self.stalls.get(item.nodeid, 0) >= 2:
-            why = (f"L1 was stuck in this test twice (no report for {STALL_TIMEOUT:.0f} s, or no heartbeat for "
-                   f"{HEARTBEAT_TIMEOUT} s, each time)\n{why}")
+            why = f"L1 was stuck in this test twice (no report for {STALL_TIMEOUT:.0f} s each time)\n{why}"
+        elif self.wedges.get(item.nodeid, 0) >= WEDGES_PER_TEST:
+            why = (f"L1's kernel wedged in this test {WEDGES_PER_TEST} times (no heartbeat for {HEARTBEAT_TIMEOUT} "
+                   f"s each time)\n{why}")
         text = f"nested rig: the run inside L1 never finished {item.nodeid}: {why}"
         return pytest.TestReport(item.nodeid, item.location, {k: 1 for k in item.keywords}, "failed", text, "call",
                                  duration=0.0)
@@ -215,7 +225,9 @@ class NestedRig:
         terminalreporter.write_sep(
             "=", f"vm tests run inside L1 (linux {kernel}, QEMU TCG, kvm_amd): {len(self.replayed)} in {elapsed:.0f} s")
         for nodeid, outcome, duration in self.replayed:
-            stalled = f"; L1 stuck in it {self.stalls[nodeid]}x, rerun in a fresh L1" if nodeid in self.stalls else ""
+            reruns = [f"L1 stuck in it {self.stalls[nodeid]}x" if nodeid in self.stalls else "",
+                      f"L1's kernel wedged in it {self.wedges[nodeid]}x" if nodeid in self.wedges else ""]
+            stalled = f"; {', '.join(r for r in reruns if r)}, rerun in a fresh L1" if any(reruns) else ""
             terminalreporter.write_line(f"{outcome.upper():8} {nodeid} ({duration:.1f} s in L1{stalled})")
         if any(outcome not in ("passed", "xfailed") for _, outcome, _ in self.replayed) and self.run is not None:
             terminalreporter.write_line(f"L1's console and the inner run's output: {self.run.workdir}")

@@ -15,6 +15,9 @@ _libc = ctypes.CDLL(None, use_errno=True)
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
 AT_FDCWD = -100
 
+# giving files to other owners (chown, setfsuid) takes CAP_CHOWN/CAP_SETUID: root
+_needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="gives files to other owners: needs root")
+
 
 def renameat2(old: Path, new: Path, flags: int) -> None:
     if _libc.renameat2(AT_FDCWD, os.fsencode(old), AT_FDCWD, os.fsencode(new), flags) != 0:
@@ -161,6 +164,7 @@ def test_readdir_of_10k_entries(where: Path) -> None:
     assert len(kinds) == 10_000 and all(kinds.values())
 
 
+@_needs_root
 def test_chmod_chown_utimes(where: Path) -> None:
     f = where / "m"
     f.write_bytes(b"")
@@ -204,6 +208,7 @@ def test_one_gib_sparse_file(where: Path) -> None:
         assert fh.read(4096) == bytes(4096)
 
 
+@_needs_root
 def test_files_belong_to_their_creator(where: Path) -> None:
     """A non-root caller's new files, directories, symlinks and fifos are its own (the server creates as it).
 
