@@ -26,14 +26,14 @@ from tests.timeouts import SCALE_VARIABLE
 
 RIG_TIME_SCALE = float(os.environ.get("MSB_RIG_TIME_SCALE") or 10)
 TEST_TIMEOUT = float(os.environ.get("MSB_RIG_TEST_TIMEOUT") or 600)  # pytest-timeout, per test, inside L1
-RUN_TIMEOUT = float(os.environ.get("MSB_RIG_TIMEOUT") or 2100)  # every L1 boot of the session together
+RUN_TIMEOUT = float(os.environ.get("MSB_RIG_TIMEOUT") or 2250)  # every L1 boot of the session together
 # No report for this long means L1 itself is stuck (its vCPUs busy, even pytest-timeout never runs): stop that L1,
 # boot a fresh one for the tests left, the stuck one included once more; stuck twice, it fails.
 STALL_TIMEOUT = TEST_TIMEOUT + 60
 # L1 writes its processes to the job folder every 20 s (init.sh): no heartbeat for this long means L1's kernel itself
 # is wedged (seen about once in a few dozen nested boots under TCG: every vCPU spinning, no process scheduled). Don't
 # wait out STALL_TIMEOUT for that.
-HEARTBEAT_TIMEOUT = 150
+HEARTBEAT_TIMEOUT = 120
 WEDGES_PER_TEST = 3
 INNER_MARKER = "MSB_RIG_INNER"
 _POLL = 0.5
