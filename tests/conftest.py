@@ -17,7 +17,7 @@ pytest_plugins = ["pytester"]
 _KVM = detect_kvm()
 _RIG_PLUGIN = "msb-nested-rig"
 # Debian keeps e2fsprogs' tools (mke2fs, debugfs, dumpe2fs) in /usr/sbin, off a normal user's PATH; the tests run
-# them by name. (The product finds them there itself: tests/volumes and tests/images cover that as root and not.)
+# them by name. (The product looks in /usr/sbin and /sbin by itself.)
 os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), *(d for d in ("/usr/sbin", "/sbin")
                                                                     if d not in os.environ.get("PATH", "").split(":"))])
 
