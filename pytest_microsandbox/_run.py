@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from pytest_microsandbox.store import Machine, ProcessIdentity
+from pytest_microsandbox.store import HostIdentity, ProcessIdentity
 
 # Labels on every volume a fixture creates: they let a later run tell our leftovers from anything else.
 LABEL_RUN = "msb.run"
 LABEL_WORKER = "msb.worker"
 LABEL_OWNER = "msb.owner"  # "PID:START_TICKS" of the process whose death makes the volume a leftover
-LABEL_MACHINE = "msb.machine"  # "HOSTNAME/BOOT_ID/PIDNS" where that pid means something (see ``Machine``)
+LABEL_MACHINE = "msb.machine"  # "HOSTNAME/BOOT_ID/PIDNS" where that pid means something (see ``HostIdentity``)
 LABEL_FIXTURE = "msb.fixture"
 
 
@@ -55,7 +55,7 @@ class RunContext:
             LABEL_RUN: self.run_id,
             LABEL_WORKER: self.worker,
             LABEL_OWNER: f"{owner.pid}:{owner.start_ticks}",
-            LABEL_MACHINE: owner.machine or str(Machine.current()),
+            LABEL_MACHINE: owner.machine or str(HostIdentity.current()),
             LABEL_FIXTURE: fixture,
         }
 

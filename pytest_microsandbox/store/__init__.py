@@ -21,11 +21,12 @@ from pytest_microsandbox.errors import (
     VolumeNotFoundError,
 )
 from pytest_microsandbox.store import _connection
-from pytest_microsandbox.store._liveness import Machine, ProcessIdentity
+from pytest_microsandbox.store._liveness import HostIdentity, ProcessIdentity
 from pytest_microsandbox.store._schema import SCHEMA_VERSION
 
 __all__ = [
-    "SCHEMA_VERSION", "Event", "Machine", "MountRecord", "ProcessIdentity", "SandboxRecord", "Store", "VolumeRecord",
+    "SCHEMA_VERSION", "Event", "HostIdentity", "MountRecord", "ProcessIdentity", "SandboxRecord", "Store",
+    "VolumeRecord",
 ]
 
 

@@ -22,7 +22,7 @@ def process_start_ticks(pid: int) -> int | None:
 class ProcessIdentity:
     pid: int
     start_ticks: int
-    machine: str = ""  # ``str(Machine)`` where the pid means something; "" in records older than the field: here
+    machine: str = ""  # ``str(HostIdentity)`` where the pid means something; "" in records older than the field: here
 
     @classmethod
     def current(cls) -> ProcessIdentity:
@@ -38,20 +38,20 @@ class ProcessIdentity:
         ticks = process_start_ticks(pid)
         if ticks is None:
             raise ProcessLookupError(pid)
-        return cls(pid, ticks, str(Machine.current()))
+        return cls(pid, ticks, str(HostIdentity.current()))
 
     def is_here(self) -> bool:
         """True if ``pid`` names a process of this machine (so it may be signalled), alive or not."""
         if not self.machine:
             return True
-        there = Machine.parse(self.machine)
-        return there is not None and Machine.current().owns_pids_of(there)
+        there = HostIdentity.parse(self.machine)
+        return there is not None and HostIdentity.current().owns_pids_of(there)
 
     def is_alive(self) -> bool:
         """False only when the process certainly ended. One on a machine whose pids we cannot see (another host or
         container sharing this home) counts as alive, unless that machine is this host before its last reboot."""
         if self.machine:
-            here, there = Machine.current(), Machine.parse(self.machine)
+            here, there = HostIdentity.current(), HostIdentity.parse(self.machine)
             if there is None:
                 return True  # an unreadable record is never taken for a dead one
             if not here.owns_pids_of(there):
@@ -71,7 +71,7 @@ _current: ProcessIdentity | None = None
 
 
 @dataclass(frozen=True)
-class Machine:
+class HostIdentity:
     """Where a pid means something: a host name, a boot, and a pid namespace.
 
     A home can be shared with another machine (an NFS home, a VM or container with the home mounted in): there, a
@@ -84,7 +84,7 @@ class Machine:
     pid_namespace: str
 
     @classmethod
-    def current(cls) -> Machine:
+    def current(cls) -> HostIdentity:
         """This machine, read once per process (a child forked into a new pid namespace reads its own)."""
         global _machine
         pid = os.getpid()
@@ -96,15 +96,15 @@ class Machine:
         return f"{self.hostname}/{self.boot_id}/{self.pid_namespace}"
 
     @classmethod
-    def parse(cls, text: str) -> Machine | None:
+    def parse(cls, text: str) -> HostIdentity | None:
         parts = text.rsplit("/", 2)
         return cls(*parts) if len(parts) == 3 and all(parts) else None
 
-    def owns_pids_of(self, other: Machine) -> bool:
+    def owns_pids_of(self, other: HostIdentity) -> bool:
         """True if a pid recorded on ``other`` names a process of this machine (alive or not)."""
         return self.boot_id == other.boot_id and self.pid_namespace == other.pid_namespace
 
-    def outlived(self, other: Machine) -> bool:
+    def outlived(self, other: HostIdentity) -> bool:
         """True if every process of ``other`` is certainly dead: it is this host before its last reboot."""
         return self.hostname == other.hostname and self.boot_id != other.boot_id
 
@@ -124,4 +124,4 @@ def _pid_namespace() -> str:
         return "unknown"
 
 
-_machine: tuple[int, Machine] | None = None
+_machine: tuple[int, HostIdentity] | None = None

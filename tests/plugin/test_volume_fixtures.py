@@ -163,15 +163,15 @@ def test_leftovers_of_a_dead_owner_are_swept_and_a_live_owners_kept(pytester: py
 def test_the_sweep_judges_owners_only_where_their_pids_mean_something(pytester: pytest.Pytester, home: Path) -> None:
     """A home shared with another machine (a VM or container with it mounted in, an NFS home): its pids are not
     ours, so its volumes are kept; one made before this host's last reboot is certainly a leftover."""
-    from pytest_microsandbox.store import Machine
+    from pytest_microsandbox.store import HostIdentity
 
     dead = subprocess.Popen(["true"])
     dead.wait()
-    here = Machine.current()
+    here = HostIdentity.current()
     elsewhere = {
-        "msb-aaaa-gw0-1": Machine("another-host", "0" * 32, here.pid_namespace),  # its pid may be alive there
-        "msb-bbbb-gw0-1": Machine(here.hostname, here.boot_id, "4026531999"),  # a container on this boot
-        "msb-cccc-gw0-1": Machine(here.hostname, "f" * 32, here.pid_namespace),  # this host, an earlier boot
+        "msb-aaaa-gw0-1": HostIdentity("another-host", "0" * 32, here.pid_namespace),  # its pid may be alive there
+        "msb-bbbb-gw0-1": HostIdentity(here.hostname, here.boot_id, "4026531999"),  # a container on this boot
+        "msb-cccc-gw0-1": HostIdentity(here.hostname, "f" * 32, here.pid_namespace),  # this host, an earlier boot
         "msb-dddd-gw0-1": here,
     }
     for name, machine in elsewhere.items():
@@ -186,10 +186,10 @@ def test_the_sweep_judges_owners_only_where_their_pids_mean_something(pytester: 
 
 def test_a_fixtures_volume_names_the_machine_its_owner_runs_on(pytester: pytest.Pytester, home: Path) -> None:
     pytester.makepyfile("""
-        from pytest_microsandbox.store import Machine
+        from pytest_microsandbox.store import HostIdentity
 
         def test_x(named_volume):
-            assert named_volume.labels["msb.machine"] == str(Machine.current())
+            assert named_volume.labels["msb.machine"] == str(HostIdentity.current())
     """)
     pytester.runpytest().assert_outcomes(passed=1)
 

@@ -135,12 +135,12 @@ def test_boot_failure_reports_the_console(home: Path, tmp_path: Path) -> None:
 def test_a_sandbox_of_another_machine_sharing_the_home_is_neither_reaped_nor_signalled(home: Path) -> None:
     """Its pid belongs to another machine: here it may name any process at all (this test's own, below)."""
     from pytest_microsandbox.errors import SandboxError
-    from pytest_microsandbox.store import Machine, SandboxRecord
+    from pytest_microsandbox.store import HostIdentity, SandboxRecord
 
-    here = Machine.current()
+    here = HostIdentity.current()
     bystander = subprocess.Popen(["sleep", "60"])  # the pid the other machine's record happens to hold
     try:
-        elsewhere = ProcessIdentity(bystander.pid, 1, str(Machine("another-host", "0" * 32, here.pid_namespace)))
+        elsewhere = ProcessIdentity(bystander.pid, 1, str(HostIdentity("another-host", "0" * 32, here.pid_namespace)))
         Store(home).add_sandbox(SandboxRecord(name="theirs", backend="vm", owner=elsewhere, status="running"))
         handle = Sandbox.get("theirs", home=home)
         assert handle.status == "running"  # not reaped as dead

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_microsandbox.errors import SandboxNotFoundError, VolumeInUseError, VolumeNotFoundError
-from pytest_microsandbox.store import SCHEMA_VERSION, Machine, ProcessIdentity, SandboxRecord, Store, VolumeRecord
+from pytest_microsandbox.store import SCHEMA_VERSION, HostIdentity, ProcessIdentity, SandboxRecord, Store, VolumeRecord
 from pytest_microsandbox.store._liveness import process_start_ticks
 from pytest_microsandbox.store._schema import MIGRATIONS, SchemaTooNewError, migrate
 
@@ -127,12 +127,12 @@ def test_records_of_another_machine_sharing_the_home_are_never_judged_by_our_pid
     """A home shared with another host or a container (an NFS home, a mounted ~/.microsandbox): a pid recorded
     there is not one of ours, so neither its transitions nor its mounts are reaped; an earlier boot's are."""
     store = Store(tmp_path)
-    here, me = Machine.current(), ProcessIdentity.current()
+    here, me = HostIdentity.current(), ProcessIdentity.current()
     dead = subprocess.Popen(["true"])
     dead.wait()
-    other_host = ProcessIdentity(dead.pid, 1, str(Machine("another-host", "0" * 32, here.pid_namespace)))
-    container = ProcessIdentity(dead.pid, 1, str(Machine(here.hostname, here.boot_id, "4026531999")))
-    before_reboot = ProcessIdentity(dead.pid, 1, str(Machine(here.hostname, "f" * 32, here.pid_namespace)))
+    other_host = ProcessIdentity(dead.pid, 1, str(HostIdentity("another-host", "0" * 32, here.pid_namespace)))
+    container = ProcessIdentity(dead.pid, 1, str(HostIdentity(here.hostname, here.boot_id, "4026531999")))
+    before_reboot = ProcessIdentity(dead.pid, 1, str(HostIdentity(here.hostname, "f" * 32, here.pid_namespace)))
     assert (other_host.is_alive(), container.is_alive(), before_reboot.is_alive()) == (True, True, False)
     store.begin_volume_create(VolumeRecord("theirs", "dir", None, None, {}, 1), other_host)
     store.begin_volume_create(VolumeRecord("stale", "dir", None, None, {}, 1), before_reboot)
