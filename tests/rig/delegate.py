@@ -31,8 +31,8 @@ RUN_TIMEOUT = float(os.environ.get("MSB_RIG_TIMEOUT") or 2250)  # every L1 boot 
 # boot a fresh one for the tests left, the stuck one included once more; stuck twice, it fails.
 STALL_TIMEOUT = TEST_TIMEOUT + 60
 # L1 writes its processes to the job folder every 20 s (init.sh): no heartbeat for this long means L1's kernel itself
-# is wedged (seen about once in a few dozen nested boots under TCG: every vCPU spinning, no process scheduled). Don't
-# wait out STALL_TIMEOUT for that.
+# is wedged (seen up to twice a CI run under TCG, soon after a nested guest starts: QEMU busy, no process scheduled).
+# Don't wait out STALL_TIMEOUT for that.
 HEARTBEAT_TIMEOUT = 120
 WEDGES_PER_TEST = 3
 INNER_MARKER = "MSB_RIG_INNER"
