@@ -79,14 +79,16 @@ def boot_config_for(plan: GuestPlan) -> BootConfig:
 class Guest:
     """A started guest: its host process and the host end of the agent connection. ``announces``: the agent's
     first frame is its unasked announcement, and what the host sends before it may be lost (a VM's agent port
-    discards input until the agent opens it), so the client waits for it instead of asking HELLO."""
+    discards input until the agent opens it), so the client waits for it instead of asking HELLO. ``closers``
+    release what this process serves the guest (FUSE connections) once it has ended: ``release()``."""
 
     def __init__(self, process: subprocess.Popen, sock: socket.socket, console_log: Path,
-                 announces: bool = False) -> None:
+                 announces: bool = False, closers: list[Callable[[], None]] | None = None) -> None:
         self.process = process
         self.sock = sock
         self.console_log = console_log
         self.announces = announces
+        self._closers = list(closers or [])
         self._lock = threading.Lock()
 
     @property
@@ -110,6 +112,15 @@ class Guest:
                 except ProcessLookupError:
                     pass
             self.process.wait()
+        self.release()
+
+    def release(self) -> None:
+        """Close the agent connection and what this process serves the guest. Idempotent."""
+        self.sock.close()
+        with self._lock:
+            closers, self._closers = self._closers, []
+        for close in closers:
+            close()
 
     def console_tail(self, lines: int = 40) -> str:
         return tail_file(self.console_log, lines)

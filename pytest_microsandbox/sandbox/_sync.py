@@ -333,7 +333,7 @@ class Sandbox:
         if self._client is not None:
             self._client.close()
         if self._guest is not None:
-            self._guest.sock.close()
+            self._guest.release()
         store = Store(self._home)
         store.detach_volumes(self.name)
         try:

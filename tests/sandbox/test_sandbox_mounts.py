@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_microsandbox.sandbox._namespace import loop_mounts_unavailable
+from pytest_microsandbox.sandbox._ns_hostmounts import loop_mounts_unavailable
 from pytest_microsandbox.sync import Sandbox, Volume
 
 
@@ -124,4 +124,47 @@ def test_disk_image_read_write_is_refused_by_the_namespace_backend(home: Path, t
     image.write_bytes(b"\0" * 4096)
     with pytest.raises((InvalidConfigError, SandboxError), match="read-only|root|loop"):
         Sandbox.create(isolation="namespace", home=home, volumes={"/disk": Volume.disk(image)})
+    assert Sandbox.list(home=home) == []
+
+
+def _fuse_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name.startswith("fuse")]
+
+
+def _quota_unenforceable(isolation: str) -> str | None:
+    from pytest_microsandbox.sandbox._ns_hostmounts import fuse_mounts_unavailable
+
+    return fuse_mounts_unavailable() if isolation == "namespace" else None
+
+
+def test_quotas_hold_on_named_volumes_and_binds(make_sandbox, host_dir: Path, home: Path, isolation: str) -> None:
+    if _quota_unenforceable(isolation):
+        pytest.skip(str(_quota_unenforceable(isolation)))
+    Volume.create("small", quota_mib=1, home=home)
+    sb = make_sandbox(volumes={"/small": Volume.named("small"), "/bound": Volume.bind(host_dir, quota_mib=2),
+                               "/ro": Volume.bind(host_dir, readonly=True, quota_mib=2)})
+    assert sb.exec("cat", "/bound/seed.txt", "/ro/seed.txt").stdout == "from the host" * 2
+    for where, limit in (("/small", 1), ("/bound", 2)):
+        wrote = sb.shell(f"head -c {3 << 20} /dev/zero > {where}/big")
+        assert wrote.exit_code != 0 and "No space left on device" in wrote.stderr, wrote
+        assert sb.exec("stat", "-c", "%s", f"{where}/big").stdout.strip() != str(3 << 20)
+    assert Volume.get("small", home=home).fs.stat("big").size <= 1 << 20
+    assert (host_dir / "big").stat().st_size <= 2 << 20
+    assert _errno_of(sb, "open('/ro/nope', 'w')") == errno.EROFS
+    assert sb.exec("python3", "-c", "import os; print(os.access('/ro', os.W_OK))").stdout.strip() == "False"
+    sb.stop()
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert "fuse.msb" not in mounts and str(home) not in mounts  # nothing was ever mounted on the host
+    assert _fuse_threads() == []
+
+
+def test_a_quota_the_namespace_backend_cannot_enforce_is_refused(home: Path, host_dir: Path) -> None:
+    from pytest_microsandbox.errors import SandboxError
+
+    if not _quota_unenforceable("namespace"):
+        pytest.skip("this host can enforce quotas in namespace sandboxes (root with /dev/fuse)")
+    with pytest.raises(SandboxError, match="quota of /q.*isolation='vm'"):
+        Sandbox.create(isolation="namespace", home=home, volumes={"/q": Volume.bind(host_dir, quota_mib=1)})
     assert Sandbox.list(home=home) == []

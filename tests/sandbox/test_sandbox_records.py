@@ -120,7 +120,7 @@ def test_stop_from_another_process_handle(make_sandbox, home: Path) -> None:
 
 def test_boot_failure_reports_the_console(home: Path, tmp_path: Path) -> None:
     from pytest_microsandbox.errors import BootError
-    from pytest_microsandbox.sandbox._namespace import loop_mounts_unavailable
+    from pytest_microsandbox.sandbox._ns_hostmounts import loop_mounts_unavailable
 
     if loop_mounts_unavailable():
         pytest.skip(loop_mounts_unavailable())
