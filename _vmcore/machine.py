@@ -67,6 +67,7 @@ class Disk:
     path: str | None  # None: an empty slot that ``Machine.bind_disk`` fills later (a snapshot template's)
     read_only: bool = False
     serial: str = ""
+    format: str = "raw"  # raw, qcow2 or vmdk: named, never guessed (a guest could write a header into a raw disk)
 
 
 @dataclass
@@ -228,7 +229,7 @@ class Machine:
         self.console_device = VirtioConsole(cfg.console_ports, console_sink=self.console.write)
         backends.append(self.console_device)
         for disk in cfg.disks:
-            blk = VirtioBlk(disk.path, read_only=disk.read_only, serial=disk.serial)
+            blk = VirtioBlk(disk.path, read_only=disk.read_only, serial=disk.serial, format=disk.format)
             self.disks.append(blk)
             backends.append(blk)
         backends.extend(cfg.extra_devices)
@@ -340,13 +341,14 @@ class Machine:
         here or at ``start()``, raises SnapshotError. Disk paths may differ (a copy of the same image)."""
         return cls(config, restore_from=snapshot.read_snapshot(path, verify_memory=verify_memory))
 
-    def bind_disk(self, slot: int, path: str, read_only: bool = False, serial: str = "") -> None:
+    def bind_disk(self, slot: int, path: str, read_only: bool = False, serial: str = "",
+                  format: str = "raw") -> None:
         """Give disk slot ``slot`` (its index in ``config.disks``, a ``Disk(None)``) the image at ``path``; the
         guest driver learns the new capacity from a configuration-change interrupt."""
         if not 0 <= slot < len(self.disks):
             raise VmmError(f"no disk slot {slot}: this machine has {len(self.disks)} disks")
         blk = self.disks[slot]
-        blk.bind(path, read_only=read_only, serial=serial)
+        blk.bind(path, read_only=read_only, serial=serial, format=format)
         self.transports[self._devices.index(blk)].config_changed()
 
     def bind_share(self, tag: str, server) -> None:

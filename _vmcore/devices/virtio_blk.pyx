@@ -1,23 +1,24 @@
 # cython: language_level=3, wraparound=True
-"""virtio-blk (device type 2) over a raw image file: one device per disk, read-only flag, flush, serial id.
+"""virtio-blk (device type 2) over a disk image (raw, qcow2, vmdk: ``block_image``): one device per disk,
+read-only flag, flush, serial id.
 
-Data moves between the file and guest RAM with pread/pwrite straight into bounds-checked guest pointers (no
-copy through Python). The image is ``flock``-ed (shared when read-only, exclusive otherwise) for the life of the
+Data moves between the image and guest RAM straight into bounds-checked guest pointers (no copy through Python
+for raw images). The image is ``flock``-ed (shared when read-only, exclusive otherwise) for the life of the
 device, so two VMs never write one disk and a crashed VMM releases it.
 """
 
 import os
 import struct
 
-from libc.errno cimport errno
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from posix.unistd cimport pread, pwrite, fdatasync, close as c_close
 
 from _vmcore.memory cimport GuestMemory
+from _vmcore.devices.block_image cimport BlockImage
 from _vmcore.devices.virtqueue cimport Virtqueue, DescriptorChain
 from _vmcore.devices.virtio_device cimport VirtioDevice
 
-from _vmcore.errors import VmmError
+from _vmcore.devices.block_image import DiskError, UnsupportedImageError  # noqa: F401 - this module's errors too
+from _vmcore.devices.disk_images import open_image
 
 DEVICE_ID = 2
 SECTOR = 512
@@ -31,12 +32,10 @@ ID_BYTES = 20
 QUEUE_SIZE = 256
 
 
-class DiskError(VmmError):
-    pass
-
-
 cdef class VirtioBlk(VirtioDevice):
-    """``path`` is a raw image; ``read_only`` is enforced here (writes fail with IOERR), not only advertised.
+    """``path`` is an image of ``format`` (named by the caller, never guessed from the file: a guest can write any
+    header into a raw disk); ``read_only`` is enforced here (writes fail with
+    IOERR), not only advertised.
 
     ``path=None`` makes an empty slot (capacity 0, e.g. in a snapshot template) that ``bind`` gives an image
     later; the transport then tells the driver the new capacity with a configuration-change interrupt. A slot
@@ -47,59 +46,46 @@ cdef class VirtioBlk(VirtioDevice):
     cdef readonly bint read_only
     cdef readonly bytes serial
     cdef readonly uint64_t capacity
-    cdef int fd
+    cdef readonly BlockImage image
     cdef readonly dict counters
 
-    def __cinit__(self):
-        self.fd = -1
-
-    def __init__(self, path=None, bint read_only=False, serial=""):
+    def __init__(self, path=None, bint read_only=False, serial="", format="raw"):
         self.path = ""
         self.read_only = False
         self.serial = b""
         self.capacity = 0
+        self.image = None
         if path is not None:
-            self._open(path, read_only, serial)
+            self._open(path, read_only, serial, format)
         features = F_SEG_MAX | F_BLK_SIZE | F_FLUSH | (F_RO if read_only and path is not None else 0)
         super().__init__(DEVICE_ID, features, [QUEUE_SIZE])
         self.counters = {"read": 0, "write": 0, "flush": 0, "get_id": 0, "errors": 0, "unsupported": 0}
 
-    def _open(self, path, bint read_only, serial) -> None:
-        import fcntl
-        path = str(path)
-        try:
-            fd = os.open(path, (os.O_RDONLY if read_only else os.O_RDWR) | os.O_CLOEXEC)
-        except OSError as e:
-            raise DiskError(f"cannot open disk {path}: {e.strerror}") from None
-        try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if read_only else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise DiskError(f"disk {path} is in use by another VM") from None
-        self.fd = fd
-        self.path = path
+    def _open(self, path, bint read_only, serial, format) -> None:
+        self.image = open_image(str(path), format, read_only)
+        self.path = self.image.path
         self.read_only = read_only
         self.serial = str(serial).encode()[:ID_BYTES]
-        self.capacity = os.fstat(fd).st_size // SECTOR
+        self.capacity = self.image.size // SECTOR
 
     @property
     def bound(self) -> bool:
-        return self.fd >= 0
+        return self.image is not None
 
-    def bind(self, path, bint read_only=False, serial="") -> None:
+    @property
+    def format(self) -> str:
+        return self.image.format if self.image is not None else ""
+
+    def bind(self, path, bint read_only=False, serial="", format="raw") -> None:
         """Give an empty slot its image. The caller (``MmioTransport.config_changed``) tells the driver."""
-        if self.fd >= 0:
+        if self.image is not None:
             raise DiskError(f"this disk slot already holds {self.path}")
-        self._open(path, read_only, serial)
+        self._open(path, read_only, serial, format)
 
     def close(self) -> None:
-        if self.fd >= 0:
-            c_close(self.fd)
-            self.fd = -1
-
-    def __dealloc__(self):
-        if self.fd >= 0:
-            c_close(self.fd)
+        if self.image is not None:
+            self.image.close()
+            self.image = None
 
     cpdef bytes config_bytes(self):
         # capacity, size_max, seg_max, geometry (c/h/s), blk_size
@@ -144,7 +130,10 @@ cdef class VirtioBlk(VirtioDevice):
             return self._rw(rtype == T_OUT, sector, data, total, status_addr)
         if rtype == T_FLUSH:
             self.counters["flush"] += 1
-            if self.fd >= 0 and not self.read_only and fdatasync(self.fd) != 0:
+            try:
+                if self.image is not None:
+                    self.image.flush()
+            except OSError:
                 return self._finish(status_addr, S_IOERR, 0)
             return self._finish(status_addr, S_OK, 0)
         if rtype == T_GET_ID:
@@ -160,7 +149,6 @@ cdef class VirtioBlk(VirtioDevice):
     cdef uint32_t _rw(self, bint is_write, uint64_t sector, list data, uint64_t total, uint64_t status_addr) \
             except? 0xFFFFFFFF:
         cdef uint64_t offset, addr, length
-        cdef long n
         cdef uint8_t *p
         if is_write and self.read_only:
             return self._finish(status_addr, S_IOERR, 0)
@@ -173,12 +161,12 @@ cdef class VirtioBlk(VirtioDevice):
         for seg in data:
             addr, length = seg[0], seg[1]
             p = self.mem.ptr(addr, length)
-            with nogil:
+            try:
                 if is_write:
-                    n = pwrite(self.fd, p, length, offset)
+                    self.image.write_at(offset, p, length)
                 else:
-                    n = pread(self.fd, p, length, offset)
-            if n != <long>length:
+                    self.image.read_at(offset, p, length)
+            except OSError:
                 return self._finish(status_addr, S_IOERR, 0)
             offset += length
         self.counters["write" if is_write else "read"] += 1
@@ -192,5 +180,6 @@ cdef class VirtioBlk(VirtioDevice):
 
     def state(self) -> dict:
         st = VirtioDevice.state(self)
-        st.update(path=self.path, read_only=self.read_only, serial=self.serial.decode(errors="replace"))
+        st.update(path=self.path, format=self.format, read_only=self.read_only,
+                  serial=self.serial.decode(errors="replace"))
         return st

@@ -50,6 +50,7 @@ class DiskAttachment:
     noexec: bool
     nosuid: bool
     nodev: bool
+    format: str = "raw"  # raw, qcow2 or vmdk (the vm backend reads all three)
 
 
 @dataclass

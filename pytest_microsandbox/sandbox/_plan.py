@@ -55,6 +55,24 @@ def _flags(m: MountConfig) -> dict[str, bool]:
     return {"readonly": m.readonly, "noexec": m.noexec, "nosuid": m.nosuid, "nodev": m.nodev}
 
 
+def _check_disk_image(path: str, fmt: str, readonly: bool, isolation: str) -> None:
+    """Refuse at create time what the backend would not attach: formats other than raw in a namespace sandbox,
+    and (vm) images of a variant or feature our virtio-blk device does not read, opened once here to find out."""
+    if fmt == DiskImageFormat.RAW:
+        return
+    if isolation != "vm":
+        raise InvalidConfigError(f"disk image {path}: {fmt} images are read by the vm backend's own block device "
+                                 "only; the namespace backend attaches raw images (convert it with qemu-img "
+                                 "convert -O raw, or use isolation='vm')")
+    from _vmcore.devices.block_image import DiskError
+    from _vmcore.devices.disk_images import open_image
+
+    try:
+        open_image(path, fmt, read_only=readonly).close()
+    except DiskError as e:
+        raise InvalidConfigError(str(e)) from None
+
+
 def build_plan(config: SandboxConfig, home: Path, run_dir: Path) -> tuple[GuestPlan, list[NamedMount]]:
     from pytest_microsandbox.volumes._sync import Volume
 
@@ -73,11 +91,11 @@ def build_plan(config: SandboxConfig, home: Path, run_dir: Path) -> tuple[GuestP
             if m.quota_mib:
                 quotas[guest_path] = m.quota_mib
         elif m.kind == MountKind.DISK:
-            if m.format not in (None, DiskImageFormat.RAW):
-                raise InvalidConfigError(f"disk image {m.disk}: only raw images can be attached here, not {m.format}")
             if not Path(m.disk).is_file():
                 raise InvalidConfigError(f"disk image does not exist: {m.disk}")
-            disks.append(DiskAttachment(m.disk, guest_path, m.fstype, **_flags(m)))
+            fmt = str(m.format or DiskImageFormat.RAW)
+            _check_disk_image(m.disk, fmt, m.readonly, config.isolation)
+            disks.append(DiskAttachment(m.disk, guest_path, m.fstype, **_flags(m), format=fmt))
         else:
             handle = Volume.for_mount(m, home=home)
             named.append(NamedMount(handle.name, guest_path, m.readonly))

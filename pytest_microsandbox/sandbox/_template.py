@@ -63,7 +63,8 @@ class SlotLayout:
         tag (``vm_spec`` numbers them from msb-fs0)."""
         disks = [d for d in spec["disks"] if d["serial"] != ROOT_SERIAL]
         for slot, d in enumerate(disks, start=self.root_disks):
-            machine.bind_disk(slot, d["path"], read_only=d["read_only"], serial=d["serial"])
+            machine.bind_disk(slot, d["path"], read_only=d["read_only"], serial=d["serial"],
+                              format=d.get("format", "raw"))
         for share in spec["shares"]:
             machine.bind_share(share["tag"], make_server(share))
 

@@ -57,7 +57,7 @@ class VmSpec:
     cpus: int
     kernel: str | None
     console_log: str
-    disks: list[dict] = field(default_factory=list)  # {path, read_only, serial}
+    disks: list[dict] = field(default_factory=list)  # {path, read_only, serial, format}
     shares: list[dict] = field(default_factory=list)  # virtio-fs: {tag, root, readonly, quota_mib}
     snapshots: str | None = None  # the template cache (<home>/snapshots); None: boot this machine cold
     snapshot_keep: int = DEFAULT_SNAPSHOT_KEEP  # templates kept after a build (the least recently used go)
@@ -82,7 +82,7 @@ def vm_spec(plan: GuestPlan, root_disk: Path | None, kernel: str | None = None) 
     spec = VmSpec(plan.config.memory_mib, plan.config.cpus, kernel, str(plan.run_dir / "console.log"))
     mounts: list[GuestMount] = []
     if root_disk is not None:
-        spec.disks.append({"path": str(root_disk), "read_only": True, "serial": ROOT_SERIAL})
+        spec.disks.append({"path": str(root_disk), "read_only": True, "serial": ROOT_SERIAL, "format": "raw"})
         root = GuestMount("block_serial", source=ROOT_SERIAL)
     else:
         root = _share(spec, plan.boot.root.source if plan.boot.root else "", True)
@@ -100,7 +100,7 @@ def vm_spec(plan: GuestPlan, root_disk: Path | None, kernel: str | None = None) 
             mounts.append(m)
     for i, d in enumerate(plan.disks):
         serial = f"msb-disk{i}"
-        spec.disks.append({"path": d.image, "read_only": d.readonly, "serial": serial})
+        spec.disks.append({"path": d.image, "read_only": d.readonly, "serial": serial, "format": d.format})
         mounts.append(GuestMount("block_serial", d.guest_path, serial, fstype=d.fstype, readonly=d.readonly,
                                  noexec=d.noexec, nosuid=d.nosuid, nodev=d.nodev))
     if 1 + len(spec.disks) + len(spec.shares) > MAX_DEVICES:

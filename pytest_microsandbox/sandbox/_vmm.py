@@ -50,7 +50,8 @@ def start_machine(spec: dict) -> tuple[Machine, bytes]:
     if layout is None:
         machine = Machine(MachineConfig(
             kernel=kernel, memory_mib=spec["memory_mib"], vcpus=spec["cpus"], initramfs=initramfs,
-            disks=[Disk(d["path"], read_only=d["read_only"], serial=d["serial"]) for d in spec["disks"]],
+            disks=[Disk(d["path"], read_only=d["read_only"], serial=d["serial"], format=d.get("format", "raw"))
+                   for d in spec["disks"]],
             console_ports=(AGENT_PORT,), extra_devices=shares(spec), cmdline_extra=cmdline,
             console_log=spec["console_log"]))
         machine.start()

@@ -25,8 +25,9 @@ def test_root_disk_tmpfs_and_disks_map_to_virtio_blk(tmp_path: Path) -> None:
     spec, mounts = vm_spec(_plan(tmp_path, [GuestMount("tmpfs", "/scratch", size_mib=8)], [disk]),
                            Path("/cache/root.ext4"))
     assert (spec.memory_mib, spec.cpus) == (256, 2)
-    assert spec.disks == [{"path": "/cache/root.ext4", "read_only": True, "serial": ROOT_SERIAL},
-                          {"path": "/images/d.raw", "read_only": True, "serial": "msb-disk0"}]
+    assert spec.disks == [{"path": "/cache/root.ext4", "read_only": True, "serial": ROOT_SERIAL, "format": "raw"},
+                          {"path": "/images/d.raw", "read_only": True, "serial": "msb-disk0",
+                           "format": "raw"}]
     root, *rest = mounts
     assert root == GuestMount("block_serial", source=ROOT_SERIAL)
     assert rest[0] == GuestMount("tmpfs", "/scratch", size_mib=8)
@@ -71,3 +72,40 @@ def test_vmm_builds_its_shares(tmp_path: Path) -> None:
     assert [d.tag for d in devices] == ["msb-fs0"]
     for d in devices:
         d.server.close()
+
+
+def _disk_plan(tmp_path: Path, image: Path, isolation: str, **flags: bool):
+    from pytest_microsandbox.sandbox._plan import build_plan
+    from pytest_microsandbox.sync import Volume
+
+    config = build_config(name="d", image="host", volumes={"/d": Volume.disk(image, **flags)}, memory_mib=256,
+                          cpus=1, env=None, workdir=None, security="default", isolation=isolation, boot_timeout=5)
+    return build_plan(config, tmp_path / "home", tmp_path)[0]
+
+
+@pytest.fixture
+def qemu_img() -> str:
+    import shutil
+
+    if shutil.which("qemu-img") is None:
+        pytest.skip("qemu-img (Debian's qemu-utils) is missing")
+    return "qemu-img"
+
+
+def test_disk_formats_reach_the_vmm_by_name_and_bad_images_fail_at_create(tmp_path: Path, qemu_img: str) -> None:
+    import subprocess
+
+    from pytest_microsandbox.errors import InvalidConfigError
+
+    good, encrypted = tmp_path / "good.qcow2", tmp_path / "locked.qcow2"
+    subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(good), "1M"], check=True)
+    subprocess.run([qemu_img, "create", "-q", "--object", "secret,id=s0,data=pw", "-f", "qcow2", "-o",
+                    "encrypt.format=luks,encrypt.key-secret=s0", str(encrypted), "1M"], check=True)
+    plan = _disk_plan(tmp_path, good, "vm")
+    assert [d.format for d in plan.disks] == ["qcow2"]
+    spec, _ = vm_spec(plan, None)
+    assert spec.disks[-1]["format"] == "qcow2"
+    with pytest.raises(InvalidConfigError, match="encrypted"):
+        _disk_plan(tmp_path, encrypted, "vm")
+    with pytest.raises(InvalidConfigError, match="namespace backend attaches raw images.*isolation='vm'"):
+        _disk_plan(tmp_path, good, "namespace", readonly=True)
