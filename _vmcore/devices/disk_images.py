@@ -1,42 +1,27 @@
-"""Open a disk image by format: named (``format=``), else detected from the file's first bytes (a qcow2 or vmdk
-header), else raw. Every error is a ``DiskError``; a format, variant or feature we do not read is its subclass
-``UnsupportedImageError``, raised here at open, before any guest sees the disk."""
+"""Open a disk image of a named format. The format is never guessed from the file: a guest can write any header
+into a raw disk, and a raw disk read as qcow2 would follow a backing file of the guest's choosing. Every error is
+a ``DiskError``; a format, variant or feature we do not read is its subclass ``UnsupportedImageError``, raised
+here at open, before any guest sees the disk."""
 
 from __future__ import annotations
 
 import os
 
-from _vmcore.devices.block_image import BlockImage, DiskError, RawImage, UnsupportedImageError
+from _vmcore.devices.block_image import BlockImage, RawImage, UnsupportedImageError
 
 FORMATS = ("raw", "qcow2", "vmdk")
 
 
-def detect_format(path: str | os.PathLike[str]) -> str:
-    """``qcow2`` or ``vmdk`` by magic number, ``raw`` otherwise (a regular file is never executed or followed)."""
-    try:
-        with open(path, "rb", buffering=0) as f:
-            magic = f.read(4)
-    except OSError as e:
-        raise DiskError(f"cannot open disk {os.fspath(path)}: {e.strerror}") from None
-    if magic == b"QFI\xfb":
-        return "qcow2"
-    if magic == b"KDMV" or magic == b"# Di":  # a sparse extent, or a descriptor file ("# Disk DescriptorFile")
-        return "vmdk"
-    return "raw"
-
-
-def open_image(path: str | os.PathLike[str], format: str | None = None, read_only: bool = False,
-               depth: int = 0) -> BlockImage:
-    """The image at ``path`` as a ``BlockImage``; ``format`` None: detected."""
-    fmt = format or detect_format(path)
-    if fmt == "raw":
+def open_image(path: str | os.PathLike[str], format: str, read_only: bool = False, **backing: object) -> BlockImage:
+    """The image at ``path`` as a ``BlockImage``. ``backing``: what a qcow2 passes on to its backing file."""
+    if format == "raw":
         return RawImage(path, read_only)
-    if fmt == "qcow2":
+    if format == "qcow2":
         from _vmcore.devices.qcow2 import Qcow2Image
 
-        return Qcow2Image(path, read_only, depth)
-    if fmt == "vmdk":
+        return Qcow2Image(path, read_only, **backing)
+    if format == "vmdk":
         from _vmcore.devices.vmdk import VmdkImage
 
         return VmdkImage(path, read_only)
-    raise UnsupportedImageError(f"disk image {os.fspath(path)}: format {fmt!r} is not one of {', '.join(FORMATS)}")
+    raise UnsupportedImageError(f"disk image {os.fspath(path)}: format {format!r} is not one of {', '.join(FORMATS)}")

@@ -15,7 +15,9 @@ refused for images with internal snapshots (shared clusters) and refcount widths
 
 import os
 import struct
+import sys
 import zlib
+from array import array
 
 from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memset, memcpy
@@ -36,8 +38,23 @@ MAX_L1_BYTES = 32 << 20        # qemu's limits: larger tables are not images any
 MAX_REFTABLE_BYTES = 8 << 20
 MAX_SIZE = 1 << 56
 MAX_BACKING_DEPTH = 16
+MAX_CHAIN_TABLE_BYTES = 64 << 20  # the tables held in memory for an image and its whole backing chain
 BE64 = struct.Struct(">Q")
 BE16 = struct.Struct(">H")
+
+
+def _u64_table(raw: bytes):
+    table = array("Q", raw)
+    if sys.byteorder == "little":
+        table.byteswap()
+    return table
+
+
+def _be_bytes(table) -> bytes:
+    out = array("Q", table)
+    if sys.byteorder == "little":
+        out.byteswap()
+    return out.tobytes()
 
 
 cdef class Qcow2Image(BlockImage):
@@ -46,23 +63,28 @@ cdef class Qcow2Image(BlockImage):
     cdef readonly uint64_t cluster_size
     cdef int l2_bits
     cdef uint64_t l1_offset
-    cdef list l1
+    cdef object l1                 # array('Q'): the L1 table in host order
     cdef uint64_t rt_offset
-    cdef list rt
+    cdef object rt                 # array('Q'): the refcount table
+    cdef set metadata              # cluster indices of the header and every table: never data
     cdef uint64_t rb_entries
     cdef uint64_t next_free
     cdef readonly object backing   # a BlockImage or None
     cdef object _zkey
     cdef bytes _zdata
 
-    def __init__(self, path, bint read_only=False, int depth=0):
+    def __init__(self, path, bint read_only=False, int depth=0, frozenset chain=frozenset(),
+                 uint64_t budget=MAX_CHAIN_TABLE_BYTES):
+        """``depth``, ``chain`` (the files above, by device and inode) and ``budget`` (table bytes left to the
+        chain) are for opening a backing file."""
         BlockImage.__init__(self, path, read_only)
         self.format = "qcow2"
         self.backing = None
         self._zkey = None
         self.fd = open_locked(path, read_only)
         try:
-            self._open(depth)
+            st = os.fstat(self.fd)
+            self._open(depth, chain | {(st.st_dev, st.st_ino)}, budget)
         except BaseException:
             self.close()
             raise
@@ -81,7 +103,7 @@ cdef class Qcow2Image(BlockImage):
     def _refuse(self, what):
         raise UnsupportedImageError(f"qcow2 image {self.path}: {what}")
 
-    def _open(self, int depth) -> None:
+    def _open(self, int depth, frozenset chain, uint64_t budget) -> None:
         file_size = os.fstat(self.fd).st_size
         head = os.pread(self.fd, 112, 0)
         if len(head) < 72 or head[:4] != MAGIC:
@@ -100,7 +122,7 @@ cdef class Qcow2Image(BlockImage):
         if size > MAX_SIZE:
             self._fail(f"virtual size {size}")
         self.size = size
-        header_length, refcount_order = 72, 4
+        header_length, refcount_order, autoclear = 72, 4, 0
         if version == 3:
             if len(head) < 104:
                 self._fail("short version 3 header")
@@ -108,8 +130,6 @@ cdef class Qcow2Image(BlockImage):
             if header_length < 104 or header_length % 8 or header_length > cs:
                 self._fail(f"header length {header_length}")
             self._check_features(incompat, head if header_length > 104 else b"")
-            if autoclear and not self.read_only:  # bits we do not maintain must be cleared by whoever writes
-                os.pwrite(self.fd, bytes(8), 88)
         if not 0 <= refcount_order <= 6:
             self._fail(f"refcount order {refcount_order}")
         if not self.read_only:
@@ -126,18 +146,42 @@ cdef class Qcow2Image(BlockImage):
             self._fail(f"refcount table of {rt_clusters} clusters")
         self._check_table(rt_offset, rt_clusters * cs, file_size, "refcount table")
         self.l1_offset, self.rt_offset = l1_offset, rt_offset
-        raw = os.pread(self.fd, l1_size * 8, l1_offset)
-        self.l1 = [v for (v,) in struct.iter_unpack(">Q", raw)]
-        raw = os.pread(self.fd, rt_clusters * cs, rt_offset)
-        self.rt = [v for (v,) in struct.iter_unpack(">Q", raw)]
+        tables = l1_size * 8 + (0 if self.read_only else rt_clusters * cs)  # refcounts matter to writes only
+        if tables > budget:
+            self._refuse(f"its tables and its backing chain's take over {MAX_CHAIN_TABLE_BYTES >> 20} MiB")
+        self.l1 = _u64_table(os.pread(self.fd, l1_size * 8, l1_offset))
+        self.rt = array("Q") if self.read_only else _u64_table(os.pread(self.fd, rt_clusters * cs, rt_offset))
         self.rb_entries = (cs * 8) >> refcount_order
         self.next_free = (file_size + cs - 1) // cs * cs
+        if not self.read_only:
+            self._index_metadata(l1_offset, l1_size * 8, rt_offset, rt_clusters * cs)
         backing_format = self._extensions(header_length, file_size)
         if backing_offset:
             if backing_len == 0 or backing_len > 1023 or backing_offset + backing_len > min(cs, file_size):
                 self._fail("backing file name out of bounds")
             name = os.pread(self.fd, backing_len, backing_offset)
-            self._open_backing(os.fsdecode(name), backing_format, depth)
+            self._open_backing(os.fsdecode(name), backing_format, depth, chain, budget - tables)
+        if version == 3 and autoclear and not self.read_only:  # bits we do not maintain: cleared by whoever writes
+            os.pwrite(self.fd, bytes(8), 88)
+
+    def _index_metadata(self, uint64_t l1_offset, uint64_t l1_bytes, uint64_t rt_offset, uint64_t rt_bytes) -> None:
+        """Before any write: every cluster holding metadata (header, L1, refcount table and blocks, L2 tables),
+        each in the file and none doubling as another, so no write is ever steered onto metadata or far past the
+        end of the file (qemu's overlap check). At most one entry per cluster of the file."""
+        cdef uint64_t cs = self.cluster_size
+        meta = {0}
+        meta.update(range(l1_offset >> self.cluster_bits, (l1_offset + l1_bytes + cs - 1) >> self.cluster_bits))
+        meta.update(range(rt_offset >> self.cluster_bits, (rt_offset + rt_bytes + cs - 1) >> self.cluster_bits))
+        for what, table, mask in (("refcount block", self.rt, 0xFFFFFFFFFFFFFFFF), ("L2 table", self.l1, OFFSET_MASK)):
+            for entry in table:
+                offset = entry & mask
+                if not offset:
+                    continue
+                cluster = offset >> self.cluster_bits
+                if offset % cs or offset + cs > self.next_free or offset > OFFSET_MASK or cluster in meta:
+                    self._fail(f"{what} at {offset:#x} is outside the file, unaligned, or overlaps other metadata")
+                meta.add(cluster)
+        self.metadata = meta
 
     def _check_features(self, uint64_t incompat, bytes head) -> None:
         if incompat & INCOMPAT_DIRTY:
@@ -182,9 +226,11 @@ cdef class Qcow2Image(BlockImage):
             pos += (length + 7) & ~7
         return backing_format
 
-    def _open_backing(self, name, backing_format, int depth) -> None:
+    def _open_backing(self, name, backing_format, int depth, frozenset chain, uint64_t budget) -> None:
         """The backing file, read-only. It must lie in this image's directory or below: a name in a hostile image
-        must not hand the guest a host file (``/etc/shadow``) to read."""
+        must not hand the guest a host file (``/etc/shadow``) to read. Its format must be recorded in the image
+        (qemu-img create -F): guessing it from the file would let bytes a guest wrote into a raw disk make it a
+        qcow2 with a backing file of its choosing."""
         from _vmcore.devices.disk_images import open_image
 
         if depth + 1 >= MAX_BACKING_DEPTH:
@@ -193,12 +239,22 @@ cdef class Qcow2Image(BlockImage):
             self._fail("NUL in the backing file name")
         here = os.path.dirname(os.path.realpath(self.path))
         target = os.path.realpath(os.path.join(here, name))
-        if os.path.commonpath([here, target]) != here or target == os.path.realpath(self.path):
+        if os.path.commonpath([here, target]) != here:
             self._refuse(f"backing file {name!r} is outside the image's directory ({here}); only backing files "
                          "beside the image or below it are opened")
-        if backing_format not in (None, "raw", "qcow2"):
+        try:
+            st = os.stat(target)
+        except OSError as e:
+            raise DiskError(f"qcow2 image {self.path}: cannot open its backing file {name!r}: {e.strerror}") from None
+        if (st.st_dev, st.st_ino) in chain:
+            self._refuse(f"backing chain loops back through {name!r}")
+        if backing_format is None:
+            self._refuse(f"the format of backing file {name!r} is not recorded in the image; record it with "
+                         "`qemu-img rebase -u -b NAME -F raw|qcow2`")
+        if backing_format not in ("raw", "qcow2"):
             self._refuse(f"backing file format {backing_format!r} (raw and qcow2 are read)")
-        self.backing = open_image(target, backing_format, read_only=True, depth=depth + 1)
+        self.backing = open_image(target, backing_format, read_only=True, depth=depth + 1, chain=chain,
+                                  budget=budget)
 
     # -- mapping ---------------------------------------------------------------------------------------------------
 
@@ -218,6 +274,7 @@ cdef class Qcow2Image(BlockImage):
         if not allocate:
             return 0
         table = self._allocate()
+        self.metadata.add(table >> self.cluster_bits)
         os.pwrite(self.fd, bytes(self.cluster_size), table)
         self.l1[index] = table | COPIED
         os.pwrite(self.fd, BE64.pack(table | COPIED), self.l1_offset + 8 * index)
@@ -226,7 +283,7 @@ cdef class Qcow2Image(BlockImage):
     cdef uint64_t _entry_at(self, uint64_t table, uint64_t guest) except? 1:
         if table == 0:
             return 0
-        cdef uint64_t slot = table + 8 * ((guest >> self.cluster_bits) & ((1 << self.l2_bits) - 1))
+        cdef uint64_t slot = table + 8 * ((guest >> self.cluster_bits) & ((<uint64_t>1 << self.l2_bits) - 1))
         raw = os.pread(self.fd, 8, slot)
         if len(raw) != 8:
             raise OSError(5, "L2 table past the end of the file")
@@ -264,8 +321,8 @@ cdef class Qcow2Image(BlockImage):
 
     cdef bytes _inflate(self, uint64_t entry):
         cdef int x = 62 - (self.cluster_bits - 8)
-        cdef uint64_t offset = entry & ((1 << x) - 1)
-        cdef uint64_t sectors = ((entry >> x) & ((1 << (self.cluster_bits - 8)) - 1)) + 1
+        cdef uint64_t offset = entry & ((<uint64_t>1 << x) - 1)   # 64-bit shifts: x is 49..61
+        cdef uint64_t sectors = ((entry >> x) & ((<uint64_t>1 << (self.cluster_bits - 8)) - 1)) + 1
         if self._zkey == entry:
             return self._zdata
         length = ((offset >> 9) + sectors) * 512 - offset
@@ -315,6 +372,7 @@ cdef class Qcow2Image(BlockImage):
             return block
         block = self.next_free
         self.next_free += self.cluster_size
+        self.metadata.add(block >> self.cluster_bits)
         contents = bytearray(self.cluster_size)
         own = block >> self.cluster_bits
         if own // self.rb_entries == index:  # the block counts itself
@@ -349,7 +407,7 @@ cdef class Qcow2Image(BlockImage):
             if len(needed) == len(blocks):
                 break
             blocks = needed
-        table = self.rt + [0] * (entries - len(self.rt))
+        table = self.rt + array("Q", bytes(8 * (entries - len(self.rt))))
         contents = {}
         for i, index in enumerate(blocks):
             table[index] = (first + clusters + i) << self.cluster_bits
@@ -362,12 +420,14 @@ cdef class Qcow2Image(BlockImage):
                 os.pwrite(self.fd, BE16.pack(1), (self.rt[index] & REFTABLE_MASK) + 2 * (c % self.rb_entries))
         for index, data in contents.items():
             os.pwrite(self.fd, data, table[index])
-        os.pwrite(self.fd, b"".join(BE64.pack(v) for v in table), first << self.cluster_bits)
+        os.pwrite(self.fd, _be_bytes(table), first << self.cluster_bits)
         os.fdatasync(self.fd)
         old_first, old_clusters = self.rt_offset >> self.cluster_bits, len(self.rt) // per_cluster
         os.pwrite(self.fd, struct.pack(">QI", first << self.cluster_bits, clusters), 48)
         os.fdatasync(self.fd)
         self.rt, self.rt_offset, self.next_free = table, first << self.cluster_bits, end << self.cluster_bits
+        self.metadata.update(range(first, end))
+        self.metadata.difference_update(range(old_first, old_first + old_clusters))
         for c in range(old_first, old_first + old_clusters):
             self._adjust(c, -1)
 
@@ -376,8 +436,8 @@ cdef class Qcow2Image(BlockImage):
         cdef int x
         if entry & COMPRESSED:
             x = 62 - (self.cluster_bits - 8)
-            offset = (entry & ((1 << x) - 1)) & ~511
-            length = (((entry >> x) & ((1 << (self.cluster_bits - 8)) - 1)) + 1) * 512
+            offset = (entry & ((<uint64_t>1 << x) - 1)) & ~511
+            length = (((entry >> x) & ((<uint64_t>1 << (self.cluster_bits - 8)) - 1)) + 1) * 512
             for c in range(offset >> self.cluster_bits, (offset + length - 1 >> self.cluster_bits) + 1):
                 self._adjust(c, -1)
         elif entry & OFFSET_MASK:
@@ -418,6 +478,9 @@ cdef class Qcow2Image(BlockImage):
         cdef bint zero = self.version >= 3 and not compressed and entry & ZERO  # bit 0 of a compressed entry: offset
         cdef bytearray whole
         cdef uint8_t[::1] view
+        if host and not compressed and (host % self.cluster_size or host + self.cluster_size > self.next_free or
+                                        host >> self.cluster_bits in self.metadata):
+            raise OSError(5, f"corrupt L2 entry: data cluster at {host:#x} is outside the file or is metadata")
         if host and not compressed and not zero and (entry & COPIED or self._refcount(host >> self.cluster_bits) == 1):
             pwrite_full(self.fd, buf, n, host + within)  # ours alone: in place
             if not entry & COPIED:
@@ -437,6 +500,6 @@ cdef class Qcow2Image(BlockImage):
         return 0
 
     cdef int _set_entry(self, uint64_t table, uint64_t guest, uint64_t entry) except -1:
-        slot = table + 8 * ((guest >> self.cluster_bits) & ((1 << self.l2_bits) - 1))
+        slot = table + 8 * ((guest >> self.cluster_bits) & ((<uint64_t>1 << self.l2_bits) - 1))
         os.pwrite(self.fd, BE64.pack(entry), slot)
         return 0

@@ -204,3 +204,82 @@ def test_reads_never_leave_the_file_an_l2_entry_points_past(tmp_path: Path) -> N
     path.write_bytes(data)
     with open_image(path, "qcow2", read_only=True) as image, pytest.raises(OSError):
         image.read(0, 512)
+
+
+def test_compressed_clusters_far_into_the_file_read_and_rewrite(tmp_path: Path) -> None:
+    """Compressed-cluster offsets use up to 54 bits: clusters stored past 4 MiB must read, and rewriting them must
+    release the right clusters (``qemu-img check`` clean)."""
+    rng = random.Random(1)
+    raw = b"".join(rng.randbytes(40_000) + bytes(25_536) for _ in range(256))
+    (tmp_path / "content.raw").write_bytes(raw)
+    path = converted(tmp_path, "big.qcow2", "-c")
+    assert path.stat().st_size > 8 << 20
+    expected = bytearray(raw)
+    with open_image(path, "qcow2") as image:
+        assert image.read(0, len(raw)) == raw
+        for cluster in (150, 200, 255):
+            image.write(cluster * 65536, b"A" * 65536)
+            expected[cluster * 65536:(cluster + 1) * 65536] = b"A" * 65536
+        image.write(201 * 65536 + 7, b"partial")
+        expected[201 * 65536 + 7:201 * 65536 + 14] = b"partial"
+    check = subprocess.run(["qemu-img", "check", str(path)], capture_output=True, text=True)
+    assert check.returncode == 0 and "No errors were found" in check.stdout, check.stdout
+    assert as_raw(path) == expected
+
+
+def _header_field(path: Path, offset: int, fmt: str) -> int:
+    return struct.unpack_from(fmt, path.read_bytes(), offset)[0]
+
+
+def test_metadata_a_hostile_image_points_anywhere_is_refused_before_any_write(tmp_path: Path) -> None:
+    path = tmp_path / "bad-reftable.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", str(path), "1M")
+    data = bytearray(path.read_bytes())
+    rt_offset = _header_field(path, 48, ">Q")
+    struct.pack_into(">Q", data, rt_offset, (1 << 63) | struct.unpack_from(">Q", data, rt_offset)[0])
+    path.write_bytes(data)
+    _refused(path, "overlaps other metadata|outside the file", error=DiskError)
+    open_image(path, "qcow2", read_only=True).close()  # reading needs no refcounts
+
+
+def test_an_l2_entry_aimed_at_metadata_never_gets_a_write(tmp_path: Path) -> None:
+    path = tmp_path / "aimed.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", str(path), "1M")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 1 0 128k", str(path)], check=True, capture_output=True)
+    data = bytearray(path.read_bytes())
+    l1_offset = _header_field(path, 40, ">Q")
+    l2_offset = struct.unpack_from(">Q", data, l1_offset)[0] & 0x00FFFFFFFFFFFE00
+    struct.pack_into(">Q", data, l2_offset, (1 << 63) | l1_offset)          # cluster 0 "is" the L1 table
+    struct.pack_into(">Q", data, l2_offset + 8, (1 << 63) | (1 << 43))      # cluster 1 lies 8 TiB out
+    path.write_bytes(data)
+    before = path.read_bytes()
+    with open_image(path, "qcow2") as image:
+        for at in (0, 65536):
+            with pytest.raises(OSError):
+                image.write(at, b"guest data")
+    assert path.read_bytes() == before
+
+
+def test_backing_chains_that_loop_or_do_not_name_their_format_are_refused(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.qcow2", tmp_path / "b.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", str(b), "1M")
+    qemu_img("create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", str(a))
+    qemu_img("rebase", "-u", "-f", "qcow2", "-b", "a.qcow2", "-F", "qcow2", str(b))
+    _refused(a, "loops", read_only=True)
+    guessed = tmp_path / "guessed.qcow2"
+    (tmp_path / "plain.raw").write_bytes(bytes(1 << 20))
+    qemu_img("create", "-q", "-f", "qcow2", "-b", "plain.raw", "-F", "raw", str(guessed))
+    header = guessed.read_bytes()
+    recorded = header.index(struct.pack(">I", 0xE2792ACA))  # the backing format extension becomes an unknown one
+    guessed.write_bytes(header[:recorded] + struct.pack(">I", 0x12345678) + header[recorded + 4:])
+    _refused(guessed, "not recorded", read_only=True)
+
+
+def test_a_refused_open_leaves_the_image_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "narrow.qcow2"
+    qemu_img("create", "-q", "-f", "qcow2", "-o", "refcount_bits=8", str(path), "1M")
+    data = bytearray(path.read_bytes())
+    struct.pack_into(">Q", data, 88, 1)  # an autoclear bit a writer would clear
+    path.write_bytes(data)
+    _refused(path, "8-bit refcounts")
+    assert path.read_bytes() == data
