@@ -6,7 +6,8 @@ MicrosandboxError
 │   ├── VolumeAlreadyExistsError    "volume already exists: NAME"
 │   ├── VolumeNotFoundError         "volume not found: NAME"
 │   ├── VolumeInUseError            "volume NAME is attached to active sandbox SB"
-│   └── PathEscapeError             "path escapes volume root"
+│   ├── PathEscapeError             "path escapes volume root"
+│   └── QuotaExceededError          a host-side write past the volume's quota (an OSError, ENOSPC)
 ├── SandboxError
 │   ├── SandboxNotFoundError
 │   ├── BootError                   the guest died or never became ready (carries the console tail)
@@ -19,6 +20,8 @@ MicrosandboxError
 """
 
 from __future__ import annotations
+
+import errno
 
 
 class MicrosandboxError(Exception):
@@ -63,6 +66,14 @@ class PathEscapeError(VolumeError, PermissionError):
 
     def __init__(self, path: str) -> None:
         super().__init__(f"path escapes volume root: {path!r}")
+        self.path = path
+
+
+class QuotaExceededError(VolumeError, OSError):
+    """A host-side write would take a volume past its quota (errno ENOSPC, as a sandbox sees it)."""
+
+    def __init__(self, path: str, quota_mib: int) -> None:
+        super().__init__(errno.ENOSPC, f"volume quota of {quota_mib} MiB exceeded writing {path!r}")
         self.path = path
 
 

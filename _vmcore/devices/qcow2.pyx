@@ -38,7 +38,8 @@ MAX_L1_BYTES = 32 << 20        # qemu's limits: larger tables are not images any
 MAX_REFTABLE_BYTES = 8 << 20
 MAX_SIZE = 1 << 56
 MAX_BACKING_DEPTH = 16
-MAX_CHAIN_TABLE_BYTES = 64 << 20  # the tables held in memory for an image and its whole backing chain
+MAX_CHAIN_TABLE_BYTES = 64 << 20
+MAX_METADATA_CLUSTERS = 1 << 18    # a writable image's index of its metadata stays a few tens of MiB  # the tables held in memory for an image and its whole backing chain
 BE64 = struct.Struct(">Q")
 BE16 = struct.Struct(">H")
 
@@ -181,6 +182,9 @@ cdef class Qcow2Image(BlockImage):
                 if offset % cs or offset + cs > self.next_free or offset > OFFSET_MASK or cluster in meta:
                     self._fail(f"{what} at {offset:#x} is outside the file, unaligned, or overlaps other metadata")
                 meta.add(cluster)
+                if len(meta) > MAX_METADATA_CLUSTERS:
+                    self._refuse(f"more than {MAX_METADATA_CLUSTERS} metadata clusters are written here (small "
+                                 "clusters over a large disk): attach it read-only, or convert it to 64 KiB clusters")
         self.metadata = meta
 
     def _check_features(self, uint64_t incompat, bytes head) -> None:

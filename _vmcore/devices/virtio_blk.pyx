@@ -166,7 +166,7 @@ cdef class VirtioBlk(VirtioDevice):
                     self.image.write_at(offset, p, length)
                 else:
                     self.image.read_at(offset, p, length)
-            except OSError:
+            except Exception:  # noqa: BLE001 - whatever a hostile image provokes is the guest's I/O error, not ours
                 return self._finish(status_addr, S_IOERR, 0)
             offset += length
         self.counters["write" if is_write else "read"] += 1

@@ -5,6 +5,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
 from posix.stat cimport struct_stat
 from posix.uio cimport iovec
 from _vmcore.fs.abi cimport fuse_in_header, fuse_entry_out
+from _vmcore.fs.quota cimport QuotaAccount
 
 
 cdef class _Inode:
@@ -25,7 +26,7 @@ cdef class FuseServer:
     cdef uint64_t next_nodeid, next_fh
     cdef readonly bint readonly
     cdef bint initialized, closed
-    cdef int64_t quota, used
+    cdef QuotaAccount account   # None: no quota
     cdef uint64_t t_sec
     cdef uint32_t t_nsec
     cdef readonly uint32_t max_write
@@ -55,7 +56,11 @@ cdef class FuseServer:
     cdef int _reopen(self, _Inode ino, int flags)
     cdef void _become(self, uint32_t uid, uint32_t gid) noexcept
     cdef void _unbecome(self, uint32_t uid, uint32_t gid) noexcept
-    cdef int64_t _reserve(self, int64_t size, int64_t end) noexcept
+    cdef int64_t _need(self, const struct_stat *st, int64_t off, int64_t length) noexcept
+    cdef int64_t _fit(self, const struct_stat *st, int64_t off, int64_t length) noexcept
+    cdef int64_t _take(self, const struct_stat *st, int64_t off, int64_t *length) noexcept
+    cdef void _settle(self, int64_t reserved, int64_t before, int fd) noexcept
+    cdef bint _charge_inode(self, int64_t reserved, int dirfd, const char *name) noexcept
     cdef Py_ssize_t _lookup(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o)
     cdef Py_ssize_t _getattr(self, _Inode ino, const uint8_t *b, size_t n, uint8_t *o)
     cdef Py_ssize_t _setattr(self, _Inode ino, const uint8_t *b, size_t n, uint8_t *o)

@@ -9,8 +9,10 @@ Confinement rules, enforced here for every transport:
   ``/proc/self/fd/N`` only for regular files and directories, whose magic link points at the inode itself);
 - hard links may only name inodes the guest already reached through the share;
 - a read-only share answers ``EROFS`` to every mutating request, whatever the mount flags say;
-- with a quota, growth (write past EOF, fallocate, truncate up, copy_file_range) stops with ``ENOSPC``: apparent
-  file sizes are the unit and the bytes present at start are the baseline.
+- with a quota, every allocation (data blocks, new inodes of any kind) is charged to the directory's account
+  (``quota.QuotaAccount``: one count shared by every server and host-side writer of the tree, in blocks, not
+  apparent sizes) before it is made, and ``ENOSPC`` answers what does not fit; fallocate modes the FUSE client
+  does not send are refused.
 """
 
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING
@@ -27,6 +29,7 @@ from posix.types cimport off_t, uid_t, gid_t
 from posix.uio cimport iovec, preadv, pwritev
 
 from _vmcore.fs.abi cimport *
+from _vmcore.fs.quota cimport QuotaAccount, INODE_COST
 
 import os
 import resource
@@ -187,20 +190,23 @@ def _warn_fd_limit(inodes: int, handles: int) -> None:
         pass  # a warning must never fail a request
 
 
-def _baseline_bytes(root: str) -> int:
-    """Apparent size of the regular files under ``root`` (hard links once), without following symlinks."""
-    seen = set()
-    total = 0
-    for dirpath, _dirs, files in os.walk(root, followlinks=False):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(dirpath, name))
-            except OSError:
-                continue
-            if (st.st_mode & 0o170000) == 0o100000 and (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
+cdef enum:
+    BLOCK = 4096
+    FALLOC_PUNCH_HOLE = 0x02
+    FALLOC_ZERO_RANGE = 0x10
+    SYMLINK_INLINE = 60         # ext4 keeps a target this short in the inode itself
+
+
+cdef inline int64_t round_up(int64_t n) noexcept nogil:
+    return (n + BLOCK - 1) // BLOCK * BLOCK
+
+
+cdef inline int64_t round_down(int64_t n) noexcept nogil:
+    return n // BLOCK * BLOCK
+
+
+cdef inline int64_t inode_cost(const struct_stat *st) noexcept nogil:
+    return <int64_t>st.st_blocks * 512 + INODE_COST
 
 
 cdef class FuseServer:
@@ -243,8 +249,7 @@ cdef class FuseServer:
         self.max_write = max_write
         self.t_sec = <uint64_t>cache_timeout
         self.t_nsec = <uint32_t>((cache_timeout - self.t_sec) * 1e9)
-        self.quota = -1 if quota_mib is None else <int64_t>quota_mib * 1024 * 1024
-        self.used = _baseline_bytes(root) if quota_mib is not None else 0
+        self.account = None if quota_mib is None else QuotaAccount(root, <int64_t>quota_mib * 1024 * 1024)
         # With attribute caching on, keep file pages cached across opens; AUTO_INVAL_DATA still drops them when
         # the kernel sees the size or mtime change.
         self.open_flags = FOPEN_KEEP_CACHE if cache_timeout > 0 else 0
@@ -268,20 +273,23 @@ cdef class FuseServer:
             self.initialized = False
 
     def close(self) -> None:
-        """Drop every inode and handle descriptor; later requests get EIO."""
+        """Drop every inode and handle descriptor and leave the quota account; later requests get EIO."""
         self.closed = True
         self.handles = {}
         self.inodes = {}
         self.by_key = {}
         self._close_fds()
+        if self.account is not None:
+            self.account.close()
 
     @property
     def used_bytes(self) -> int:
-        return self.used
+        """What the tree costs, by its quota account (every server and writer of it): 0 without a quota."""
+        return self.account.used if self.account is not None else 0
 
     @property
     def quota_bytes(self):
-        return None if self.quota < 0 else self.quota
+        return self.account.limit if self.account is not None else None
 
     def request_counts(self) -> dict:
         """Requests served so far, by opcode number."""
@@ -639,17 +647,54 @@ cdef class FuseServer:
         setfsuid(0)    # back to fsuid 0: the permitted capabilities return to the effective set
         setfsgid(0)
 
-    cdef int64_t _reserve(self, int64_t size, int64_t end) noexcept:
-        """Bytes of growth allowed for extending a file of ``size`` to ``end`` (reserved), or -1 for none."""
-        cdef int64_t growth = end - size
-        if growth <= 0 or self.quota < 0:
-            return growth if growth > 0 else 0
-        if self.used + growth > self.quota:
-            growth = self.quota - self.used
-            if growth <= 0:
-                return -1
-        self.used += growth
-        return growth
+    cdef int64_t _need(self, const struct_stat *st, int64_t off, int64_t length) noexcept:
+        """The most a write of ``length`` at ``off`` can allocate in the file ``st``: nothing when it overwrites a
+        file without holes, else its new blocks and one for the file's extent tree."""
+        cdef int64_t size = st.st_size
+        cdef bint holes = <int64_t>st.st_blocks * 512 < round_up(size)
+        if length <= 0 or (off + length <= size and not holes):
+            return 0
+        return round_up(off + length) - round_down(off if holes or off > size else size) + BLOCK
+
+    cdef int64_t _fit(self, const struct_stat *st, int64_t off, int64_t length) noexcept:
+        """How much of a write that extends the file fits in what is left of the quota (0: none)."""
+        cdef int64_t room = self.account.available - 2 * BLOCK
+        cdef int64_t start = off if off > st.st_size else st.st_size
+        if room <= 0 or off + length <= st.st_size:
+            return 0
+        cdef int64_t end = round_down(start) + round_down(room)
+        return min(length, end - off) if end > off else 0
+
+    cdef int64_t _take(self, const struct_stat *st, int64_t off, int64_t *length) noexcept:
+        """Reserve for a write of ``length`` at ``off`` (shortened to what fits); -1: nothing fits."""
+        cdef int64_t need = self._need(st, off, length[0])
+        if self.account.reserve(need):
+            return need
+        length[0] = self._fit(st, off, length[0])
+        need = self._need(st, off, length[0])
+        if length[0] <= 0 or not self.account.reserve(need):
+            return -1
+        return need
+
+    cdef void _settle(self, int64_t reserved, int64_t before, int fd) noexcept:
+        """Charge what the file on ``fd`` really gained since it had ``before`` bytes of blocks (or freed)."""
+        cdef struct_stat st
+        if self.account is None:
+            return
+        if fstat(fd, &st) < 0:
+            return                                       # unknown: keep the reservation
+        self.account.settle(reserved, <int64_t>st.st_blocks * 512 - before)
+
+    cdef bint _charge_inode(self, int64_t reserved, int dirfd, const char *name) noexcept:
+        """Settle a new inode's reservation with what it costs (nothing when it was not made)."""
+        cdef struct_stat st
+        if self.account is None:
+            return True
+        if name == NULL or fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0:
+            self.account.settle(reserved, 0)
+        else:
+            self.account.settle(reserved, inode_cost(&st))
+        return True
 
     # ---- attributes ---------------------------------------------------------------------------------------
 
@@ -709,23 +754,13 @@ cdef class FuseServer:
             fd = hd.fd if hd is not None and hd.writable else self._reopen(ino, O_WRONLY)
             if fd < 0:
                 return neg_errno()
-            rc = fstat(fd, &st)
-            growth = 0
-            if rc == 0:
-                growth = self._reserve(st.st_size, s.size)
-                if growth < 0 or (growth < <int64_t>s.size - st.st_size):
-                    if growth > 0:
-                        self.used -= growth
-                    rc = -1
-                    cerrno.errno = ENOSPC
+            rc = fstat(fd, &st)                          # truncating up allocates nothing; down frees blocks
             if rc == 0:
                 with nogil:
                     rc = ftruncate(fd, s.size)
-                if rc < 0:
-                    self.used -= growth
-                elif <int64_t>s.size < st.st_size and self.quota >= 0:
-                    self.used -= st.st_size - <int64_t>s.size
             err = neg_errno()
+            if rc == 0:
+                self._settle(0, <int64_t>st.st_blocks * 512, fd)
             if hd is None or not hd.writable:
                 close(fd)
             if rc < 0:
@@ -762,12 +797,12 @@ cdef class FuseServer:
         r.st.blocks = sv.f_blocks
         r.st.bfree = sv.f_bfree
         r.st.bavail = sv.f_bavail
-        if self.quota >= 0:
+        if self.account is not None:
             frsize = sv.f_frsize if sv.f_frsize else 4096
-            r.st.blocks = <uint64_t>self.quota // frsize
-            free_blocks = (self.quota - self.used) // <int64_t>frsize if self.used < self.quota else 0
-            r.st.bfree = min(<uint64_t>free_blocks, sv.f_bfree)
-            r.st.bavail = min(<uint64_t>free_blocks, sv.f_bavail)
+            r.st.blocks = <uint64_t>self.account.limit // frsize
+            free_blocks = <uint64_t>self.account.available // frsize
+            r.st.bfree = min(free_blocks, sv.f_bfree)
+            r.st.bavail = min(free_blocks, sv.f_bavail)
         return sizeof(fuse_statfs_out)
 
     cdef Py_ssize_t _readlink(self, _Inode ino, uint8_t *o, size_t cap):
@@ -817,15 +852,14 @@ cdef class FuseServer:
             return -EISDIR
         if self.readonly and (acc != O_RDONLY or flags & O_TRUNC):
             return -EROFS
-        if flags & O_TRUNC and self.quota >= 0 and fstatat(ino.fd, "", &st, STAT_FLAGS) == 0:
-            old_size = st.st_size
-        else:
-            old_size = 0
+        cdef int64_t before = 0
+        if flags & O_TRUNC and self.account is not None and fstatat(ino.fd, "", &st, STAT_FLAGS) == 0:
+            before = <int64_t>st.st_blocks * 512
         cdef int fd = self._reopen(ino, flags & PASS_FLAGS)
         if fd < 0:
             return neg_errno()
         if flags & O_TRUNC:
-            self.used -= min(old_size, self.used)
+            self._settle(0, before, fd)
         memset(r, 0, sizeof(fuse_open_out))
         r.open_flags = self.open_flags
         r.fh = self._new_handle(fd, ino, False, acc != O_RDONLY)
@@ -916,19 +950,14 @@ cdef class FuseServer:
             return -EBADF
         cdef int fd = hd.fd
         cdef int64_t off = w.offset
-        growth = 0
-        if self.quota >= 0 and size:
+        cdef int64_t reserved = 0, length = size
+        if self.account is not None and size:
             if fstat(fd, &st) < 0:
                 return neg_errno()
-            end = off + <int64_t>size
-            growth = self._reserve(st.st_size, end)
-            if growth < 0:
+            reserved = self._take(&st, off, &length)     # only part of it may fit: written up to the limit
+            if reserved < 0:
                 return -ENOSPC
-            if growth < end - st.st_size:                # only part of it fits: write up to the limit
-                if off >= st.st_size + growth:
-                    self.used -= growth
-                    return -ENOSPC
-                size = <size_t>(st.st_size + growth - off)
+            size = <size_t>length
         ndata = iov_trim(data, ndata, size)
         with nogil:
             while done < size:
@@ -937,12 +966,8 @@ cdef class FuseServer:
                     break
                 done += put
                 first += iov_skip(data + first, ndata - first, put)
-        if growth > 0:                                   # give back what was reserved but not written
-            real = off + <int64_t>done - st.st_size
-            if real < 0:
-                real = 0
-            if real < growth:
-                self.used -= growth - real
+        if self.account is not None and size:
+            self._settle(reserved, <int64_t>st.st_blocks * 512, fd)
         if done == 0 and put < 0:
             return neg_errno()
         memset(o, 0, sizeof(fuse_write_out))
@@ -991,25 +1016,24 @@ cdef class FuseServer:
             return -EBADF
         if f.offset > <uint64_t>INT64_MAX or f.length > <uint64_t>INT64_MAX - f.offset:
             return -EFBIG
-        cdef int64_t end = f.offset + f.length
-        if self.quota >= 0:
+        # Only what the kernel's FUSE client sends; anything else (COLLAPSE, INSERT, UNSHARE...) is refused.
+        if f.mode not in (0, FALLOC_FL_KEEP_SIZE, FALLOC_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_ZERO_RANGE,
+                          FALLOC_ZERO_RANGE | FALLOC_FL_KEEP_SIZE):
+            return -EOPNOTSUPP
+        if self.account is not None:
             if fstat(hd.fd, &st) < 0:
                 return neg_errno()
-            if end > st.st_size:
-                if f.mode & FALLOC_FL_KEEP_SIZE:
-                    return -EOPNOTSUPP           # preallocation past EOF would escape the size-based quota
-                growth = self._reserve(st.st_size, end)
-                if growth < end - st.st_size:
-                    if growth > 0:
-                        self.used -= growth
+            if not f.mode & FALLOC_PUNCH_HOLE:
+                growth = round_up(<int64_t>f.length) + BLOCK
+                if not self.account.reserve(growth):
                     return -ENOSPC
         cdef int fd = hd.fd
         with nogil:
             rc = fallocate(fd, f.mode, f.offset, f.length)
-        if rc < 0:
-            self.used -= growth
-            return neg_errno()
-        return 0
+        err = neg_errno()
+        if self.account is not None:
+            self._settle(growth, <int64_t>st.st_blocks * 512, fd)
+        return err if rc < 0 else 0
 
     cdef Py_ssize_t _copy_file_range(self, const uint8_t *b, size_t n, uint8_t *o):
         cdef fuse_copy_file_range_in c
@@ -1033,27 +1057,20 @@ cdef class FuseServer:
             return -EFBIG
         off_in = c.off_in
         off_out = c.off_out
-        if self.quota >= 0 and length:
+        cdef int64_t want = length
+        if self.account is not None and length:
             if fstat(dst.fd, &st) < 0:
                 return neg_errno()
-            growth = self._reserve(st.st_size, off_out + <int64_t>length)
+            growth = self._take(&st, off_out, &want)
             if growth < 0:
                 return -ENOSPC
-            if growth < off_out + <int64_t>length - st.st_size:
-                if off_out >= st.st_size + growth:
-                    self.used -= growth
-                    return -ENOSPC
-                length = <size_t>(st.st_size + growth - off_out)
+            length = <size_t>want
         cdef int fd_in = src.fd, fd_out = dst.fd
         with nogil:
             got = copy_file_range(fd_in, <off_t *>&off_in, fd_out, <off_t *>&off_out, length, 0)
         err = neg_errno()
-        if growth > 0:
-            real = off_out - st.st_size if got > 0 else 0
-            if real < 0:
-                real = 0
-            if real < growth:
-                self.used -= growth - real
+        if self.account is not None and length:
+            self._settle(growth, <int64_t>st.st_blocks * 512, fd_out)
         if got < 0:
             return err
         memset(o, 0, sizeof(fuse_write_out))
@@ -1142,19 +1159,28 @@ cdef class FuseServer:
         cdef const char *name = <const char *>(b + sizeof(fuse_create_in))
         if (c.mode & S_IFMT) not in (0, S_IFREG):
             return -EPERM
-        old_size = 0
-        if c.flags & O_TRUNC and self.quota >= 0 and fstatat(parent.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0:
-            if (st.st_mode & S_IFMT) == S_IFREG:
-                old_size = st.st_size
+        cdef int64_t before = -1, reserved = 0           # before: the blocks of the file it opens, if it exists
+        if self.account is not None:
+            if fstatat(parent.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0:
+                before = <int64_t>st.st_blocks * 512
+            else:
+                reserved = INODE_COST
+                if not self.account.reserve(reserved):
+                    return -ENOSPC
         self._become(uid, gid)
         fd = openat(parent.fd, name, (c.flags & (PASS_FLAGS | O_EXCL)) | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
                     c.mode & MODE_BITS)
         rc = neg_errno()
         self._unbecome(uid, gid)
+        if self.account is not None:
+            if fd < 0:
+                self.account.settle(reserved, 0)
+            elif before < 0:
+                self._charge_inode(reserved, parent.fd, name)
+            else:
+                self._settle(0, before, fd)
         if fd < 0:
             return rc
-        if c.flags & O_TRUNC:
-            self.used -= min(old_size, self.used)
         cdef fuse_entry_out entry            # built privately: the reply buffer may be shared with a guest
         er = self._entry_from_open_fd(fd, &entry)
         if er < 0:
@@ -1177,10 +1203,14 @@ cdef class FuseServer:
         if rc < 0:
             return rc
         cdef const char *name = <const char *>(b + sizeof(fuse_mkdir_in))
+        cdef int64_t reserved = INODE_COST + BLOCK
+        if self.account is not None and not self.account.reserve(reserved):
+            return -ENOSPC
         self._become(uid, gid)
         rc = mkdirat(parent.fd, name, (<const fuse_mkdir_in *>b).mode & MODE_BITS)
         err = neg_errno()
         self._unbecome(uid, gid)
+        self._charge_inode(reserved, parent.fd, name if rc == 0 else NULL)
         if rc < 0:
             return err
         return self._entry_at(parent.fd, name, <fuse_entry_out *>o)
@@ -1197,10 +1227,13 @@ cdef class FuseServer:
         if (mode & S_IFMT) != S_IFREG and (mode & S_IFMT) != S_IFIFO:
             return -EPERM                                # no devices or sockets on the host
         cdef const char *name = <const char *>(b + sizeof(fuse_mknod_in))
+        if self.account is not None and not self.account.reserve(INODE_COST):
+            return -ENOSPC
         self._become(uid, gid)
         rc = mknodat(parent.fd, name, (mode & S_IFMT) | (mode & MODE_BITS), 0)
         err = neg_errno()
         self._unbecome(uid, gid)
+        self._charge_inode(INODE_COST, parent.fd, name if rc == 0 else NULL)
         if rc < 0:
             return err
         return self._entry_at(parent.fd, name, <fuse_entry_out *>o)
@@ -1220,10 +1253,14 @@ cdef class FuseServer:
         if z - target >= PATH_MAX:
             return -ENAMETOOLONG
         # The target is stored verbatim and never resolved by us: it only means something inside the guest.
+        cdef int64_t reserved = INODE_COST + (round_up(z - target) if z - target >= SYMLINK_INLINE else 0)
+        if self.account is not None and not self.account.reserve(reserved):
+            return -ENOSPC
         self._become(uid, gid)
         rc = symlinkat(<const char *>target, parent.fd, <const char *>b)
         err = neg_errno()
         self._unbecome(uid, gid)
+        self._charge_inode(reserved, parent.fd, <const char *>b if rc == 0 else NULL)
         if rc < 0:
             return err
         return self._entry_at(parent.fd, <const char *>b, <fuse_entry_out *>o)
@@ -1251,12 +1288,12 @@ cdef class FuseServer:
         return self._entry_at(parent.fd, name, <fuse_entry_out *>o)
 
     cdef int64_t _released_bytes(self, int dirfd, const char *name):
-        """Bytes a successful unlink/overwrite of ``name`` gives back to the quota (last link of a file)."""
+        """What a successful unlink/rmdir/overwrite of ``name`` gives back to the quota (its last link)."""
         cdef struct_stat st
-        if self.quota < 0 or fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0:
+        if self.account is None or fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0:
             return 0
-        if (st.st_mode & S_IFMT) == S_IFREG and st.st_nlink == 1:
-            return st.st_size
+        if (st.st_mode & S_IFMT) == S_IFDIR or st.st_nlink == 1:
+            return inode_cost(&st)
         return 0
 
     cdef Py_ssize_t _unlink(self, _Inode parent, const uint8_t *b, size_t n, int flags):
@@ -1264,10 +1301,11 @@ cdef class FuseServer:
         cdef int rc = check_name(b, n, &used)
         if rc < 0:
             return rc
-        cdef int64_t freed = self._released_bytes(parent.fd, <const char *>b) if flags == 0 else 0
+        cdef int64_t freed = self._released_bytes(parent.fd, <const char *>b)
         if unlinkat(parent.fd, <const char *>b, flags) < 0:
             return neg_errno()
-        self.used -= min(freed, self.used)
+        if freed:
+            self.account.settle(0, -freed)
         return 0
 
     cdef Py_ssize_t _rename(self, _Inode parent, uint64_t newdir, uint32_t flags, const uint8_t *b, size_t n):
@@ -1289,5 +1327,6 @@ cdef class FuseServer:
             freed = self._released_bytes(dst.fd, newname)
         if renameat2(parent.fd, <const char *>b, dst.fd, newname, flags) < 0:
             return neg_errno()
-        self.used -= min(freed, self.used)
+        if freed:
+            self.account.settle(0, -freed)
         return 0

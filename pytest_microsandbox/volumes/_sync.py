@@ -113,7 +113,7 @@ class VolumeHandle:
             )
         from pytest_microsandbox.volumes._fs import VolumeFs  # loaded when files are first touched
 
-        return VolumeFs(self.path)
+        return VolumeFs(self.path, quota_mib=self.quota_mib)
 
     def mount(self, *, readonly: bool = False, noexec: bool = False, nosuid: bool = False,
               nodev: bool = False) -> MountConfig:
