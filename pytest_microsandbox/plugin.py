@@ -165,5 +165,10 @@ def pytest_report_header(config: pytest.Config) -> str:
         kernel = str(find_kernel(settings.kernel))
     except KernelLoadError as err:
         kernel = f"none ({err})"
-    return (f"microsandbox: isolation={settings.isolation}, kvm={detect_kvm().kind}, kernel={kernel}, "
-            f"image={settings.image}, home={run.home}")
+    header = (f"microsandbox: isolation={settings.isolation}, kvm={detect_kvm().kind}, kernel={kernel}, "
+              f"image={settings.image}, home={run.home}")
+    if settings.isolation == "namespace":
+        from pytest_microsandbox.sandbox._namespace import namespace_limits
+
+        header += f"\nmicrosandbox: limits: {namespace_limits()}"
+    return header

@@ -22,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from _vmcore.host import detect_kvm
     from _vmcore.kernels import find_kernel
     from pytest_microsandbox._home import msb_home
+    from pytest_microsandbox.sandbox._namespace import namespace_limits
 
     kvm = detect_kvm()
     print(f"kvm:    {kvm.kind} - {kvm.reason}")
@@ -32,4 +33,6 @@ def run(args: argparse.Namespace) -> int:
     except KernelLoadError as e:
         print(f"kernel: none - {e}")
     print(f"home:   {msb_home(args.home)}")
+    print(f"limits: {namespace_limits()}")
     return 0
+

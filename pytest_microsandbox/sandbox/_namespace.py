@@ -12,10 +12,11 @@ The guest's root is the caller's uid on the host (``--map-root-user``: host root
 capabilities only inside its user namespace. What keeps host files safe: the root is an overlay with a tmpfs upper,
 host directories come in only as the binds asked for (read-only ones stay read-only: CAP_SYS_ADMIN is dropped after
 the mounts, so nothing can remount them), ``/dev`` holds only null/zero/full/random/urandom/tty, ``/sys`` and
-``/proc/sys`` are read-only and the host's kernel knobs in ``/proc`` are masked. ``memory_mib`` and ``cpus`` are
-not enforced by this backend (no cgroup limits). Disk images (loop-mounted, read-only) and binds with a quota (our
-FUSE server, serving from the creating process) are mounted in a private mount namespace made *before* the user
-namespace (``_ns_hostmounts``: only when we hold CAP_SYS_ADMIN on the host); they go away with the sandbox.
+``/proc/sys`` are read-only and the host's kernel knobs in ``/proc`` are masked. ``memory_mib``, ``cpus`` and a
+process limit are enforced by a cgroup v2 of the sandbox's own where the host delegates one (``_ns_cgroup``;
+``msb doctor`` and the pytest header say when it does not). Disk images (loop-mounted, read-only) and binds with a
+quota (our FUSE server, serving from the creating process) are mounted in a private mount namespace made *before*
+the user namespace (``_ns_hostmounts``: only when we hold CAP_SYS_ADMIN on the host); they go away with the sandbox.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pathlib import Path
 
 from pytest_microsandbox.errors import SandboxError
 from pytest_microsandbox.sandbox._backend import Guest, GuestPlan, on_spawner_thread
+from pytest_microsandbox.sandbox._ns_cgroup import PIDS_MAX, SandboxCgroup, placement, sandbox_cgroup
 from pytest_microsandbox.sandbox._ns_hostmounts import host_mounts
 
 AGENT = Path(__file__).resolve().parents[2] / "_vmcore" / "guest" / "bin" / "agent"
@@ -53,12 +55,19 @@ class NamespaceBackend:
         reason = namespaces_unavailable()
         if reason:
             raise SandboxError(f"cannot start a namespace sandbox: {reason}")
-        extra = host_mounts(plan.boot.mounts, plan.disks, plan.quotas, plan.run_dir)
+        cgroup = _cgroup_for(plan)
+        try:
+            extra = host_mounts(plan.boot.mounts, plan.disks, plan.quotas, plan.run_dir)
+        except BaseException:
+            if cgroup is not None:
+                cgroup.remove()
+            raise
         plan.boot = replace(plan.boot, mounts=[*extra.guest_mounts, *plan.extra_mounts])
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log = plan.run_dir / "console.log"
-        argv = ["setpriv", "--pdeathsig", "KILL", "--", *extra.prefix, "unshare", *_NAMESPACES, "--",
-                str(AGENT), "--fd", str(theirs.fileno())]
+        closers = [extra.close] + ([cgroup.remove] if cgroup is not None else [])
+        argv = [*(cgroup.prefix() if cgroup is not None else []), "setpriv", "--pdeathsig", "KILL", "--",
+                *extra.prefix, "unshare", *_NAMESPACES, "--", str(AGENT), "--fd", str(theirs.fileno())]
         try:
             with open(log, "ab") as out:
                 proc = on_spawner_thread(lambda: subprocess.Popen(
@@ -66,12 +75,37 @@ class NamespaceBackend:
                     pass_fds=[theirs.fileno(), *extra.pass_fds], start_new_session=True, env=_clean_env()))
         except OSError as e:
             ours.close()
-            extra.close()
+            for close in closers:
+                close()
             raise SandboxError(f"cannot start the namespace sandbox: {e}") from e
         finally:
             theirs.close()
         extra.started()
-        return Guest(proc, ours, log, closers=[extra.close])
+        return Guest(proc, ours, log, closers=closers)
+
+
+def _cgroup_for(plan: GuestPlan) -> SandboxCgroup | None:
+    """The sandbox's own cgroup with its limits, or None where the host gives us none (``limits_unavailable``)."""
+    where = placement()
+    if where.parent is None:
+        return None
+    try:
+        return sandbox_cgroup(where.parent, plan.config.name, plan.config.memory_mib, plan.config.cpus)
+    except OSError as e:
+        raise SandboxError(f"cannot make the cgroup that limits sandbox {plan.config.name}: {e}") from e
+
+
+def limits_unavailable() -> str | None:
+    """Why namespace sandboxes run without memory, cpu and process limits here, or None."""
+    return placement().reason or None
+
+
+def namespace_limits() -> str:
+    """Whether namespace sandboxes get their limits here, in a line (``msb doctor``, the pytest header)."""
+    reason = limits_unavailable()
+    if reason is None:
+        return f"namespace sandboxes run in cgroups of their own (memory_mib, cpus, {PIDS_MAX} processes)"
+    return f"NONE for namespace sandboxes: {reason}; one sandbox can use all of this host's memory and cpu"
 
 
 def _clean_env() -> dict[str, str]:

@@ -17,3 +17,12 @@ def test_doctor_reports_kvm_and_kernel(tmp_path, capsys, monkeypatch):
 def test_doctor_names_a_missing_kernel(tmp_path, capsys):
     doctor.run(argparse.Namespace(home=str(tmp_path), kernel=str(tmp_path / "missing")))
     assert "kernel: none" in capsys.readouterr().out
+
+
+def test_doctor_says_whether_namespace_sandboxes_get_limits(tmp_path, capsys):
+    from pytest_microsandbox.sandbox._namespace import limits_unavailable
+
+    doctor.run(argparse.Namespace(home=str(tmp_path), kernel=None))
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("limits:"))
+    reason = limits_unavailable()
+    assert (f"NONE for namespace sandboxes: {reason}" in line) if reason else "cgroups of their own" in line

@@ -184,7 +184,8 @@ def test_report_header(pytester: pytest.Pytester, tmp_path) -> None:
     pytester.makepyfile("def test_x():\n    pass\n")
     result = pytester.runpytest("--msb-image=alpine:3.20", "--msb-isolation=namespace")
     result.stdout.fnmatch_lines([f"microsandbox: isolation=namespace, kvm={detect_kvm().kind}, "
-                                 f"kernel={find_kernel()}, image=alpine:3.20, home={tmp_path / 'home'}"])
+                                 f"kernel={find_kernel()}, image=alpine:3.20, home={tmp_path / 'home'}",
+                                 "microsandbox: limits: *namespace sandboxes*"])
 
 
 def test_report_header_names_a_missing_kernel(pytester: pytest.Pytester, tmp_path) -> None:

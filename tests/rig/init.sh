@@ -21,6 +21,7 @@ mount -t overlay overlay -o lowerdir=/host,upperdir=/scratch/upper,workdir=/scra
 mount -t 9p -o "$p9" job "/newroot$job" || fail "mounting the job folder failed"
 mount -t proc proc /newroot/proc
 mount -t sysfs sys /newroot/sys
+mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup  # the namespace backend's limits are tested here (the host has v1)
 mount -t devtmpfs dev /newroot/dev
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
