@@ -3,9 +3,10 @@
 A snapshot is a directory:
 
     manifest.json   {"format": FORMAT, "version": VERSION, "identity": {...}, "files": {name: {size, sha256}}}
-    memory.bin      guest RAM, byte for byte (zero runs left as holes: a sparse file); restored as a MAP_PRIVATE
-                    mapping, so every machine restored from it shares the pages it has not written. Its sha256
-                    is checked when asked (a template once, when built), else its mtime
+    memory.bin      guest RAM, byte for byte (zero chunks left as holes: a sparse file); restored as a MAP_PRIVATE
+                    mapping, so every machine restored from it shares the pages it has not written. Its digest
+                    (sha256 over the non-zero chunks, each after its offset: what a mostly empty RAM costs to
+                    hash is what it holds) is computed while it is written and checked when asked, else its mtime
     state.json      vCPUs (raw KVM structures, base64), the in-kernel irqchip (PIC master/slave, I/O APIC),
                     the KVM clock, and each virtio-mmio transport with its backend and virtqueues
 
@@ -18,6 +19,7 @@ of one. Every mismatch or corruption raises ``SnapshotError``.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import json
 import os
@@ -28,11 +30,11 @@ from pathlib import Path
 from _vmcore.errors import SnapshotError
 
 FORMAT = "pytest-microsandbox-snapshot"
-VERSION = 2  # 2: the PIT's state
+VERSION = 3  # 2: the PIT's state; 3: the memory digest covers the non-zero chunks
 MANIFEST = "manifest.json"
 MEMORY = "memory.bin"
 STATE = "state.json"
-CHUNK = 2 << 20
+CHUNK = 64 << 10  # the unit of holes and of the digest: a guest leaves its used pages scattered
 _ZERO_CHUNK = bytes(CHUNK)
 IRQCHIPS = (0, 1, 2)  # PIC master, PIC slave, I/O APIC
 # Saved one by one (a host may refuse some) and restored in this order: the TSC before anything timed by it,
@@ -147,8 +149,8 @@ def write_snapshot(path: str | os.PathLike, identity: dict, mem, state: dict) ->
         f.truncate(mem.size)
         for gpa in range(0, mem.size, CHUNK):
             block = mem.read(gpa, min(CHUNK, mem.size - gpa))
-            h.update(block)
             if block != _ZERO_CHUNK[: len(block)]:
+                _digest_chunk(h, gpa, block)
                 f.seek(gpa)
                 f.write(block)
         f.flush()
@@ -202,8 +204,9 @@ def read_snapshot(path: str | os.PathLike, verify_memory: bool = True) -> Snapsh
     if verify_memory:
         h = hashlib.sha256()
         with open(root / MEMORY, "rb") as f:
-            while block := f.read(CHUNK):
-                h.update(block)
+            for gpa, block in _data_chunks(f, mem_meta["size"]):
+                if block != _ZERO_CHUNK[: len(block)]:
+                    _digest_chunk(h, gpa, block)
         if h.hexdigest() != mem_meta["sha256"]:
             raise SnapshotError(f"snapshot file {MEMORY} in {root} is corrupted (checksum mismatch)")
     try:
@@ -213,6 +216,31 @@ def read_snapshot(path: str | os.PathLike, verify_memory: bool = True) -> Snapsh
     if not isinstance(identity, dict):
         raise SnapshotError(f"incomplete snapshot manifest in {root}")
     return Snapshot(root, manifest, state)
+
+
+def _digest_chunk(h, gpa: int, block: bytes) -> None:
+    h.update(gpa.to_bytes(8, "little"))
+    h.update(block)
+
+
+def _data_chunks(f, size: int):
+    """The chunks of a sparse memory file that may hold data (``SEEK_DATA`` skips the holes), by offset."""
+    fd = f.fileno()
+    pos = 0
+    while pos < size:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as e:
+            if e.errno == errno.ENXIO:  # only a hole remains
+                return
+            raise
+        start = data // CHUNK * CHUNK
+        f.seek(start)
+        block = f.read(min(CHUNK, size - start))
+        if not block:
+            return
+        yield start, block
+        pos = start + CHUNK
 
 
 def check_identity(snapshot: Snapshot, identity: dict) -> None:

@@ -33,7 +33,10 @@ echo "rig: running $job/run.sh"
 # what L1 is doing, every 20 s, for whoever reads the job folder while it runs
 (while sleep 20; do { cat /proc/uptime /proc/loadavg; ps -o pid,ppid,stat,rss,args; } > "/newroot$job/l1-ps.tmp" 2>&1
   mv "/newroot$job/l1-ps.tmp" "/newroot$job/l1-ps.txt"; done) &
-chroot /newroot /bin/sh "$job/run.sh" > "/newroot$job/output" 2>&1
+# The new root becomes its mount namespace's root (as switch_root does), not a chroot: the kernel refuses user
+# namespaces to a chrooted process, and the namespace backend's tests make them.
+unshare -m sh -c 'cd /newroot && mount --move . / && exec chroot . /bin/sh "$0/run.sh"' "$job" \
+  > "/newroot$job/output" 2>&1
 echo $? > "/newroot$job/status"
 sync
 poweroff -f
