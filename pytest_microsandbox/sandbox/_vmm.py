@@ -15,6 +15,7 @@ import selectors
 import socket
 import sys
 
+from _vmcore.confine import confine
 from _vmcore.errors import VmmError
 from _vmcore.initramfs import build_initramfs
 from _vmcore.kernels import find_kernel
@@ -90,6 +91,10 @@ def main(argv: list[str]) -> int:
         return 2
     host = socket.socket(fileno=int(argv[1]))
     spec = json.loads(argv[2])
+    try:
+        report(confine())  # before any guest runs: what it could reach through us is confined from the start
+    except OSError as e:
+        report(f"running unconfined: {e}")
     try:
         machine, announcement = start_machine(spec)
     except (VmmError, OSError) as e:  # the sandbox's boot error shows this (the console log is our stderr)
