@@ -1,6 +1,8 @@
 """Confine a VMM process before it serves a guest, as Firecracker's jailer does with what we can do in-process:
-``no_new_privs`` (nothing it runs can gain privileges) and a seccomp filter (libseccomp, through ``pyseccomp``)
-that refuses what a VMM never needs and an attacker who took it over would want first.
+``no_new_privs`` (nothing it runs can gain privileges), only the capabilities its FUSE servers use (when it runs
+as root), and a seccomp filter (libseccomp, through ``pyseccomp``) that refuses what a VMM never needs and an
+attacker who took it over would want first. Not done (yet): a mount namespace holding only what it serves (the
+interpreter imports lazily from the whole of its installation).
 
 The filter denies rather than allows: a VMM in Python makes hundreds of distinct syscalls (the interpreter's
 allocator and imports, the FUSE server's whole file API), and an allowlist that misses one breaks a guest
@@ -28,6 +30,51 @@ CLONE_NAMESPACES = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 
                     0x00000080)  # NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
 
 
+# What a VMM running as root still needs: its FUSE servers act as the guest's user (setfsuid/setfsgid, then the
+# file-permission capabilities for the checks the kernel makes on their behalf) and raise their descriptor limit.
+KEPT_CAPABILITIES = {
+    0: "CHOWN", 1: "DAC_OVERRIDE", 2: "DAC_READ_SEARCH", 3: "FOWNER", 4: "FSETID", 6: "SETGID", 7: "SETUID",
+    24: "SYS_RESOURCE",
+}
+_CAP_VERSION_3 = 0x20080522
+_PR_CAPBSET_DROP, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
+_LAST_CAP = 63
+
+
+def drop_capabilities() -> int:
+    """Keep only ``KEPT_CAPABILITIES`` (permitted, effective; none inheritable, ambient or in the bounding set
+    beyond them); returns how many the process held before. A process without capabilities is left as it is."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+    header, data = Header(_CAP_VERSION_3, 0), (Data * 2)()
+    if libc.capget(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capget")
+    permitted = data[0].permitted | data[1].permitted << 32
+    if not permitted:
+        return 0
+    keep = sum(1 << bit for bit in KEPT_CAPABILITIES)
+    for bit in range(_LAST_CAP + 1):  # the bounding set first: it needs CAP_SETPCAP, about to go
+        if not keep >> bit & 1:
+            libc.prctl(_PR_CAPBSET_DROP, bit, 0, 0, 0)  # EINVAL past the kernel's last capability: fine
+    libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    effective = data[0].effective | data[1].effective << 32
+    for i in (0, 1):
+        data[i].permitted = (permitted & keep) >> (32 * i) & 0xFFFFFFFF
+        data[i].effective = (effective & keep) >> (32 * i) & 0xFFFFFFFF
+        data[i].inheritable = 0
+    if libc.capset(ctypes.byref(header), data) != 0:
+        raise OSError(ctypes.get_errno(), "capset")
+    return bin(permitted).count("1")
+
+
 def confine() -> str:
     """Confine this process; returns what was done, in a line. Raises OSError where the host cannot (no
     libseccomp): the caller decides whether to run unconfined."""
@@ -50,5 +97,7 @@ def confine() -> str:
     rules.add_rule(seccomp.ERRNO(errno.ENOSYS), "clone3")
     for flag in CLONE_NAMESPACES:
         rules.add_rule(deny, "clone", seccomp.Arg(0, seccomp.MASKED_EQ, flag, flag))
+    held = drop_capabilities()
     rules.load()
-    return f"confined: no_new_privs, seccomp denies {denied} syscalls, non-unix sockets and new namespaces"
+    kept = f", capabilities {held} -> {len(KEPT_CAPABILITIES)}" if held else ""
+    return f"confined: no_new_privs, seccomp denies {denied} syscalls, non-unix sockets and new namespaces{kept}"

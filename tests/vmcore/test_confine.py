@@ -38,6 +38,7 @@ thread.start()
 thread.join()
 results["thread"] = box[0] if box else "no"
 status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\t" in line)
+results["capabilities"] = hex(int(status["CapPrm"], 16) & ~0x10000DF)  # any held beyond the kept ones
 print(results, status["NoNewPrivs"].strip(), status["Seccomp"].strip())
 """
 
@@ -48,6 +49,6 @@ def test_a_confined_process_cannot_exec_mount_trace_or_reach_the_network(tmp_pat
     results, no_new_privs, seccomp = out.rsplit(" ", 2)
     assert eval(results) == {  # noqa: S307 - our own probe's repr
         "exec": "EPERM", "inet": "EAFNOSUPPORT", "unshare": "EPERM", "mount": "EPERM", "ptrace": "EPERM",
-        "unix": "ok", "files": "ok", "thread": "ran"}
+        "unix": "ok", "files": "ok", "thread": "ran", "capabilities": "0x0"}
     assert (no_new_privs, seccomp.strip()) == ("1", "2")
     assert (tmp_path / "f").read_text() == "still writes"
