@@ -99,8 +99,8 @@ def test_disk_formats_reach_the_vmm_by_name_and_bad_images_fail_at_create(tmp_pa
 
     good, encrypted = tmp_path / "good.qcow2", tmp_path / "locked.qcow2"
     subprocess.run([qemu_img, "create", "-q", "-f", "qcow2", str(good), "1M"], check=True)
-    subprocess.run([qemu_img, "create", "-q", "--object", "secret,id=s0,data=pw", "-f", "qcow2", "-o",
-                    "encrypt.format=luks,encrypt.key-secret=s0", str(encrypted), "1M"], check=True)
+    header = good.read_bytes()  # crypt_method 2 (LUKS); qemu-img's own LUKS setup times the CPU and may refuse
+    encrypted.write_bytes(header[:32] + (2).to_bytes(4, "big") + header[36:])
     plan = _disk_plan(tmp_path, good, "vm")
     assert [d.format for d in plan.disks] == ["qcow2"]
     spec, _ = vm_spec(plan, None)

@@ -140,8 +140,13 @@ def _refused(path: Path, match: str, read_only: bool = False, error: type[Except
 
 def test_unsupported_features_are_refused_by_name(tmp_path: Path) -> None:
     encrypted = tmp_path / "enc.qcow2"
-    qemu_img("create", "-q", "--object", "secret,id=s0,data=pw", "-f", "qcow2", "-o",
-             "encrypt.format=luks,encrypt.key-secret=s0", str(encrypted), "1M")
+    try:
+        qemu_img("create", "-q", "--object", "secret,id=s0,data=pw", "-f", "qcow2", "-o",
+                 "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", str(encrypted), "1M")
+    except subprocess.CalledProcessError:  # its key setup times the CPU and refuses where it cannot: say LUKS
+        qemu_img("create", "-q", "-f", "qcow2", str(encrypted), "1M")
+        header = encrypted.read_bytes()
+        encrypted.write_bytes(header[:32] + struct.pack(">I", 2) + header[36:])
     _refused(encrypted, "encrypted")
     external = tmp_path / "ext.qcow2"
     qemu_img("create", "-q", "-f", "qcow2", "-o", f"data_file={tmp_path / 'ext.data'}", str(external), "1M")
