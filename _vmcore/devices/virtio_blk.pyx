@@ -7,7 +7,6 @@ for raw images). The image is ``flock``-ed (shared when read-only, exclusive oth
 device, so two VMs never write one disk and a crashed VMM releases it.
 """
 
-import os
 import struct
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t

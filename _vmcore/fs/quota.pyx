@@ -21,20 +21,18 @@ from libc.stdint cimport int64_t
 
 cdef extern from *:
     """
-    static inline int64_t msb_atomic_add(int64_t *p, int64_t v) { return __atomic_add_fetch(p, v, __ATOMIC_SEQ_CST); }
     static inline int64_t msb_atomic_load(int64_t *p) { return __atomic_load_n(p, __ATOMIC_SEQ_CST); }
     static inline void msb_atomic_store(int64_t *p, int64_t v) { __atomic_store_n(p, v, __ATOMIC_SEQ_CST); }
     static inline int msb_atomic_cas(int64_t *p, int64_t *expected, int64_t desired) {
         return __atomic_compare_exchange_n(p, expected, desired, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
     }
     """
-    int64_t msb_atomic_add(int64_t *p, int64_t v) nogil
     int64_t msb_atomic_load(int64_t *p) nogil
     void msb_atomic_store(int64_t *p, int64_t v) nogil
     bint msb_atomic_cas(int64_t *p, int64_t *expected, int64_t desired) nogil
 
 INODE_BYTES = INODE_COST  # for Python callers (the constant itself is in quota.pxd)
-BLOCK = 4096
+BLOCK = 4096  # what a reservation rounds to (the servers' and VolumeFs's)
 MAGIC = b"MSBQUOTA"
 
 

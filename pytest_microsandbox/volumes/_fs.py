@@ -17,7 +17,6 @@ from pytest_microsandbox.volumes._resolve import Resolver, join, split_relative
 
 _FILE_MODE = 0o644
 _DIR_MODE = 0o755
-_BLOCK = 4096
 
 
 class FsEntryKind(enum.StrEnum):
@@ -253,7 +252,7 @@ class VolumeFs:
                 old = os.stat(leaf, dir_fd=parent, follow_symlinks=False)
             except FileNotFoundError:
                 old = None
-        need = _round_up(size) + _BLOCK + (account.inode_bytes if old is None else 0)
+        need = account.round_up(size) + account.block + (account.inode_bytes if old is None else 0)
         if old is not None and stat_mod.S_ISREG(old.st_mode) and old.st_nlink == 1:
             need = max(0, need - old.st_blocks * 512)
         if not account.reserve(need):
@@ -307,19 +306,19 @@ class VolumeFs:
                     account.settle_file(reserved, dst_st, dst, fresh)
 
 
-def _round_up(n: int) -> int:
-    return (n + _BLOCK - 1) // _BLOCK * _BLOCK
-
-
 class _Account:
     """The volume's quota account, seen from host-side writes."""
 
     def __init__(self, root: str, quota_mib: int) -> None:
-        from _vmcore.fs.quota import INODE_BYTES, QuotaAccount
+        from _vmcore.fs.quota import BLOCK, INODE_BYTES, QuotaAccount
 
         self.quota_mib = quota_mib
         self.inode_bytes = INODE_BYTES
+        self.block = BLOCK
         self._account = QuotaAccount(root, quota_mib << 20)
+
+    def round_up(self, n: int) -> int:
+        return (n + self.block - 1) // self.block * self.block
 
     def reserve(self, n: int) -> bool:
         return self._account.reserve(n)
@@ -334,7 +333,7 @@ class _Account:
 
     def made(self, path: str, parent: int, name: str, make: Callable[[], None]) -> None:
         """Make one inode (``make``), charged what it costs; nothing is made when it does not fit."""
-        need = self.inode_bytes + _BLOCK
+        need = self.inode_bytes + self.block
         if not self.reserve(need):
             raise QuotaExceededError(path, self.quota_mib)
         try:
