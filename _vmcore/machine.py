@@ -20,7 +20,6 @@ and ``resume()`` are there on their own too.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import threading
@@ -364,7 +363,7 @@ class Machine:
     def identity(self) -> dict:
         """What a snapshot of this machine is valid for (see ``_vmcore.snapshot``)."""
         cfg = self.config
-        initramfs = None if cfg.initramfs is None else hashlib.sha256(cfg.initramfs).hexdigest()
+        initramfs = None if cfg.initramfs is None else snapshot.bytes_sha256(cfg.initramfs)
         layout = []
         for dev in self._devices:
             entry = {"class": type(dev).__name__, "device_id": dev.device_id, "features": dev.avail_features,

@@ -75,6 +75,22 @@ def file_sha256(path: str, memo_dir: str | os.PathLike | None = None) -> str:
     return digest
 
 
+_bytes_digests: dict[int, tuple[bytes, str]] = {}
+
+
+def bytes_sha256(data: bytes) -> str:
+    """sha256 of ``data`` (an initramfs: a megabyte), remembered for the few objects a process keeps (each held
+    here, so its id cannot be reused while remembered); a process that forks VMMs computes it once for all."""
+    entry = _bytes_digests.get(id(data))
+    if entry is not None and entry[0] is data:
+        return entry[1]
+    digest = hashlib.sha256(data).hexdigest()
+    if len(_bytes_digests) >= 4:
+        _bytes_digests.clear()
+    _bytes_digests[id(data)] = (data, digest)
+    return digest
+
+
 def _read_memo(memo: Path) -> str | None:
     try:
         fd = os.open(memo, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)

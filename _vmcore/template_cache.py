@@ -35,7 +35,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from _vmcore.errors import SnapshotError
-from _vmcore.snapshot import MANIFEST, file_sha256, read_snapshot
+from _vmcore.snapshot import MANIFEST, bytes_sha256, file_sha256, read_snapshot
 
 KEY_FILE = "key.json"
 LAST_USED = "last-used"  # its mtime: when a lookup last found the template (the eviction order)
@@ -52,7 +52,7 @@ def config_key(config, image_digest: str = "", ready: str = "", digests: str | o
     sizes and modes, console ports, extra devices by class and tag), the command line, the root image's digest and
     the ready point the template is snapshotted at. Disk paths are left out: a copy of the same image will do.
     ``digests``: where the kernel's digest is remembered across processes (see ``file_sha256``)."""
-    initramfs = None if config.initramfs is None else hashlib.sha256(config.initramfs).hexdigest()
+    initramfs = None if config.initramfs is None else bytes_sha256(config.initramfs)
     return {
         "kernel_sha256": file_sha256(config.kernel, digests), "initramfs_sha256": initramfs, "image": image_digest,
         "memory_mib": config.memory_mib, "vcpus": config.vcpus, "cmdline_extra": config.cmdline_extra,

@@ -82,7 +82,7 @@ def tree_cost(root, *, dir_fd=None) -> int:
     return total
 
 
-def _accounts_dir() -> str | None:
+def accounts_dir() -> str | None:
     """A directory of this user's, on a memory file system where there is one; None when it is not ours."""
     base = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
     path = os.path.join(base, f"msb-quota-{os.geteuid()}")
@@ -108,7 +108,7 @@ cdef class QuotaAccount:
         self.limit = limit
         self.path = ""
         root = os.fspath(root)
-        directory = _accounts_dir() if shared else None
+        directory = accounts_dir() if shared else None
         if directory is None:
             self._map = mmap.mmap(-1, mmap.PAGESIZE)
             self._attach()

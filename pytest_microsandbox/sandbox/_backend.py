@@ -77,15 +77,47 @@ def boot_config_for(plan: GuestPlan) -> BootConfig:
     return replace(plan.boot, entropy=os.urandom(ENTROPY_BYTES), realtime_ns=time.time_ns())
 
 
+class GuestProcess(Protocol):
+    """The host process whose death ends a sandbox."""
+
+    pid: int
+
+    def ended(self, timeout: float | None = 0) -> bool: ...  # waits up to timeout (None: until it has)
+
+    def kill(self) -> None: ...  # SIGKILL, if it still runs
+
+
+class ChildProcess:
+    """A guest process we started ourselves (the namespace launcher)."""
+
+    def __init__(self, popen: subprocess.Popen) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+
+    def ended(self, timeout: float | None = 0) -> bool:
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                self.popen.send_signal(signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 class Guest:
     """A started guest: its host process and the host end of the agent connection. ``announces``: the agent's
     first frame is its unasked announcement, and what the host sends before it may be lost (a VM's agent port
     discards input until the agent opens it), so the client waits for it instead of asking HELLO. ``closers``
     release what this process serves the guest (FUSE connections) once it has ended: ``release()``."""
 
-    def __init__(self, process: subprocess.Popen, sock: socket.socket, console_log: Path,
+    def __init__(self, process: GuestProcess | subprocess.Popen, sock: socket.socket, console_log: Path,
                  announces: bool = False, closers: list[Callable[[], None]] | None = None) -> None:
-        self.process = process
+        self.process = ChildProcess(process) if isinstance(process, subprocess.Popen) else process
         self.sock = sock
         self.console_log = console_log
         self.announces = announces
@@ -97,22 +129,16 @@ class Guest:
         return self.process.pid
 
     def alive(self) -> bool:
-        return self.process.poll() is None
+        return not self.process.ended(0)
 
-    def wait(self, timeout: float | None) -> int | None:
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
+    def wait(self, timeout: float | None) -> bool:
+        """Whether the guest process has ended, waiting up to ``timeout`` seconds for it."""
+        return self.process.ended(timeout)
 
     def kill(self) -> None:
         with self._lock:
-            if self.process.poll() is None:
-                try:
-                    self.process.send_signal(signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            self.process.wait()
+            self.process.kill()
+            self.process.ended(None)
         self.release()
 
     def release(self) -> None:

@@ -283,7 +283,7 @@ class Sandbox:
                     self._client.shutdown()
                 except (MicrosandboxError, OSError):
                     pass
-            if self._guest is not None and self._guest.wait(timeout) is None:
+            if self._guest is not None and not self._guest.wait(timeout):
                 self._guest.kill()
             elif self._guest is None:
                 self._wait_or_signal(timeout)

@@ -4,13 +4,13 @@ as PID 1 (the initramfs), the image's root disk on virtio-blk, and the agent rea
 Snapshots: unless ``--msb-snapshots=false``, the VMM process restores the sandbox from the snapshot template of
 its configuration under ``<home>/snapshots`` (the first sandbox builds it, under a file lock, so xdist workers
 build it once) and binds its shares and disks to the template's empty slots; every BOOT carries fresh entropy and
-the host's clock so clones are not twins (``_template``). After a build, the templates beyond
+the host's clock so clones are not twins (``vmm.template``). After a build, the templates beyond
 ``--msb-snapshot-keep`` that were used least recently are removed.
 
-The VMM process (``python -m pytest_microsandbox.sandbox._vmm SPEC``) is started through ``setpriv --pdeathsig
-KILL`` like the namespace launcher, so it dies with the thread that made it; it relays the agent port to the
-socketpair end it inherits and exits when either side closes. The boot config goes over the connection (BOOT),
-exactly as for the namespace backend.
+The VMM process is forked by this process's VMM zygote (``vmm.zygote``: the VMM's code imported once, so a VMM costs a
+fork, not an interpreter) and dies with it, and the zygote with the thread that started it; the VMM relays the
+agent port to the socketpair end it was handed and exits when either side closes. The boot config goes over the
+connection (BOOT), exactly as for the namespace backend.
 
 Mount kinds: tmpfs, and disk images on virtio-blk by serial (``flock`` on the image held by the VMM: shared for
 read-only, exclusive otherwise). Bind mounts, directory volumes and the ``host`` image go through virtio-fs
@@ -21,24 +21,18 @@ clear SandboxError rather than half-mounting them.
 from __future__ import annotations
 
 import functools
-import json
 import os
 import socket
-import subprocess
-import sys
-from dataclasses import asdict, dataclass, field, replace
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from pytest_microsandbox._validate import parse_positive_int
 from pytest_microsandbox.agent import GuestMount
 from pytest_microsandbox.errors import SandboxError
-from pytest_microsandbox.sandbox._backend import Guest, GuestPlan, on_spawner_thread
-
-AGENT_PORT = "agent"
-ROOT_SERIAL = "msb-root"
-DEFAULT_SNAPSHOT_KEEP = 8
-
-MAX_DEVICES = 9  # virtio-mmio IRQ lines of _vmcore.machine (DEVICE_IRQS), the console included
+from pytest_microsandbox.sandbox._backend import Guest, GuestPlan
+from pytest_microsandbox.sandbox._zygote_client import zygote
+from pytest_microsandbox.vmm.spec import DEFAULT_SNAPSHOT_KEEP, MAX_DEVICES, ROOT_SERIAL, VmSpec
 
 
 def virtiofs_available() -> bool:
@@ -47,22 +41,6 @@ def virtiofs_available() -> bool:
     except ImportError:
         return False
     return True
-
-
-@dataclass
-class VmSpec:
-    """What the VMM process builds (JSON on its command line)."""
-
-    memory_mib: int
-    cpus: int
-    kernel: str | None
-    console_log: str
-    disks: list[dict] = field(default_factory=list)  # {path, read_only, serial, format}
-    shares: list[dict] = field(default_factory=list)  # virtio-fs: {tag, root, readonly, quota_mib}
-    snapshots: str | None = None  # the template cache (<home>/snapshots); None: boot this machine cold
-    snapshot_keep: int = DEFAULT_SNAPSHOT_KEEP  # templates kept after a build (the least recently used go)
-    image_digest: str = ""  # part of the template's key
-    boot_timeout: float = 60.0
 
 
 def snapshots_enabled() -> bool:
@@ -136,6 +114,7 @@ class VmBackend:
     description = "vm"
 
     def start(self, plan: GuestPlan) -> Guest:
+        requested_at = time.monotonic()
         home = plan.run_dir.parent.parent
         root_disk, digest = None, "host"
         if plan.config.image != "host":
@@ -146,25 +125,20 @@ class VmBackend:
         spec, mounts = vm_spec(plan, root_disk, resolved_kernel(os.environ.get("MSB_KERNEL")))
         spec.image_digest = digest
         spec.boot_timeout = plan.config.boot_timeout
+        spec.requested_at = requested_at
         if snapshots_enabled():
             spec.snapshots = str(home / "snapshots")
             spec.snapshot_keep = snapshot_keep()
         plan.boot = replace(plan.boot, root=mounts[0], mounts=mounts[1:])
         plan.fresh_identity = True
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        log = plan.run_dir / "console.log"
-        argv = ["setpriv", "--pdeathsig", "KILL", "--", sys.executable, "-m", "pytest_microsandbox.sandbox._vmm",
-                "--fd", str(theirs.fileno()), json.dumps(asdict(spec))]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),
-                                                                          os.environ.get("PYTHONPATH")]))}
         try:
-            with open(log, "ab") as out:
-                proc = on_spawner_thread(lambda: subprocess.Popen(
-                    argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=[theirs.fileno()],
-                    start_new_session=True, env=env))
-        except OSError as e:
+            with open(plan.run_dir / "console.log", "ab") as log:
+                process = zygote().spawn(asdict(spec), theirs, log.fileno())
+        except (OSError, SandboxError) as e:
             ours.close()
             raise SandboxError(f"cannot start the VMM process: {e}") from e
         finally:
             theirs.close()
-        return Guest(proc, ours, log, announces=True)  # cold: the agent's own; restored: the VMM's HELLO reply
+        # cold: the agent's own announcement; restored: the VMM's HELLO reply
+        return Guest(process, ours, plan.run_dir / "console.log", announces=True)

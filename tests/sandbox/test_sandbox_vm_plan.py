@@ -66,7 +66,7 @@ def test_an_overlay_is_a_read_only_share_with_the_writable_layer_built_in_the_gu
 
 @pytest.mark.skipif(not virtiofs_available(), reason="this build has no virtio-fs device")
 def test_vmm_builds_its_shares(tmp_path: Path) -> None:
-    from pytest_microsandbox.sandbox._vmm import shares
+    from pytest_microsandbox.vmm.process import shares
 
     devices = shares({"shares": [{"tag": "msb-fs0", "root": str(tmp_path), "readonly": True, "quota_mib": 8}]})
     assert [d.tag for d in devices] == ["msb-fs0"]

@@ -13,9 +13,9 @@ import pytest
 from _vmcore.machine import DEVICE_IRQS
 from _vmcore.template_cache import TemplateCache
 from pytest_microsandbox.sandbox._hostroot import host_mounts
-from pytest_microsandbox.sandbox._template import DISK_SLOTS
 from pytest_microsandbox.sandbox._vm import virtiofs_available
 from pytest_microsandbox.sync import Sandbox, Volume
+from pytest_microsandbox.vmm.template import DISK_SLOTS
 from tests.timeouts import BOOT
 
 pytestmark = [pytest.mark.vm,

@@ -21,7 +21,8 @@ from _vmcore.snapshot import STATE
 from _vmcore.template_cache import TemplateCache
 from _vmcore.tinyguest import counting_code, tiny_guest_elf
 from pytest_microsandbox.agent._wire import HEADER, HEADER_SIZE, Msg
-from pytest_microsandbox.sandbox._template import (
+from pytest_microsandbox.vmm.spec import ROOT_SERIAL
+from pytest_microsandbox.vmm.template import (
     DISK_SLOTS,
     SlotLayout,
     ask_hello,
@@ -29,7 +30,6 @@ from pytest_microsandbox.sandbox._template import (
     template_key,
     wait_for_announcement,
 )
-from pytest_microsandbox.sandbox._vm import ROOT_SERIAL
 
 KVM = detect_kvm()
 needs_kvm = pytest.mark.skipif(KVM.kind is KvmKind.NONE, reason=f"needs /dev/kvm: {KVM.reason}")
@@ -198,22 +198,25 @@ def test_vmm_process_reports_a_template_whose_agent_never_came_up(tmp_path):
     template machine (nine devices: the console, three disk slots, five virtio-fs slots) starts booting, its agent
     never announces itself, and the process says so and exits, leaving no half-built template behind. (The kernel
     is still far from its virtio console after these 10 s here, so the console log stays empty.)"""
-    import json
-    import sys
+    from dataclasses import asdict
 
-    from pytest_microsandbox.sandbox._vm import VmSpec
+    from pytest_microsandbox.sandbox._zygote_client import Zygote
+    from pytest_microsandbox.vmm.spec import VmSpec
 
     spec = VmSpec(memory_mib=256, cpus=1, kernel=None, console_log=str(tmp_path / "console.log"),
                   snapshots=str(tmp_path / "snapshots"), image_digest="host", boot_timeout=10)
+    zygote = Zygote()
     ours, theirs = socket.socketpair()
-    with ours:
-        done = subprocess.run([sys.executable, "-m", "pytest_microsandbox.sandbox._vmm", "--fd", str(theirs.fileno()),
-                               json.dumps(spec.__dict__)], pass_fds=[theirs.fileno()], capture_output=True,
-                              text=True, timeout=120)
-        theirs.close()
-    assert done.returncode == 1, done.stderr
-    assert "msb-vmm: booting snapshot template " in done.stderr  # the console log says which, before the boot
-    assert "building a template: the agent did not announce itself within 10 s" in done.stderr
+    try:
+        with ours, theirs, open(spec.console_log, "ab") as log:
+            vmm = zygote.spawn(asdict(spec), theirs, log.fileno())
+        assert vmm.ended(120)
+    finally:
+        zygote.close()
+    console = Path(spec.console_log).read_text()
+    assert "msb-vmm: jailed: own mount namespace" in console
+    assert "msb-vmm: booting snapshot template " in console  # the console log says which, before the boot
+    assert "building a template: the agent did not announce itself within 10 s" in console
     memo = TemplateCache(tmp_path / "snapshots").digest_memo  # the kernel's digest, kept for the next process
     assert [p.name for p in (tmp_path / "snapshots").iterdir() if p.is_dir() and p != memo] == []
 
@@ -224,7 +227,7 @@ def test_a_template_evicted_between_lookup_and_restore_is_built_again(tmp_path, 
     restore maps it. That is a SnapshotError (never a half-restored machine), and the clone builds it again."""
     import shutil
 
-    from pytest_microsandbox.sandbox import _template
+    from pytest_microsandbox.vmm import template as _template
 
     builds, lines = [], []
 

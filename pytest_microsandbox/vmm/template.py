@@ -25,7 +25,7 @@ from _vmcore.errors import SnapshotError, VmmError
 from _vmcore.machine import DEVICE_IRQS, Disk, Machine, MachineConfig
 from _vmcore.template_cache import TemplateCache, config_key
 from pytest_microsandbox.agent._wire import HEADER, HEADER_SIZE, PROTO_VERSION, Msg, Tag, encode_fields, encode_frame
-from pytest_microsandbox.sandbox._vm import AGENT_PORT, ROOT_SERIAL
+from pytest_microsandbox.vmm.spec import AGENT_PORT, ROOT_SERIAL
 
 DISK_SLOTS = 3
 READY = "agent-announced"
@@ -47,7 +47,8 @@ class SlotLayout:
             return None
         return cls(root_disks, DISK_SLOTS, fs_slots)
 
-    def machine_config(self, spec: dict, kernel: str, initramfs: bytes, cmdline_extra: str) -> MachineConfig:
+    def machine_config(self, spec: dict, kernel: str, initramfs: bytes, cmdline_extra: str,
+                       kvm_kind: str | None = None) -> MachineConfig:
         from _vmcore.fs.virtio_fs import VirtioFs
 
         root = [Disk(d["path"], read_only=True, serial=ROOT_SERIAL) for d in spec["disks"]
@@ -56,7 +57,7 @@ class SlotLayout:
             kernel=kernel, memory_mib=spec["memory_mib"], vcpus=spec["cpus"], initramfs=initramfs,
             disks=root + [Disk(None)] * self.disk_slots, console_ports=(AGENT_PORT,),
             extra_devices=[VirtioFs(None, f"msb-fs{i}") for i in range(self.fs_slots)],
-            cmdline_extra=cmdline_extra, console_log=spec["console_log"])
+            cmdline_extra=cmdline_extra, console_log=spec["console_log"], kvm_kind=kvm_kind)
 
     def bind(self, machine: Machine, spec: dict, make_server: Callable[[dict], object]) -> None:
         """Fill the slots: the sandbox's disks in order (their serials are what the agent mounts by), its shares by

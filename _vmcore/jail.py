@@ -1,0 +1,140 @@
+"""A VMM process's own mount namespace holding only what it serves, as Firecracker's jailer builds a chroot: a
+small tmpfs becomes the root, and each path the VMM uses (its kernel, disks, shared directories, template cache,
+console log, ``/dev/kvm``, ``/proc``) is bind-mounted into it at the same absolute path; the host's root is
+detached. A VMM taken over by its guest then sees nothing else of the host (no home directories, no other
+sandboxes' files), and what it was given read-only stays read-only even to its own writes.
+
+Every path must be given resolved (``os.path.realpath``): the new root has directories where the host may have
+symlinks. Entered as root with ``unshare(CLONE_NEWNS)``; otherwise inside a new user namespace that maps only the
+caller's own ids (so nothing is gained: files are reached with exactly the caller's rights). Either way before the
+seccomp filter (``confine``), which denies both afterwards.
+
+Must run single-threaded (a user namespace demands it): in the forked VMM process, before any machine exists.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 0x1, 0x2, 0x4, 0x8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x20, 0x1000, 0x4000, 0x40000
+MNT_DETACH = 0x2
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 0x1, 0x2, 0x4
+AT_FDCWD, AT_RECURSIVE = -100, 0x8000
+SYS_PIVOT_ROOT, SYS_MOUNT_SETATTR = 155, 442  # x86_64
+
+
+@dataclass(frozen=True)
+class Exposed:
+    """A host path the VMM keeps, ``writable`` or read-only. A directory comes with the mounts beneath it (a shared
+    directory's, which its guest sees), and read-only holds for all of them."""
+
+    path: str
+    writable: bool = False
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64), ("propagation", ctypes.c_uint64),
+                ("userns_fd", ctypes.c_uint64)]
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _check(result: int, what: str, path: str = "") -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}", path or None)
+
+
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:
+    _check(_libc.mount(source and source.encode(), target.encode(), fstype and fstype.encode(), ctypes.c_ulong(flags),
+                       data and data.encode()), "mount", target)
+
+
+def _read_only(target: str, recursive: bool) -> None:
+    """Read-only (and nosuid, nodev) for the mount at ``target`` and, with ``recursive``, every mount beneath it."""
+    attr = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0)
+    flags = AT_RECURSIVE if recursive else 0
+    result = _libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, target.encode(), flags, ctypes.byref(attr),
+                           ctypes.sizeof(attr))
+    if result != 0 and ctypes.get_errno() == errno.ENOSYS and not recursive:  # before Linux 5.12
+        _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        return
+    _check(result, "mount_setattr", target)
+
+
+def _enter_namespace() -> str:
+    """A new mount namespace: directly with CAP_SYS_ADMIN, otherwise owned by a new user namespace mapping only our
+    own uid and gid. Returns which."""
+    if _libc.unshare(CLONE_NEWNS) == 0:
+        return "mount namespace"
+    if ctypes.get_errno() != errno.EPERM:
+        _check(-1, "unshare")
+    uid, gid = os.geteuid(), os.getegid()
+    _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare")
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
+        with open(f"/proc/self/{name}", "w") as f:
+            f.write(text)
+    return "user and mount namespace"
+
+
+def _make_mount_point(root: str, path: str, directory: bool) -> str:
+    """``root + path``, its missing parts created as empty directories (and a file last, for a file) in the new
+    root's tmpfs. A part already there lies in an exposed directory (it mirrors the host): never created there, so
+    a host path that vanished meanwhile is an error, not a new file on the host."""
+    tmpfs = os.stat(root).st_dev
+    target = root
+    parts = [p for p in path.split("/") if p]
+    for i, part in enumerate(parts):
+        parent, target = target, f"{target}/{part}"
+        if os.path.lexists(target):
+            continue
+        if os.stat(parent).st_dev != tmpfs:
+            raise OSError(errno.ENOENT, "a path the VMM needs vanished while its jail was built", path)
+        if directory or i < len(parts) - 1:
+            os.mkdir(target, 0o755)
+        else:
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
+    return target
+
+
+def _beneath(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def enter_jail(new_root: str, exposed: Sequence[Exposed]) -> str:
+    """Make ``new_root`` (an empty directory of ours; a tmpfs is mounted on it, in the new namespace only) this
+    process's root, holding only ``exposed``; returns what was done, in a line. Raises OSError when the host
+    refuses a namespace (the caller decides whether to run without one); a path that does not exist is an error."""
+    how = _enter_namespace()
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount from here on reaches the host
+    _mount("msb-vmm", new_root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m,nr_inodes=4096,mode=0755")
+    done: list[str] = []
+    for item in sorted(exposed, key=lambda e: e.path.count("/")):  # parents before what lies beneath them
+        if not os.path.isabs(item.path):
+            raise OSError(errno.EINVAL, "a jail path must be absolute", item.path)
+        if not os.path.lexists(item.path):
+            raise OSError(errno.ENOENT, "the VMM needs this path and it does not exist", item.path)
+        is_dir = os.path.isdir(item.path)
+        target = _make_mount_point(new_root, item.path, is_dir)
+        _mount(item.path, target, None, MS_BIND | (MS_REC if is_dir else 0))
+        if not item.writable:
+            _read_only(target, is_dir)
+        done.append(item.path)
+    # A directory holding the new root would show it (and what is bound in it) again inside: take that copy away.
+    copy = new_root + new_root
+    for item in exposed:
+        if _beneath(new_root, item.path) and os.path.ismount(copy):
+            _check(_libc.umount2(copy.encode(), MNT_DETACH), "umount2", copy)
+    os.chdir(new_root)
+    _check(_libc.syscall(SYS_PIVOT_ROOT, b".", b"."), "pivot_root")  # the old root now lies on top of the new
+    _check(_libc.umount2(b".", MNT_DETACH), "umount2", "the host's root")
+    os.chdir("/")
+    _read_only("/", False)  # the skeleton of mount points itself
+    return f"jailed: own {how}, root holds {len(done)} paths"

@@ -1,0 +1,211 @@
+"""The VMM process of one ``vm`` sandbox, forked from the zygote (``zygote``) with everything imported and computed
+once (``Preloaded``): jail itself (``_vmcore.jail``: a root holding only what it serves) and confine itself
+(``_vmcore.confine``), then restore its machine from the snapshot template of its configuration (see
+``template``; built on first use) or, when snapshots are off or its devices do not fit the template's slots, boot
+one with exactly its devices; then relay the agent port to the inherited socket until either side ends.
+
+Disk images are ``flock``-ed by the virtio-blk device (shared when read-only, exclusive otherwise) for as long as
+this process lives: a second writer is refused at once, a crash releases them.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+
+# Modules the VMM's code imports where it needs them, imported here: a jailed VMM has no Python installation.
+import _vmcore.devices.disk_images  # noqa: F401
+import _vmcore.devices.qcow2  # noqa: F401
+import _vmcore.devices.vmdk  # noqa: F401
+import _vmcore.krunfw  # noqa: F401
+from _vmcore import host, snapshot
+from _vmcore.confine import SeccompFilter, confine, seccomp_filter
+from _vmcore.errors import VmmError
+from _vmcore.fs.quota import accounts_dir
+from _vmcore.fs.server import FuseServer
+from _vmcore.fs.virtio_fs import VirtioFs
+from _vmcore.initramfs import build_initramfs
+from _vmcore.jail import Exposed, enter_jail
+from _vmcore.kernels import KernelLoadError, find_kernel
+from _vmcore.machine import Disk, Machine, MachineConfig
+from _vmcore.template_cache import TemplateCache
+from pytest_microsandbox.vmm.template import AGENT_PORT, SlotLayout, restore_clone, template_key
+
+# libkrunfw's kernel has the dummy network driver built in, which makes dummy0 at boot: a sandbox has loopback only.
+GUEST_CMDLINE = "dummy.numdummies=0"
+JAIL_ROOT = "vmm-root"  # in the sandbox's run directory (beside its console log): where the VMM's root is built
+
+
+@dataclass
+class Preloaded:
+    """What every VMM forked from one zygote shares, computed there once: the initramfs (and its digest), the
+    seccomp filter, the kind of KVM; kernels found and hashed per path as sandboxes name them."""
+
+    initramfs: bytes
+    kvm_kind: str
+    seccomp: SeccompFilter | None
+    seccomp_error: str = ""
+    kernels: dict[str | None, str] = field(default_factory=dict)  # as named -> found (``find_kernel`` runs ldconfig)
+
+    @classmethod
+    def load(cls) -> Preloaded:
+        initramfs = build_initramfs()
+        snapshot.bytes_sha256(initramfs)
+        try:
+            seccomp, error = seccomp_filter(), ""
+        except OSError as e:
+            seccomp, error = None, str(e)
+        return cls(initramfs, str(host.detect_kvm().kind), seccomp, error)
+
+    def resolve(self, spec: dict) -> dict:
+        """``spec`` with its kernel found (a path, or ``kernel_error``) and every path resolved; the kernel's digest
+        is computed here, before the fork, so each VMM finds it in memory."""
+        spec = dict(spec)
+        try:
+            named = spec["kernel"]
+            if named not in self.kernels:
+                self.kernels[named] = os.path.realpath(find_kernel(named).path)
+            spec["kernel"] = self.kernels[named]
+            memo = TemplateCache(spec["snapshots"]).digest_memo if spec.get("snapshots") else None
+            if memo is not None:
+                os.makedirs(memo, exist_ok=True)
+            snapshot.file_sha256(spec["kernel"], memo)
+        except (KernelLoadError, OSError) as e:
+            spec["kernel_error"] = str(e)
+        spec["console_log"] = os.path.realpath(spec["console_log"])
+        spec["disks"] = [{**d, "path": os.path.realpath(d["path"])} for d in spec["disks"]]
+        spec["shares"] = [{**s, "root": os.path.realpath(s["root"])} for s in spec["shares"]]
+        if spec.get("snapshots"):
+            spec["snapshots"] = os.path.realpath(spec["snapshots"])
+        return spec
+
+
+def exposed_paths(spec: dict) -> list[Exposed]:
+    """What a VMM reaches on the host: its kernel, disks (a qcow2's directory too: its backing files lie there),
+    shared directories, template cache, console log, the quota accounts its shares keep, ``/dev/kvm``, ``/proc``
+    (its FUSE servers reopen files through ``/proc/self/fd``)."""
+    paths = [Exposed("/dev/kvm", writable=True), Exposed("/proc"), Exposed(spec["console_log"], writable=True)]
+    if not spec.get("kernel_error"):
+        paths.append(Exposed(spec["kernel"]))
+    for d in spec["disks"]:
+        if d.get("format", "raw") != "raw":
+            paths.append(Exposed(os.path.dirname(d["path"])))
+        paths.append(Exposed(d["path"], writable=not d["read_only"]))
+    for s in spec["shares"]:
+        paths.append(Exposed(s["root"], writable=not s["readonly"]))
+    if spec.get("snapshots"):
+        os.makedirs(spec["snapshots"], exist_ok=True)
+        paths.append(Exposed(spec["snapshots"], writable=True))
+    if any(s.get("quota_mib") for s in spec["shares"]):
+        accounts = accounts_dir()
+        if accounts is not None:
+            paths.append(Exposed(accounts, writable=True))
+    return paths
+
+
+def share_server(share: dict) -> FuseServer:
+    return FuseServer(share["root"], readonly=share["readonly"], quota_mib=share.get("quota_mib"))
+
+
+def shares(spec: dict) -> list:
+    return [VirtioFs(share_server(s), s["tag"]) for s in spec["shares"]]
+
+
+def start_machine(spec: dict, preloaded: Preloaded) -> tuple[Machine, bytes]:
+    """The sandbox's running machine and, for a restored clone, the agent's HELLO reply to pass on (a cold-booted
+    agent announces itself on the port)."""
+    if spec.get("kernel_error"):
+        raise KernelLoadError(spec["kernel_error"])
+    kernel, initramfs = spec["kernel"], preloaded.initramfs
+    cmdline = f"MSB_AGENT_PORT=name:{AGENT_PORT} {GUEST_CMDLINE}"
+    layout = SlotLayout.for_spec(spec) if spec.get("snapshots") else None
+    if layout is None:
+        report_ready(spec)
+        machine = Machine(MachineConfig(
+            kernel=kernel, memory_mib=spec["memory_mib"], vcpus=spec["cpus"], initramfs=initramfs,
+            disks=[Disk(d["path"], read_only=d["read_only"], serial=d["serial"], format=d.get("format", "raw"))
+                   for d in spec["disks"]],
+            console_ports=(AGENT_PORT,), extra_devices=shares(spec), cmdline_extra=cmdline,
+            console_log=spec["console_log"], kvm_kind=preloaded.kvm_kind))
+        machine.start()
+        return machine, b""
+
+    def make_config() -> MachineConfig:
+        return layout.machine_config(spec, kernel, initramfs, cmdline, preloaded.kvm_kind)
+
+    cache = TemplateCache(spec["snapshots"], keep=spec.get("snapshot_keep"))
+    key = template_key(make_config(), spec.get("image_digest", ""), cache)
+    report_ready(spec)
+    return restore_clone(cache, key, make_config, spec.get("boot_timeout", 60.0),
+                         lambda machine: layout.bind(machine, spec, share_server), report=report)
+
+
+def report_ready(spec: dict) -> None:
+    """How long the host took from the sandbox's request to here, where the machine is built or restored (and with
+    ``report_memory``, what this process holds now: ``bench/vmm_overhead.py``)."""
+    elapsed_ms = 1000 * (time.monotonic() - spec.get("requested_at", 0.0))
+    line = f"ready to run the machine {elapsed_ms:.1f} ms after the request"
+    if spec.get("report_memory"):
+        with open("/proc/self/smaps_rollup", "rb") as f:
+            kib = {row.split()[0]: int(row.split()[1]) for row in f if row.endswith(b" kB\n")}
+        private = kib[b"Private_Clean:"] + kib[b"Private_Dirty:"]
+        line += f", {kib[b'Pss:'] / 1024:.1f} MiB PSS, {private / 1024:.1f} MiB private"
+    report(line)
+
+
+def report(line: str) -> None:
+    """A line of our own in the sandbox's console log (our stderr), between the guest's."""
+    print(f"msb-vmm: {line}", file=sys.stderr, flush=True)
+
+
+def relay(a: socket.socket, b: socket.socket, ended) -> None:
+    """Copy bytes both ways until a side closes or ``ended()`` (the guest powered off or reset)."""
+    sel = selectors.DefaultSelector()
+    sel.register(a, selectors.EVENT_READ, b)
+    sel.register(b, selectors.EVENT_READ, a)
+    while not ended():
+        for key, _ in sel.select(0.2):
+            chunk = key.fileobj.recv(1 << 16)
+            if not chunk:
+                return
+            key.data.sendall(chunk)
+
+
+def confine_self(spec: dict, preloaded: Preloaded) -> None:
+    """Jail, then confine (the filter denies what the jail needs): before any guest runs, so what it could reach
+    through us is confined from the start. A host that refuses either still runs the sandbox, and says so."""
+    try:
+        root = os.path.join(os.path.dirname(spec["console_log"]), JAIL_ROOT)
+        os.makedirs(root, exist_ok=True)
+        report(enter_jail(root, exposed_paths(spec)))
+    except OSError as e:
+        report(f"running without its own mount namespace: {e}")
+    try:
+        if preloaded.seccomp is None:
+            raise OSError(preloaded.seccomp_error)
+        report(confine(preloaded.seccomp))
+    except OSError as e:
+        report(f"running unconfined: {e}")
+
+
+def run(host_end: socket.socket, spec: dict, preloaded: Preloaded) -> int:
+    """The VMM's life, once forked (``spec`` already through ``Preloaded.resolve``); its exit code."""
+    confine_self(spec, preloaded)
+    try:
+        machine, announcement = start_machine(spec, preloaded)
+    except (VmmError, OSError) as e:  # the sandbox's boot error shows this (the console log is our stderr)
+        report(str(e))
+        return 1
+    with machine:
+        if announcement:
+            host_end.sendall(announcement)
+        relay(host_end, machine.agent_socket(AGENT_PORT), machine.stopped.is_set)
+        if machine.stopped.is_set():  # the sandbox's console log says why its guest ended
+            report(f"guest stopped: {machine.exit_reason}{': ' + machine.exit_detail if machine.exit_detail else ''}")
+            for error in machine.device_errors:
+                report(f"device error: {error}")
+    return 0
