@@ -1,7 +1,9 @@
-"""Every VMM process runs confined (``_vmcore.confine``) while its guest runs, and the guest works as before."""
+"""Every VMM process runs jailed (``_vmcore.jail``) and confined (``_vmcore.confine``) while its guest runs, and the
+guest works as before."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,4 +19,6 @@ def test_the_vmm_runs_with_no_new_privs_and_a_seccomp_filter(make_sandbox) -> No
     assert status["NoNewPrivs"].strip() == "1" and status["Seccomp"].strip() == "2"
     assert int(status["CapPrm"], 16) & ~0x10000DF == 0  # only what its FUSE servers use, even as root
     assert "msb-vmm: confined" in sb.console_tail(200)
+    assert "msb-vmm: jailed: own mount namespace" in sb.console_tail(200)
+    assert os.readlink(f"/proc/{sb.pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
     assert sb.exec("sh", "-c", "echo works").stdout == "works\n"
