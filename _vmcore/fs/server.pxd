@@ -33,6 +33,9 @@ cdef class FuseServer:
     cdef uint64_t counts[64]     # requests served, by opcode (the last slot: everything past 62)
     cdef bint switch_creds       # running as root: create as the caller (setfsuid/setfsgid)
     cdef uint32_t open_flags     # FOPEN_* flags given to every OPEN/CREATE reply
+    cdef uint64_t neg_sec        # how long the guest may remember that a name does not exist (0: not at all)
+    cdef uint32_t neg_nsec
+    cdef readonly bint no_open   # OPEN/OPENDIR answer ENOSYS: the guest stops sending them (and RELEASE)
     cdef bint warned_fd_limit    # the first EMFILE was reported on stderr
     cdef object __weakref__
 
@@ -71,14 +74,14 @@ cdef class FuseServer:
     cdef Py_ssize_t _open(self, _Inode ino, const uint8_t *b, size_t n, uint8_t *o)
     cdef Py_ssize_t _opendir(self, _Inode ino, uint8_t *o)
     cdef Py_ssize_t _release(self, const uint8_t *b, size_t n)
-    cdef _Handle _file(self, uint64_t fh, bint want_dir)
-    cdef Py_ssize_t _read(self, const uint8_t *b, size_t n, uint8_t *o, size_t cap, iovec *data, int ndata)
+    cdef _Handle _file(self, _Inode ino, uint64_t fh, bint want_dir)
+    cdef Py_ssize_t _read(self, _Inode ino, const uint8_t *b, size_t n, uint8_t *o, size_t cap, iovec *data, int ndata)
     cdef Py_ssize_t _write(self, const uint8_t *b, size_t n, uint8_t *o, iovec *data, int ndata)
-    cdef Py_ssize_t _fsync(self, const uint8_t *b, size_t n)
-    cdef Py_ssize_t _lseek(self, const uint8_t *b, size_t n, uint8_t *o)
+    cdef Py_ssize_t _fsync(self, _Inode ino, const uint8_t *b, size_t n)
+    cdef Py_ssize_t _lseek(self, _Inode ino, const uint8_t *b, size_t n, uint8_t *o)
     cdef Py_ssize_t _fallocate(self, const uint8_t *b, size_t n)
     cdef Py_ssize_t _copy_file_range(self, const uint8_t *b, size_t n, uint8_t *o)
-    cdef Py_ssize_t _readdir(self, const uint8_t *b, size_t n, uint8_t *o, size_t cap, bint plus)
+    cdef Py_ssize_t _readdir(self, _Inode ino, const uint8_t *b, size_t n, uint8_t *o, size_t cap, bint plus)
     cdef Py_ssize_t _create(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o, uint32_t uid,
                          uint32_t gid)
     cdef Py_ssize_t _mkdir(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o, uint32_t uid,

@@ -222,13 +222,21 @@ cdef class FuseServer:
         self.proc_fd = -1
 
     def __init__(self, root, *, bint readonly=False, quota_mib=None, double cache_timeout=1.0,
-                 uint32_t max_write=1 << 20):
+                 negative_timeout=None, no_open=None, uint32_t max_write=1 << 20):
+        """``cache_timeout``: how long the guest may trust a name and its attributes (and keep file pages across
+        opens); ``negative_timeout``: how long it may trust that a name is missing (default: ``cache_timeout`` for
+        a read-only share, where only the host can add one, else 0: the guest sees a file the host adds at once);
+        ``no_open`` (default: read-only): the guest opens files and directories without asking (reads name the
+        inode), which saves two requests per open."""
         if max_write < 4096 or max_write > (1 << 20):
             raise ValueError("max_write must be between 4096 and 1 MiB")
         if quota_mib is not None and quota_mib < 0:
             raise ValueError("quota_mib must be >= 0")
         if cache_timeout < 0:
             raise ValueError("cache_timeout must be >= 0")
+        negative = (cache_timeout if readonly else 0.0) if negative_timeout is None else float(negative_timeout)
+        if negative < 0:
+            raise ValueError("negative_timeout must be >= 0")
         root = os.fspath(root)
         _raise_fd_limit()
         self.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -249,6 +257,9 @@ cdef class FuseServer:
         self.max_write = max_write
         self.t_sec = <uint64_t>cache_timeout
         self.t_nsec = <uint32_t>((cache_timeout - self.t_sec) * 1e9)
+        self.neg_sec = <uint64_t>negative
+        self.neg_nsec = <uint32_t>((negative - self.neg_sec) * 1e9)
+        self.no_open = readonly if no_open is None else bool(no_open)
         self.account = None if quota_mib is None else QuotaAccount(root, <int64_t>quota_mib * 1024 * 1024)
         # With attribute caching on, keep file pages cached across opens; AUTO_INVAL_DATA still drops them when
         # the kernel sees the size or mtime change.
@@ -431,7 +442,7 @@ cdef class FuseServer:
         if op == FUSE_OPEN:
             return self._open(ino, b, n, o)
         if op == FUSE_READ:
-            return self._read(b, n, o, cap, data, ndata)
+            return self._read(ino, b, n, o, cap, data, ndata)
         if op == FUSE_WRITE:
             return -EROFS if self.readonly else self._write(b, n, o, data, ndata)
         if op == FUSE_RELEASE or op == FUSE_RELEASEDIR:
@@ -441,9 +452,9 @@ cdef class FuseServer:
         if op == FUSE_OPENDIR:
             return self._opendir(ino, o)
         if op == FUSE_READDIR:
-            return self._readdir(b, n, o, cap, False)
+            return self._readdir(ino, b, n, o, cap, False)
         if op == FUSE_READDIRPLUS:
-            return self._readdir(b, n, o, cap, True)
+            return self._readdir(ino, b, n, o, cap, True)
         if op == FUSE_STATFS:
             return self._statfs(ino, o)
         if op == FUSE_READLINK:
@@ -451,9 +462,9 @@ cdef class FuseServer:
         if op == FUSE_ACCESS:
             return self._access(ino, b, n)
         if op == FUSE_FSYNC or op == FUSE_FSYNCDIR:
-            return self._fsync(b, n)
+            return self._fsync(ino, b, n)
         if op == FUSE_LSEEK:
-            return self._lseek(b, n, o)
+            return self._lseek(ino, b, n, o)
         if op in (FUSE_GETXATTR, FUSE_LISTXATTR, FUSE_SETXATTR, FUSE_REMOVEXATTR):
             if self.readonly and (op == FUSE_SETXATTR or op == FUSE_REMOVEXATTR):
                 return -EROFS
@@ -703,7 +714,14 @@ cdef class FuseServer:
         cdef int r = check_name(b, n, &used)
         if r < 0:
             return r
-        return self._entry_at(parent.fd, <const char *>b, <fuse_entry_out *>o)
+        cdef Py_ssize_t found = self._entry_at(parent.fd, <const char *>b, <fuse_entry_out *>o)
+        cdef fuse_entry_out *e = <fuse_entry_out *>o
+        if found == -ENOENT and (self.neg_sec or self.neg_nsec):  # nodeid 0: the kernel keeps a negative dentry
+            memset(e, 0, sizeof(fuse_entry_out))
+            e.entry_valid = self.neg_sec
+            e.entry_valid_nsec = self.neg_nsec
+            return sizeof(fuse_entry_out)
+        return found
 
     cdef Py_ssize_t _getattr(self, _Inode ino, const uint8_t *b, size_t n, uint8_t *o):
         cdef struct_stat st
@@ -852,6 +870,8 @@ cdef class FuseServer:
             return -EISDIR
         if self.readonly and (acc != O_RDONLY or flags & O_TRUNC):
             return -EROFS
+        if self.no_open:
+            return -ENOSYS          # from now on the kernel opens without asking; reads name the inode (``_file``)
         cdef int64_t before = 0
         if flags & O_TRUNC and self.account is not None and fstatat(ino.fd, "", &st, STAT_FLAGS) == 0:
             before = <int64_t>st.st_blocks * 512
@@ -869,6 +889,8 @@ cdef class FuseServer:
         cdef fuse_open_out *r = <fuse_open_out *>o
         if ino.kind != S_IFDIR:
             return -ENOTDIR
+        if self.no_open:
+            return -ENOSYS          # ... and caches the listings it reads (FOPEN_CACHE_DIR, its no-open default)
         cdef int fd = self._reopen(ino, O_RDONLY | O_DIRECTORY)
         if fd < 0:
             return neg_errno()
@@ -882,13 +904,26 @@ cdef class FuseServer:
         self.handles.pop((<const fuse_release_in *>b).fh, None)   # the handle closes its descriptor
         return 0
 
-    cdef _Handle _file(self, uint64_t fh, bint want_dir):
-        cdef _Handle hd = self.handles.get(fh)
+    cdef _Handle _file(self, _Inode ino, uint64_t fh, bint want_dir):
+        """The open file ``fh`` names; with no-open, where the kernel sends ``fh`` 0, a descriptor of ``ino`` for
+        this request only (a handle in no table: it closes when the request is done). None: no such file."""
+        cdef _Handle hd
+        cdef int fd
+        if fh == 0 and self.no_open and ino is not None and (ino.kind == S_IFDIR) == want_dir:
+            fd = self._reopen(ino, O_RDONLY | (O_DIRECTORY if want_dir else 0))
+            if fd < 0:
+                return None
+            hd = _Handle()
+            hd.fd = fd
+            hd.inode = ino
+            hd.is_dir = want_dir
+            return hd
+        hd = self.handles.get(fh)
         if hd is None or hd.is_dir != want_dir:
             return None
         return hd
 
-    cdef Py_ssize_t _read(self, const uint8_t *b, size_t n, uint8_t *o, size_t cap, iovec *data, int ndata):
+    cdef Py_ssize_t _read(self, _Inode ino, const uint8_t *b, size_t n, uint8_t *o, size_t cap, iovec *data, int ndata):
         cdef fuse_read_in r
         cdef ssize_t got = 0
         cdef size_t want, done = 0
@@ -897,7 +932,7 @@ cdef class FuseServer:
         if n < 24:
             return -EINVAL
         memcpy(&r, b, 24)
-        cdef _Handle hd = self._file(r.fh, False)
+        cdef _Handle hd = self._file(ino, r.fh, False)
         if hd is None:
             return -EBADF
         if r.offset > <uint64_t>INT64_MAX:
@@ -943,7 +978,7 @@ cdef class FuseServer:
             return -EINVAL                               # claims more data than the request carries
         if w.offset > <uint64_t>(INT64_MAX - size):
             return -EFBIG
-        cdef _Handle hd = self._file(w.fh, False)
+        cdef _Handle hd = self._file(None, w.fh, False)
         if hd is None:
             return -EBADF
         if not hd.writable:
@@ -974,10 +1009,12 @@ cdef class FuseServer:
         (<fuse_write_out *>o).size = <uint32_t>done
         return sizeof(fuse_write_out)
 
-    cdef Py_ssize_t _fsync(self, const uint8_t *b, size_t n):
+    cdef Py_ssize_t _fsync(self, _Inode ino, const uint8_t *b, size_t n):
         cdef int rc
         if n < sizeof(fuse_fsync_in):
             return -EINVAL
+        if (<const fuse_fsync_in *>b).fh == 0 and self.no_open:
+            return 0                # opened without asking: read-only, nothing of the guest's to flush
         cdef _Handle hd = self.handles.get((<const fuse_fsync_in *>b).fh)
         if hd is None:
             return -EBADF
@@ -987,12 +1024,12 @@ cdef class FuseServer:
             rc = fdatasync(fd) if data_only else fsync(fd)
         return neg_errno() if rc < 0 else 0
 
-    cdef Py_ssize_t _lseek(self, const uint8_t *b, size_t n, uint8_t *o):
+    cdef Py_ssize_t _lseek(self, _Inode ino, const uint8_t *b, size_t n, uint8_t *o):
         if n < sizeof(fuse_lseek_in):
             return -EINVAL
         cdef fuse_lseek_in s
         memcpy(&s, b, sizeof(fuse_lseek_in))
-        cdef _Handle hd = self._file(s.fh, False)
+        cdef _Handle hd = self._file(ino, s.fh, False)
         if hd is None:
             return -EBADF
         if s.offset > <uint64_t>INT64_MAX:
@@ -1011,7 +1048,7 @@ cdef class FuseServer:
         if n < sizeof(fuse_fallocate_in):
             return -EINVAL
         memcpy(&f, b, sizeof(fuse_fallocate_in))
-        cdef _Handle hd = self._file(f.fh, False)
+        cdef _Handle hd = self._file(None, f.fh, False)
         if hd is None or not hd.writable:
             return -EBADF
         if f.offset > <uint64_t>INT64_MAX or f.length > <uint64_t>INT64_MAX - f.offset:
@@ -1046,8 +1083,8 @@ cdef class FuseServer:
         memcpy(&c, b, sizeof(fuse_copy_file_range_in))
         if c.flags != 0:
             return -EINVAL
-        cdef _Handle src = self._file(c.fh_in, False)
-        cdef _Handle dst = self._file(c.fh_out, False)
+        cdef _Handle src = self._file(None, c.fh_in, False)
+        cdef _Handle dst = self._file(None, c.fh_out, False)
         if src is None or dst is None or not dst.writable:
             return -EBADF
         if c.off_in > <uint64_t>INT64_MAX or c.off_out > <uint64_t>INT64_MAX:
@@ -1077,7 +1114,7 @@ cdef class FuseServer:
         (<fuse_write_out *>o).size = <uint32_t>got
         return sizeof(fuse_write_out)
 
-    cdef Py_ssize_t _readdir(self, const uint8_t *b, size_t n, uint8_t *o, size_t cap, bint plus):
+    cdef Py_ssize_t _readdir(self, _Inode ino, const uint8_t *b, size_t n, uint8_t *o, size_t cap, bint plus):
         cdef fuse_read_in r
         cdef ssize_t got = 0
         cdef size_t pos = 0, at, need, namelen, bufsize
@@ -1089,7 +1126,7 @@ cdef class FuseServer:
         if n < 24:
             return -EINVAL
         memcpy(&r, b, 24)
-        cdef _Handle hd = self._file(r.fh, True)
+        cdef _Handle hd = self._file(ino, r.fh, True)
         if hd is None:
             return -EBADF
         if r.offset > <uint64_t>INT64_MAX:

@@ -32,7 +32,14 @@ from pytest_microsandbox.agent import GuestMount
 from pytest_microsandbox.errors import SandboxError
 from pytest_microsandbox.sandbox._backend import Guest, GuestPlan
 from pytest_microsandbox.sandbox._zygote_client import zygote
-from pytest_microsandbox.vmm.spec import DEFAULT_SNAPSHOT_KEEP, MAX_DEVICES, ROOT_SERIAL, VmSpec
+from pytest_microsandbox.vmm.spec import (
+    BIND_CACHE_SECONDS,
+    DEFAULT_SNAPSHOT_KEEP,
+    IMAGE_CACHE_SECONDS,
+    MAX_DEVICES,
+    ROOT_SERIAL,
+    VmSpec,
+)
 
 
 def virtiofs_available() -> bool:
@@ -63,7 +70,7 @@ def vm_spec(plan: GuestPlan, root_disk: Path | None, kernel: str | None = None) 
         spec.disks.append({"path": str(root_disk), "read_only": True, "serial": ROOT_SERIAL, "format": "raw"})
         root = GuestMount("block_serial", source=ROOT_SERIAL)
     else:
-        root = _share(spec, plan.boot.root.source if plan.boot.root else "", True)
+        root = _share(spec, plan.boot.root.source if plan.boot.root else "", True, image=True)
     for m in plan.boot.mounts:
         if m.kind == "bind":
             tag = _share(spec, m.source, m.readonly, plan.quotas.get(m.target)).source
@@ -72,7 +79,7 @@ def vm_spec(plan: GuestPlan, root_disk: Path | None, kernel: str | None = None) 
         elif m.kind == "overlay":
             # The lower reaches the VM as a read-only share; the guest's agent builds the writable layer over it,
             # in guest memory (fstype "virtiofs" tells it the source is a share's tag, not a path).
-            tag = _share(spec, m.source, True).source
+            tag = _share(spec, m.source, True, image=True).source
             mounts.append(replace(m, source=tag, fstype="virtiofs"))
         else:
             mounts.append(m)
@@ -99,13 +106,14 @@ def resolved_kernel(explicit: str | None) -> str | None:
         return explicit
 
 
-def _share(spec: VmSpec, path: str, readonly: bool, quota_mib: int | None = None) -> GuestMount:
+def _share(spec: VmSpec, path: str, readonly: bool, quota_mib: int | None = None, image: bool = False) -> GuestMount:
     if not virtiofs_available():
         raise SandboxError(
             f"the vm backend shares host directories ({path}) through virtio-fs, which this build of _vmcore does "
             "not have yet: use an image with a root disk (not 'host') and tmpfs/disk mounts, or isolation='namespace'")
     tag = f"msb-fs{len(spec.shares)}"
-    spec.shares.append({"tag": tag, "root": path, "readonly": readonly, "quota_mib": quota_mib})
+    spec.shares.append({"tag": tag, "root": path, "readonly": readonly, "quota_mib": quota_mib,
+                        "cache_seconds": IMAGE_CACHE_SECONDS if image else BIND_CACHE_SECONDS})
     return GuestMount("virtiofs", source=tag)
 
 

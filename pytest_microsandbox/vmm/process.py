@@ -25,6 +25,7 @@ import _vmcore.krunfw  # noqa: F401
 from _vmcore import host, snapshot
 from _vmcore.confine import SeccompFilter, confine, seccomp_filter
 from _vmcore.errors import VmmError
+from _vmcore.fs.opcodes import opcode_name
 from _vmcore.fs.quota import accounts_dir
 from _vmcore.fs.server import FuseServer
 from _vmcore.fs.virtio_fs import VirtioFs
@@ -33,6 +34,7 @@ from _vmcore.jail import Exposed, enter_jail
 from _vmcore.kernels import KernelLoadError, find_kernel
 from _vmcore.machine import Disk, Machine, MachineConfig
 from _vmcore.template_cache import TemplateCache
+from pytest_microsandbox.vmm.spec import BIND_CACHE_SECONDS
 from pytest_microsandbox.vmm.template import AGENT_PORT, SlotLayout, restore_clone, template_key
 
 # libkrunfw's kernel has the dummy network driver built in, which makes dummy0 at boot: a sandbox has loopback only.
@@ -107,15 +109,27 @@ def exposed_paths(spec: dict) -> list[Exposed]:
     return paths
 
 
-def share_server(share: dict) -> FuseServer:
-    return FuseServer(share["root"], readonly=share["readonly"], quota_mib=share.get("quota_mib"))
+class ShareServers:
+    """Makes the FUSE server of each share (read-only ones open without asking and remember missing names, see
+    ``FuseServer``) and keeps them, to say in the console log what each served."""
+
+    def __init__(self) -> None:
+        self.made: list[tuple[str, FuseServer]] = []
+
+    def __call__(self, share: dict) -> FuseServer:
+        server = FuseServer(share["root"], readonly=share["readonly"], quota_mib=share.get("quota_mib"),
+                            cache_timeout=share.get("cache_seconds", BIND_CACHE_SECONDS))
+        self.made.append((share["tag"], server))
+        return server
+
+    def report(self) -> None:
+        for tag, server in self.made:
+            counts = {op: n for op, n in server.request_counts().items() if n}
+            busiest = ", ".join(f"{opcode_name(op)} {n}" for op, n in sorted(counts.items(), key=lambda c: -c[1])[:8])
+            report(f"share {tag} served {sum(counts.values())} requests ({busiest})")
 
 
-def shares(spec: dict) -> list:
-    return [VirtioFs(share_server(s), s["tag"]) for s in spec["shares"]]
-
-
-def start_machine(spec: dict, preloaded: Preloaded) -> tuple[Machine, bytes]:
+def start_machine(spec: dict, preloaded: Preloaded, servers: ShareServers) -> tuple[Machine, bytes]:
     """The sandbox's running machine and, for a restored clone, the agent's HELLO reply to pass on (a cold-booted
     agent announces itself on the port)."""
     if spec.get("kernel_error"):
@@ -129,7 +143,8 @@ def start_machine(spec: dict, preloaded: Preloaded) -> tuple[Machine, bytes]:
             kernel=kernel, memory_mib=spec["memory_mib"], vcpus=spec["cpus"], initramfs=initramfs,
             disks=[Disk(d["path"], read_only=d["read_only"], serial=d["serial"], format=d.get("format", "raw"))
                    for d in spec["disks"]],
-            console_ports=(AGENT_PORT,), extra_devices=shares(spec), cmdline_extra=cmdline,
+            console_ports=(AGENT_PORT,), extra_devices=[VirtioFs(servers(s), s["tag"]) for s in spec["shares"]],
+            cmdline_extra=cmdline,
             console_log=spec["console_log"], kvm_kind=preloaded.kvm_kind))
         machine.start()
         return machine, b""
@@ -141,7 +156,7 @@ def start_machine(spec: dict, preloaded: Preloaded) -> tuple[Machine, bytes]:
     key = template_key(make_config(), spec.get("image_digest", ""), cache)
     report_ready(spec)
     return restore_clone(cache, key, make_config, spec.get("boot_timeout", 60.0),
-                         lambda machine: layout.bind(machine, spec, share_server), report=report)
+                         lambda machine: layout.bind(machine, spec, servers), report=report)
 
 
 def report_ready(spec: dict) -> None:
@@ -195,8 +210,9 @@ def confine_self(spec: dict, preloaded: Preloaded) -> None:
 def run(host_end: socket.socket, spec: dict, preloaded: Preloaded) -> int:
     """The VMM's life, once forked (``spec`` already through ``Preloaded.resolve``); its exit code."""
     confine_self(spec, preloaded)
+    servers = ShareServers()
     try:
-        machine, announcement = start_machine(spec, preloaded)
+        machine, announcement = start_machine(spec, preloaded, servers)
     except (VmmError, OSError) as e:  # the sandbox's boot error shows this (the console log is our stderr)
         report(str(e))
         return 1
@@ -208,4 +224,5 @@ def run(host_end: socket.socket, spec: dict, preloaded: Preloaded) -> int:
             report(f"guest stopped: {machine.exit_reason}{': ' + machine.exit_detail if machine.exit_detail else ''}")
             for error in machine.device_errors:
                 report(f"device error: {error}")
+        servers.report()
     return 0

@@ -47,9 +47,10 @@ def test_binds_become_virtiofs_shares_with_their_quota(tmp_path: Path) -> None:
     plan.quotas["/out"] = 64
     spec, (root, *mounts) = vm_spec(plan, None)
     assert root == GuestMount("virtiofs", source="msb-fs0")  # no root disk: the root directory is shared too
-    assert spec.shares == [{"tag": "msb-fs0", "root": "/unused", "readonly": True, "quota_mib": None},
-                           {"tag": "msb-fs1", "root": "/srv/in", "readonly": True, "quota_mib": None},
-                           {"tag": "msb-fs2", "root": "/srv/o", "readonly": False, "quota_mib": 64}]
+    assert spec.shares == [  # the root (an image: cached long), then the binds (the host's live directories)
+        {"tag": "msb-fs0", "root": "/unused", "readonly": True, "quota_mib": None, "cache_seconds": 600.0},
+        {"tag": "msb-fs1", "root": "/srv/in", "readonly": True, "quota_mib": None, "cache_seconds": 1.0},
+        {"tag": "msb-fs2", "root": "/srv/o", "readonly": False, "quota_mib": 64, "cache_seconds": 1.0}]
     assert mounts == [GuestMount("virtiofs", "/in", "msb-fs1", readonly=True),
                       GuestMount("virtiofs", "/out", "msb-fs2")]
     too_many = _plan(tmp_path, [GuestMount("bind", f"/m{i}", f"/srv/{i}") for i in range(9)])
@@ -60,18 +61,25 @@ def test_binds_become_virtiofs_shares_with_their_quota(tmp_path: Path) -> None:
 @pytest.mark.skipif(not virtiofs_available(), reason="this build has no virtio-fs device")
 def test_an_overlay_is_a_read_only_share_with_the_writable_layer_built_in_the_guest(tmp_path: Path) -> None:
     spec, (_, mount) = vm_spec(_plan(tmp_path, [GuestMount("overlay", "/usr", "/usr", nodev=True)]), None)
-    assert spec.shares[1] == {"tag": "msb-fs1", "root": "/usr", "readonly": True, "quota_mib": None}
+    assert spec.shares[1] == {"tag": "msb-fs1", "root": "/usr", "readonly": True, "quota_mib": None,
+                              "cache_seconds": 600.0}
     assert mount == GuestMount("overlay", "/usr", "msb-fs1", fstype="virtiofs", nodev=True)
 
 
 @pytest.mark.skipif(not virtiofs_available(), reason="this build has no virtio-fs device")
-def test_vmm_builds_its_shares(tmp_path: Path) -> None:
-    from pytest_microsandbox.vmm.process import shares
+def test_vmm_builds_its_shares_and_says_what_they_served(tmp_path: Path, capsys) -> None:
+    from pytest_microsandbox.vmm.process import ShareServers
 
-    devices = shares({"shares": [{"tag": "msb-fs0", "root": str(tmp_path), "readonly": True, "quota_mib": 8}]})
-    assert [d.tag for d in devices] == ["msb-fs0"]
-    for d in devices:
-        d.server.close()
+    servers = ShareServers()
+    image = servers({"tag": "msb-fs0", "root": str(tmp_path), "readonly": True, "quota_mib": None,
+                     "cache_seconds": 600.0})
+    bind = servers({"tag": "msb-fs1", "root": str(tmp_path), "readonly": False, "quota_mib": 8})
+    assert (image.readonly, image.no_open, bind.readonly, bind.no_open) == (True, True, False, False)
+    servers.report()
+    assert capsys.readouterr().err.splitlines() == ["msb-vmm: share msb-fs0 served 0 requests ()",
+                                                    "msb-vmm: share msb-fs1 served 0 requests ()"]
+    image.close()
+    bind.close()
 
 
 def _disk_plan(tmp_path: Path, image: Path, isolation: str, **flags: bool):

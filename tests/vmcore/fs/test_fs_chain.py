@@ -157,7 +157,7 @@ def test_data_path_keeps_every_rule(tmp_path: Path) -> None:
     assert parse(g.got(full, serve_chain(server, g.base, MEM, full))).error == -errno.ENOSPC
     (tmp_path / "ro").mkdir()
     (tmp_path / "ro" / "f").write_bytes(b"")
-    ro = FuseServer(tmp_path / "ro", readonly=True)
+    ro = FuseServer(tmp_path / "ro", readonly=True, no_open=False)  # a handle to refuse a write through
     c = Client(ro)
     c.init()
     f = c.nodeid(ROOT, b"f")

@@ -180,7 +180,7 @@ def test_readonly_refuses_every_mutation_through_the_mount(layout: Layout,
 
 def test_readonly_refuses_every_mutating_request(layout: Layout) -> None:
     (layout.share / "f").write_bytes(b"content")
-    c = Client(FuseServer(layout.share, readonly=True))
+    c = Client(FuseServer(layout.share, readonly=True, no_open=False))  # handles to refuse writes through
     c.init()
     f = c.nodeid(ROOT, b"f")
     fh = c.fh(c.open(f, os.O_RDONLY))
