@@ -18,6 +18,7 @@ import struct
 import sys
 from pathlib import Path
 
+from pytest_microsandbox._unix_path import bind_unix
 from pytest_microsandbox.errors import MicrosandboxError
 from pytest_microsandbox.mounts import MountConfig
 
@@ -96,7 +97,7 @@ def serve(home: Path, config_json: str) -> int:
         return 1
     sock_path = sandbox.run_dir / RELAY_SOCKET
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(sock_path))
+    bind_unix(listener, sock_path)
     os.chmod(sock_path, 0o600)
     listener.listen(4)
     print("ready", sandbox.name, flush=True)

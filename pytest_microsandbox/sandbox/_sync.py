@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pytest_microsandbox._home import msb_home
+from pytest_microsandbox._unix_path import connect_unix
 from pytest_microsandbox.agent import AgentClient, ExecResult, GuestFs
 from pytest_microsandbox.errors import (
     AgentError,
@@ -165,7 +166,7 @@ class Sandbox:
         if record.status == "running" and relay.exists():
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
-                sock.connect(str(relay))
+                connect_unix(sock, relay)
                 client = AgentClient(sock)
             except OSError:
                 sock.close()
