@@ -100,6 +100,19 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     run = session.config.stash[RUN_KEY]
     if run.is_controller:
         sweep_leftover_volumes(run.home)
+    _start_vmm_zygote(session.config)
+
+
+def _start_vmm_zygote(config: pytest.Config) -> None:
+    """In a process that will run vm sandboxes (not an xdist controller, not --collect-only), start the VMM zygote
+    now: it imports the VMM's code while pytest collects, instead of before the first sandbox."""
+    distributing = getattr(config, "workerinput", None) is None and config.getoption("numprocesses", None)
+    if config.stash[SETTINGS_KEY].isolation != "vm" or distributing or config.option.collectonly:
+        return
+    if detect_kvm().runs_guest_userspace:
+        from pytest_microsandbox.sandbox._zygote_client import zygote
+
+        zygote()
 
 
 @pytest.hookimpl(optionalhook=True)
