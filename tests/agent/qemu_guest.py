@@ -80,9 +80,10 @@ class QemuGuest:
         memory_mib: int = 512,
         virtiofs: Sequence[tuple[Path, str]] = (),
         agent_on_console: bool = False,
+        accel: str = "tcg",
     ) -> None:
         """``agent_on_console``: the agent port is a second console (``/dev/hvc1``, a tty) instead of a named
-        virtio-serial port."""
+        virtio-serial port. ``accel``: ``kvm`` where the host has it (``bench/rig_table.py``)."""
         self.workdir = workdir
         files: dict[str, bytes | InitramfsFile] = dict(busybox_files())
         if boot_config is not None:
@@ -96,7 +97,7 @@ class QemuGuest:
             "-machine",
             "microvm,acpi=off",
             "-accel",
-            "tcg",
+            accel,
             "-m",
             str(memory_mib),
             "-smp",
