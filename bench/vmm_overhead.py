@@ -1,7 +1,7 @@
 """VMM process overhead: the host's time and memory from a vm sandbox's request to the point where its VMM builds
-or restores the machine (jailed, confined, spec resolved, template key known), forked from the zygote; against a
-fresh interpreter importing the same code (what every sandbox paid before the zygote) and ``subprocess.run(true)``,
-measured in the same run. Runs natively (any /dev/kvm; the machine it then boots is killed).
+or restores the machine (jailed, confined, spec resolved, template key known), handed to the zygote's spare VMM;
+against a fresh interpreter importing the same code and loading what the zygote preloads (what every sandbox paid
+before the zygote) and ``subprocess.run(true)``, measured in the same run. Runs natively (any /dev/kvm; the machine it then boots is killed).
 
     python3 bench/vmm_overhead.py [--runs 30]
 
@@ -31,7 +31,7 @@ from pytest_microsandbox.sandbox._zygote_client import Zygote  # noqa: E402
 from pytest_microsandbox.vmm.spec import VmSpec  # noqa: E402
 
 READY = re.compile(r"ready to run the machine ([\d.]+) ms after the request, ([\d.]+) MiB PSS, ([\d.]+) MiB private")
-FRESH = ("import os, time; t = time.perf_counter(); import pytest_microsandbox.sandbox._vmm; "
+FRESH = ("from pytest_microsandbox.vmm.process import Preloaded; Preloaded.load(); "
          "kib = {r.split()[0]: int(r.split()[1]) for r in open('/proc/self/smaps_rollup') if r.endswith(' kB\\n')}; "
          "print(kib['Pss:'], kib['Private_Clean:'] + kib['Private_Dirty:'])")
 
@@ -93,7 +93,7 @@ def main() -> None:
 
     print(f"runs: {args.runs}; medians; the zygote started once ({start:.0f} ms for it and every run)")
     print(f"{'':38} {'ms':>8} {'PSS MiB':>8} {'private MiB':>12} {'ms ratio':>9}")
-    rows = [("VMM forked by the zygote (ours)", med(ours, 0), med(ours, 1), med(ours, 2)),
+    rows = [("VMM from the zygote (ours)", med(ours, 0), med(ours, 1), med(ours, 2)),
             ("fresh interpreter + VMM imports", med(fresh, 0), med(fresh, 1), med(fresh, 2)),
             ("subprocess.run(true)", statistics.median(true), None, None)]
     for name, ms, pss, private in rows:

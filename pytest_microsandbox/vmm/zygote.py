@@ -8,6 +8,8 @@ Wire, over that socket (``sandbox._zygote_client`` is the other side): a request
 JSON, with two descriptors (the VMM's end of the agent socketpair, the console log its output goes to); the reply is
 a 4-byte length and ``{"pid": N}`` with the VMM's pidfd, or ``{"error": "..."}``. Requests are answered in order.
 
+After each reply the zygote forks the next VMM ahead of its request (``Spare``), so a request costs no fork.
+
 Lifetimes: the zygote dies with the thread that started it (``setpriv --pdeathsig``) and ends when its owner's end
 closes; each VMM dies with the zygote (``PR_SET_PDEATHSIG``), so no VMM outlives the process that created its
 sandbox. The zygote reaps its VMMs; their owner watches them through their pidfds.
@@ -25,6 +27,7 @@ import socket
 import struct
 import sys
 import traceback
+from collections.abc import Callable
 
 LENGTH = struct.Struct("<I")
 MAX_MESSAGE = 1 << 20
@@ -64,41 +67,86 @@ def _reap(signum=None, frame=None) -> None:
             return
 
 
-def _child(control: socket.socket, spec: dict, host_fd: int, log_fd: int, zygote: int, preloaded) -> int:
-    from pytest_microsandbox.vmm import process
-
-    control.close()  # only the owner and the zygote hold the control socket
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != zygote:  # it died before the line above: nobody would kill us
-        return 1
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
-    return process.run(socket.socket(fileno=host_fd), spec, preloaded)
-
-
-def spawn(control: socket.socket, request: dict, fds: list[int], preloaded) -> tuple[dict, list[int]]:
-    """Fork the VMM for ``request``'s spec; the reply and the descriptors to send with it."""
-    if len(fds) != 2:
-        return {"error": f"a spawn request carries 2 descriptors, not {len(fds)}"}, []
-    spec = preloaded.resolve(request["spec"])
+def _fork_vmm(control: socket.socket, preloaded, job: Callable[[], tuple[dict, int, int]],
+              close_in_child: tuple[socket.socket, ...] = ()) -> tuple[int, int]:
+    """Fork a VMM that gets its (resolved spec, agent socket, console log) from ``job`` and runs it; its pid and
+    pidfd, opened before the child can be reaped (so it names that process and no later one)."""
     zygote = os.getpid()
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})  # not reaped before its pidfd exists
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
     try:
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-                code = _child(control, spec, fds[0], fds[1], zygote, preloaded)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                for sock in (control, *close_in_child):  # only the owner and the zygote hold the control socket
+                    sock.close()
+                ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+                if os.getppid() == zygote:  # else it died before the line above: nobody would kill us
+                    code = _run(preloaded, *job())
             except BaseException:
                 traceback.print_exc()
             finally:
                 os._exit(code)
-        return {"pid": pid}, [os.pidfd_open(pid)]
+        return pid, os.pidfd_open(pid)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+
+
+def _run(preloaded, spec: dict, host_fd: int, log_fd: int) -> int:
+    from pytest_microsandbox.vmm import process
+
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    return process.run(socket.socket(fileno=host_fd), spec, preloaded)
+
+
+class Spare:
+    """A VMM forked before its request, waiting for it: a request then costs no fork (about 3 ms of copying the
+    zygote's page tables), only what depends on the sandbox. Forked after each reply, so it inherits what the
+    zygote has computed so far (kernel digests)."""
+
+    def __init__(self, control: socket.socket, preloaded) -> None:
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+
+        def wait_for_request() -> tuple[dict, int, int]:
+            message, fds = receive_message(theirs, max_fds=2)
+            theirs.close()
+            return message["spec"], fds[0], fds[1]
+
+        try:
+            self.pid, self.pidfd = _fork_vmm(control, preloaded, wait_for_request, close_in_child=(self.sock,))
+        finally:
+            theirs.close()
+
+    def hand(self, spec: dict, fds: list[int]) -> bool:
+        """Give it its sandbox; False when it is gone (then the request forks a VMM of its own)."""
+        try:
+            send_message(self.sock, {"spec": spec}, fds)
+            return True
+        except OSError:
+            self.discard()
+            return False
+        finally:
+            self.sock.close()
+
+    def discard(self) -> None:
+        self.sock.close()  # it reads EOF and exits
+        os.close(self.pidfd)
+
+
+def spawn(control: socket.socket, request: dict, fds: list[int], preloaded,
+          spare: Spare | None) -> tuple[dict, list[int]]:
+    """The VMM for ``request``'s spec (the spare, else a new fork); the reply and the descriptors to send with it."""
+    if len(fds) != 2:
+        return {"error": f"a spawn request carries 2 descriptors, not {len(fds)}"}, []
+    spec = preloaded.resolve(request["spec"])
+    if spare is not None and spare.hand(spec, fds):
+        return {"pid": spare.pid}, [spare.pidfd]
+    pid, pidfd = _fork_vmm(control, preloaded, lambda: (spec, fds[0], fds[1]))
+    return {"pid": pid}, [pidfd]
 
 
 def serve(control: socket.socket) -> int:
@@ -107,18 +155,21 @@ def serve(control: socket.socket) -> int:
     preloaded = Preloaded.load()
     gc.freeze()  # what is loaded now stays shared with the VMMs: no collection touches (and copies) its pages
     signal.signal(signal.SIGCHLD, _reap)
+    spare: Spare | None = None
     while True:
         try:
             request, fds = receive_message(control, max_fds=2)
         except (EOFError, ConnectionError):
             return 0
         try:
-            reply, reply_fds = spawn(control, request, fds, preloaded)
+            reply, reply_fds = spawn(control, request, fds, preloaded, spare)
         except Exception as e:  # the request's fault (a bad spec) or the host's (fork): the owner reports it
             reply, reply_fds = {"error": f"{type(e).__name__}: {e}"}, []
         finally:
             for fd in fds:
                 os.close(fd)
+            if spare is not None and spare.sock.fileno() < 0:  # handed its sandbox, or gone
+                spare = None
         try:
             send_message(control, reply, reply_fds)
         except OSError:
@@ -126,6 +177,11 @@ def serve(control: socket.socket) -> int:
         finally:
             for fd in reply_fds:
                 os.close(fd)
+        if spare is None:
+            try:
+                spare = Spare(control, preloaded)  # after the reply: off the requester's path
+            except OSError:
+                spare = None  # no fork now (memory, pids): the next request forks its own
 
 
 if __name__ == "__main__":
