@@ -489,6 +489,13 @@ class Machine:
             raise VmmError("machine not started")
         return self.console_device.host_socket(name)
 
+    def attach_port(self, name: str, sock):
+        """Hand the named console port to ``sock`` (see ``VirtioConsole.attach``); an Event set when its other side
+        has closed."""
+        if self.console_device is None:
+            raise VmmError("machine not started")
+        return self.console_device.attach(name, sock)
+
     @property
     def device_errors(self) -> list[str]:
         errs = [f"{type(t.device).__name__}: {t.device.error}" for t in self.transports if t.device.error]

@@ -10,7 +10,8 @@ Without named ports the device offers no MULTIPORT: the kernel then makes hvc0 w
 instead of after the control handshake (which a workqueue runs later), so fewer early messages are lost.
 
 Host side: port 0's output goes to ``console_sink(bytes)``; a named port is a byte stream on a socketpair
-(``host_socket(name)`` gives the host end). A reader thread moves host bytes into the guest's receive buffers.
+(``host_socket(name)`` gives the host end), or on a socket of the host's own once ``attach``-ed. A reader thread
+moves host bytes into the guest's receive buffers.
 A lock guards queue state, since that thread and the vCPU thread both touch it.
 """
 
@@ -75,7 +76,8 @@ cdef class VirtioConsole(VirtioDevice):
         self._closed = False
         for port in self.ports[1:]:
             port.host_sock, port.device_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            t = threading.Thread(target=self._pump_host, args=(port,), name=f"vcon-{port.name}", daemon=True)
+            t = threading.Thread(target=self._pump_host, args=(port, port.device_sock, None), name=f"vcon-{port.name}",
+                                 daemon=True)
             self._readers.append(t)
             t.start()
 
@@ -85,6 +87,38 @@ cdef class VirtioConsole(VirtioDevice):
             if port.name == name:
                 return port.host_sock
         raise KeyError(f"no console port named {name!r}")
+
+    def attach(self, str name, sock) -> object:
+        """Serve the named port from ``sock`` from now on instead of its socketpair: what the guest writes goes
+        straight to ``sock`` and what arrives on it straight to the guest, with no relay in between. What the guest
+        wrote before and the socketpair's host end has not read yet is passed on first, in order. Returns an Event
+        set when ``sock``'s other side has closed (``sock`` is the device's now: ``close`` closes it)."""
+        port = next((p for p in self.ports[1:] if p.name == name), None)
+        if port is None:
+            raise KeyError(f"no console port named {name!r}")
+        ended = threading.Event()
+        with self._lock:  # no transmit while the stream changes hands
+            old_host = port.host_sock
+            old_host.setblocking(False)
+            leftover = bytearray()
+            while True:
+                try:
+                    chunk = old_host.recv(RX_CHUNK)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    break
+                leftover += chunk
+            sock.setblocking(True)
+            if leftover:
+                sock.sendall(leftover)
+            port.device_sock = sock
+            old_host.shutdown(socket.SHUT_WR)  # its reader sees the end once it has delivered what came before
+        t = threading.Thread(target=self._pump_host, args=(port, sock, ended), name=f"vcon-{port.name}",
+                             daemon=True)
+        self._readers.append(t)
+        t.start()
+        return ended
 
     def close(self) -> None:
         self._closed = True
@@ -229,16 +263,19 @@ cdef class VirtioConsole(VirtioDevice):
                 except Exception as e:  # the transport sees the error on the next notify
                     self.error = f"receive on port {port_index}: {e}"
 
-    def _pump_host(self, port) -> None:
-        sock = port.device_sock
-        while not self._closed:
-            try:
-                data = sock.recv(RX_CHUNK)
-            except OSError:
-                return
-            if not data:
-                return
-            self.feed(port.index, data)
+    def _pump_host(self, port, sock, ended) -> None:
+        try:
+            while not self._closed:
+                try:
+                    data = sock.recv(RX_CHUNK)
+                except OSError:
+                    return
+                if not data:
+                    return
+                self.feed(port.index, data)
+        finally:
+            if ended is not None:
+                ended.set()
 
     def state(self) -> dict:
         st = VirtioDevice.state(self)

@@ -2,7 +2,7 @@
 once (``Preloaded``): jail itself (``_vmcore.jail``: a root holding only what it serves) and confine itself
 (``_vmcore.confine``), then restore its machine from the snapshot template of its configuration (see
 ``template``; built on first use) or, when snapshots are off or its devices do not fit the template's slots, boot
-one with exactly its devices; then relay the agent port to the inherited socket until either side ends.
+one with exactly its devices; then hand the agent's port to the owner's socket and wait until either side ends.
 
 Disk images are ``flock``-ed by the virtio-blk device (shared when read-only, exclusive otherwise) for as long as
 this process lives: a second writer is refused at once, a crash releases them.
@@ -11,7 +11,6 @@ this process lives: a second writer is refused at once, a crash releases them.
 from __future__ import annotations
 
 import os
-import selectors
 import socket
 import sys
 import time
@@ -177,19 +176,6 @@ def report(line: str) -> None:
     print(f"msb-vmm: {line}", file=sys.stderr, flush=True)
 
 
-def relay(a: socket.socket, b: socket.socket, ended) -> None:
-    """Copy bytes both ways until a side closes or ``ended()`` (the guest powered off or reset)."""
-    sel = selectors.DefaultSelector()
-    sel.register(a, selectors.EVENT_READ, b)
-    sel.register(b, selectors.EVENT_READ, a)
-    while not ended():
-        for key, _ in sel.select(0.2):
-            chunk = key.fileobj.recv(1 << 16)
-            if not chunk:
-                return
-            key.data.sendall(chunk)
-
-
 def confine_self(spec: dict, preloaded: Preloaded) -> None:
     """Jail, then confine (the filter denies what the jail needs): before any guest runs, so what it could reach
     through us is confined from the start. A host that refuses either still runs the sandbox, and says so."""
@@ -219,7 +205,10 @@ def run(host_end: socket.socket, spec: dict, preloaded: Preloaded) -> int:
     with machine:
         if announcement:
             host_end.sendall(announcement)
-        relay(host_end, machine.agent_socket(AGENT_PORT), machine.stopped.is_set)
+        # The guest's port is the owner's socket from now on: no relay through this process.
+        host_closed = machine.attach_port(AGENT_PORT, host_end)
+        while not machine.stopped.is_set() and not host_closed.wait(0.2):
+            pass
         if machine.stopped.is_set():  # the sandbox's console log says why its guest ended
             report(f"guest stopped: {machine.exit_reason}{': ' + machine.exit_detail if machine.exit_detail else ''}")
             for error in machine.device_errors:

@@ -121,6 +121,41 @@ def test_host_bytes_wait_until_the_guest_opens_the_port(console):
     assert head == heads[0] and q.read_buffer(head, 0)[:n] == b"early"
 
 
+def test_an_attached_socket_carries_the_port_both_ways_after_what_came_before(console):
+    """``attach``: the host's own socket takes the port over (no relay): the guest's bytes written before, still
+    unread on the socketpair, reach it first, then new ones; its bytes reach the guest; its close is reported."""
+    import socket
+
+    dev, drv, _ = console
+    drv.queues[AGENT_TX].add_chain([Buf.out(b"before|")])
+    drv.notify(AGENT_TX)
+    owner, vmm_end = socket.socketpair()
+    owner.settimeout(5)
+    ended = dev.attach("agent", vmm_end)
+    drv.queues[AGENT_TX].add_chain([Buf.out(b"after")])
+    drv.notify(AGENT_TX)
+    got = b""
+    while len(got) < len(b"before|after"):
+        got += owner.recv(100)
+    assert got == b"before|after"
+
+    send_control(drv, 1, PORT_OPEN, 1)
+    q = drv.queues[AGENT_RX]
+    head = q.add_chain([Buf.into(16)])
+    drv.notify(AGENT_RX)
+    owner.sendall(b"to-guest")
+    deadline = time.monotonic() + 5
+    entries = []
+    while not entries and time.monotonic() < deadline:
+        entries = q.used_entries()
+        time.sleep(0.01)
+    [(used, n)] = entries
+    assert used == head and q.read_buffer(head, 0)[:n] == b"to-guest"
+    assert not ended.is_set()
+    owner.close()
+    assert ended.wait(5)
+
+
 def test_unknown_port_name(console):
     dev, _, _ = console
     with pytest.raises(KeyError):
