@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pytest_microsandbox.errors import SandboxError
 from pytest_microsandbox.sandbox._backend import on_spawner_thread
-from pytest_microsandbox.vmm.zygote import receive_message, send_message
+from pytest_microsandbox.vmm.zygote import receive_message, send_message, socket_pair
 
 
 class ForkedProcess:
@@ -53,7 +53,7 @@ class Zygote:
     """A running zygote and our end of its socket."""
 
     def __init__(self) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        ours, theirs = socket_pair()
         argv = ["setpriv", "--pdeathsig", "KILL", "--", sys.executable, "-m", "pytest_microsandbox.vmm.zygote",
                 "--fd", str(theirs.fileno())]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parents[2]),

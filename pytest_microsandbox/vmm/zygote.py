@@ -1,12 +1,13 @@
 """The VMM zygote: one process per sandbox-creating process that imports the VMM's code and computes what does not
-change between sandboxes once (``process.Preloaded``), then forks one VMM per sandbox. A fork costs about a
-millisecond and shares the interpreter's pages; a fresh ``python -m`` per sandbox cost 150 ms and 27 MiB.
+change between sandboxes once (``process.Preloaded``), then forks one VMM per sandbox. A fork costs a few
+milliseconds and shares the interpreter's pages; a fresh ``python -m`` per sandbox cost 150 ms and 27 MiB.
 
     python -m pytest_microsandbox.vmm.zygote --fd N      # N: its end of a socketpair with its owner
 
-Wire, over that socket (``sandbox._zygote_client`` is the other side): a request is a 4-byte length and the VM spec as
-JSON, with two descriptors (the VMM's end of the agent socketpair, the console log its output goes to); the reply is
-a 4-byte length and ``{"pid": N}`` with the VMM's pidfd, or ``{"error": "..."}``. Requests are answered in order.
+Wire, over that socket (``SOCK_SEQPACKET``; ``sandbox._zygote_client`` is the other side): a request is a 4-byte
+length and the VM spec as JSON, with two descriptors (the VMM's end of the agent socketpair, the console log its
+output goes to); the reply is a 4-byte length and ``{"pid": N}`` with the VMM's pidfd, or ``{"error": "..."}``.
+Requests are answered in order.
 
 After each reply the zygote forks the next VMM ahead of its request (``Spare``), so a request costs no fork.
 
@@ -27,14 +28,19 @@ import socket
 import struct
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 LENGTH = struct.Struct("<I")
 MAX_MESSAGE = 1 << 20
 PR_SET_PDEATHSIG = 1
 
 
-def send_message(sock: socket.socket, message: dict, fds: list[int] = ()) -> None:
+def socket_pair() -> tuple[socket.socket, socket.socket]:
+    """Both ends of a zygote socket: one message per packet, so a message never arrives torn."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+
+def send_message(sock: socket.socket, message: dict, fds: Sequence[int] = ()) -> None:
     data = json.dumps(message).encode()
     sock.sendmsg([LENGTH.pack(len(data)) + data],
                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else [])
@@ -43,17 +49,17 @@ def send_message(sock: socket.socket, message: dict, fds: list[int] = ()) -> Non
 def receive_message(sock: socket.socket, max_fds: int) -> tuple[dict, list[int]]:
     """One message and the descriptors that came with it. EOFError when the other side has closed."""
     fds = array.array("i")
-    data, ancillary, _, _ = sock.recvmsg(LENGTH.size + MAX_MESSAGE, socket.CMSG_SPACE(max_fds * fds.itemsize))
+    data, ancillary, flags, _ = sock.recvmsg(LENGTH.size + MAX_MESSAGE, socket.CMSG_SPACE(max_fds * fds.itemsize))
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
     if not data:
         raise EOFError
-    (length,) = LENGTH.unpack_from(data)
-    if length != len(data) - LENGTH.size:  # a stream socket: our messages are small enough to come whole
+    (length,) = LENGTH.unpack_from(data) if len(data) >= LENGTH.size else (-1,)
+    if length != len(data) - LENGTH.size or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
         for fd in fds:
             os.close(fd)
-        raise EOFError(f"a torn message ({len(data)} bytes of {length})")
+        raise EOFError(f"a malformed message ({len(data)} bytes, flags {flags:#x})")
     return json.loads(data[LENGTH.size:]), list(fds)
 
 
@@ -109,7 +115,7 @@ class Spare:
     zygote has computed so far (kernel digests)."""
 
     def __init__(self, control: socket.socket, preloaded) -> None:
-        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock, theirs = socket_pair()
 
         def wait_for_request() -> tuple[dict, int, int]:
             message, fds = receive_message(theirs, max_fds=2)
