@@ -112,6 +112,10 @@ def enter_jail(new_root: str, exposed: Sequence[Exposed]) -> str:
     """Make ``new_root`` (an empty directory of ours; a tmpfs is mounted on it, in the new namespace only) this
     process's root, holding only ``exposed``; returns what was done, in a line. Raises OSError when the host
     refuses a namespace (the caller decides whether to run without one); a path that does not exist is an error."""
+    writable: dict[str, bool] = {}
+    for item in exposed:  # a path given twice (a directory shared read-only and writable) is bound once, as asked
+        writable[item.path] = writable.get(item.path, False) or item.writable
+    exposed = [Exposed(path, w) for path, w in writable.items()]
     how = _enter_namespace()
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount from here on reaches the host
     _mount("msb-vmm", new_root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m,nr_inodes=4096,mode=0755")

@@ -20,9 +20,9 @@ sys.path.insert(0, sys.argv[1])
 from _vmcore.jail import Exposed, enter_jail
 work = sys.argv[2]
 outside = os.readlink("/proc/self/ns/mnt")
-line = enter_jail(f"{work}/run/vmm-root", [Exposed(f"{work}/ro"), Exposed(f"{work}/rw", writable=True),
-                                         Exposed(f"{work}/kernel"), Exposed(f"{work}/run/console.log", writable=True),
-                                         Exposed("/proc")])
+given = [Exposed(f"{work}/ro"), Exposed(f"{work}/rw"), Exposed(f"{work}/rw", writable=True),  # twice: writable wins
+         Exposed(f"{work}/kernel"), Exposed(f"{work}/run/console.log", writable=True), Exposed("/proc")]
+line = enter_jail(f"{work}/run/vmm-root", given)
 def attempt(fn):
     try:
         return fn()
