@@ -107,7 +107,7 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
 
-_PR_SET_NO_NEW_PRIVS = 38
+_PR_SET_DUMPABLE, _PR_SET_NO_NEW_PRIVS = 4, 38
 _SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC = 317, 1, 1  # x86_64
 
 
@@ -138,12 +138,25 @@ def seccomp_filter() -> SeccompFilter:
     return SeccompFilter(program, denied)
 
 
+def confine_without_seccomp(reason: str) -> str:
+    """What confinement is left where libseccomp is missing: ``no_new_privs``, capabilities, not dumpable."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 or libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl")
+    held = drop_capabilities()
+    kept = f", capabilities {held} -> {len(KEPT_CAPABILITIES)}" if held else ""
+    return f"confined without seccomp ({reason}): no_new_privs{kept}"
+
+
 def confine(seccomp: SeccompFilter | None = None) -> str:
     """Confine this process with ``seccomp`` (``seccomp_filter()``, built now when not given); returns what was
     done, in a line. Raises OSError where the host cannot (no libseccomp): the caller decides whether to run
     unconfined."""
     if seccomp is None:
         seccomp = seccomp_filter()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:  # no other process of its user may ptrace it or read its memory
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_DUMPABLE)")
     held = drop_capabilities()
     seccomp.load()
     kept = f", capabilities {held} -> {len(KEPT_CAPABILITIES)}" if held else ""

@@ -29,6 +29,10 @@ AT_FDCWD, AT_RECURSIVE = -100, 0x8000
 SYS_PIVOT_ROOT, SYS_MOUNT_SETATTR = 155, 442  # x86_64
 
 
+class JailRefused(OSError):
+    """The host refuses a new mount namespace here (no CAP_SYS_ADMIN, no user namespaces): nothing was changed."""
+
+
 @dataclass(frozen=True)
 class Exposed:
     """A host path the VMM keeps, ``writable`` or read-only. A directory comes with the mounts beneath it (a shared
@@ -74,10 +78,13 @@ def _enter_namespace() -> str:
     own uid and gid. Returns which."""
     if _libc.unshare(CLONE_NEWNS) == 0:
         return "mount namespace"
-    if ctypes.get_errno() != errno.EPERM:
-        _check(-1, "unshare")
+    err = ctypes.get_errno()
+    if err != errno.EPERM:
+        raise JailRefused(err, f"unshare(CLONE_NEWNS): {os.strerror(err)}")
     uid, gid = os.geteuid(), os.getegid()
-    _check(_libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare")
+    if _libc.unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0:
+        err = ctypes.get_errno()
+        raise JailRefused(err, f"no mount namespace for this user: {os.strerror(err)}")
     for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"), ("gid_map", f"{gid} {gid} 1")):
         with open(f"/proc/self/{name}", "w") as f:
             f.write(text)
@@ -110,8 +117,9 @@ def _beneath(path: str, directory: str) -> bool:
 
 def enter_jail(new_root: str, exposed: Sequence[Exposed]) -> str:
     """Make ``new_root`` (an empty directory of ours; a tmpfs is mounted on it, in the new namespace only) this
-    process's root, holding only ``exposed``; returns what was done, in a line. Raises OSError when the host
-    refuses a namespace (the caller decides whether to run without one); a path that does not exist is an error."""
+    process's root, holding only ``exposed``; returns what was done, in a line. Raises JailRefused when the host
+    refuses a namespace (the caller decides whether to run without one: nothing changed); any other OSError (a
+    path that does not exist) leaves this process in a half-built namespace, which must not go on."""
     writable: dict[str, bool] = {}
     for item in exposed:  # a path given twice (a directory shared read-only and writable) is bound once, as asked
         writable[item.path] = writable.get(item.path, False) or item.writable

@@ -35,7 +35,7 @@ cdef class FuseServer:
     cdef uint32_t open_flags     # FOPEN_* flags given to every OPEN/CREATE reply
     cdef uint64_t neg_sec        # how long the guest may remember that a name does not exist (0: not at all)
     cdef uint32_t neg_nsec
-    cdef readonly bint no_open   # OPEN/OPENDIR answer ENOSYS: the guest stops sending them (and RELEASE)
+    cdef readonly bint no_open   # OPEN/OPENDIR answer ENOSYS: the kernel opens without asking from then on
     cdef bint warned_fd_limit    # the first EMFILE was reported on stderr
     cdef object __weakref__
 
@@ -75,6 +75,7 @@ cdef class FuseServer:
     cdef Py_ssize_t _opendir(self, _Inode ino, uint8_t *o)
     cdef Py_ssize_t _release(self, const uint8_t *b, size_t n)
     cdef _Handle _file(self, _Inode ino, uint64_t fh, bint want_dir)
+    cdef Py_ssize_t _no_file(self) noexcept
     cdef Py_ssize_t _read(self, _Inode ino, const uint8_t *b, size_t n, uint8_t *o, size_t cap, iovec *data, int ndata)
     cdef Py_ssize_t _write(self, const uint8_t *b, size_t n, uint8_t *o, iovec *data, int ndata)
     cdef Py_ssize_t _fsync(self, _Inode ino, const uint8_t *b, size_t n)

@@ -155,6 +155,24 @@ cdef class _Handle:
             self.fd = -1
 
 
+_held_proc_fd = (-1, -1)  # (pid, descriptor of /proc/self/fd) held by ``hold_proc_access``
+
+
+def hold_proc_access() -> None:
+    """Open now what servers made later need of ``/proc`` (``/proc/self/fd``, the descriptor limit), for a process
+    about to lose ``/proc`` (the VMM's jail holds none: another process's ``/proc/PID/root`` would be a way out)."""
+    global _held_proc_fd
+    _raise_fd_limit()
+    _held_proc_fd = (os.getpid(), os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
+
+
+def _proc_self_fd() -> int:
+    pid, fd = _held_proc_fd
+    if pid == os.getpid():  # "self" is resolved when opened: a forked child's inherited one is its parent's
+        return os.dup(fd)
+    return os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
 def _raise_fd_limit() -> None:
     """Every inode the guest holds is an open descriptor: lift RLIMIT_NOFILE as far as this process may, to the
     kernel's ceiling (``fs.nr_open``) where it may raise the hard limit (CAP_SYS_RESOURCE), else to the hard limit.
@@ -240,7 +258,7 @@ cdef class FuseServer:
         root = os.fspath(root)
         _raise_fd_limit()
         self.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.proc_fd = os.open("/proc/self/fd", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.proc_fd = _proc_self_fd()
         st = os.fstat(self.root_fd)
         root_inode = _Inode()
         root_inode.fd = os.dup(self.root_fd)
@@ -906,13 +924,17 @@ cdef class FuseServer:
 
     cdef _Handle _file(self, _Inode ino, uint64_t fh, bint want_dir):
         """The open file ``fh`` names; with no-open, where the kernel sends ``fh`` 0, a descriptor of ``ino`` for
-        this request only (a handle in no table: it closes when the request is done). None: no such file."""
+        this request only (a handle in no table: it closes when the request is done). None: no such file, and
+        ``_no_file`` says why."""
         cdef _Handle hd
         cdef int fd
-        if fh == 0 and self.no_open and ino is not None and (ino.kind == S_IFDIR) == want_dir:
+        if fh == 0 and self.no_open and ino is not None:
+            if (ino.kind == S_IFDIR) != want_dir:
+                cerrno.errno = EISDIR if ino.kind == S_IFDIR else ENOTDIR
+                return None
             fd = self._reopen(ino, O_RDONLY | (O_DIRECTORY if want_dir else 0))
             if fd < 0:
-                return None
+                return None         # errno from the reopen: EACCES, EMFILE, ... (the open the guest never sent)
             hd = _Handle()
             hd.fd = fd
             hd.inode = ino
@@ -920,8 +942,13 @@ cdef class FuseServer:
             return hd
         hd = self.handles.get(fh)
         if hd is None or hd.is_dir != want_dir:
+            cerrno.errno = EBADF
             return None
         return hd
+
+    cdef Py_ssize_t _no_file(self) noexcept:
+        """Why ``_file`` found none (errno as it left it; EMFILE is reported by ``_handle``)."""
+        return -cerrno.errno if cerrno.errno else -EBADF
 
     cdef Py_ssize_t _read(self, _Inode ino, const uint8_t *b, size_t n, uint8_t *o, size_t cap, iovec *data, int ndata):
         cdef fuse_read_in r
@@ -934,7 +961,7 @@ cdef class FuseServer:
         memcpy(&r, b, 24)
         cdef _Handle hd = self._file(ino, r.fh, False)
         if hd is None:
-            return -EBADF
+            return self._no_file()
         if r.offset > <uint64_t>INT64_MAX:
             return -EINVAL
         if data == NULL:
@@ -1031,7 +1058,7 @@ cdef class FuseServer:
         memcpy(&s, b, sizeof(fuse_lseek_in))
         cdef _Handle hd = self._file(ino, s.fh, False)
         if hd is None:
-            return -EBADF
+            return self._no_file()
         if s.offset > <uint64_t>INT64_MAX:
             return -EINVAL
         cdef int64_t pos = lseek(hd.fd, s.offset, s.whence)
@@ -1128,7 +1155,7 @@ cdef class FuseServer:
         memcpy(&r, b, 24)
         cdef _Handle hd = self._file(ino, r.fh, True)
         if hd is None:
-            return -EBADF
+            return self._no_file()
         if r.offset > <uint64_t>INT64_MAX:
             return -EINVAL
         cap = min(cap, <size_t>r.size)

@@ -22,14 +22,14 @@ import _vmcore.devices.qcow2  # noqa: F401
 import _vmcore.devices.vmdk  # noqa: F401
 import _vmcore.krunfw  # noqa: F401
 from _vmcore import host, snapshot
-from _vmcore.confine import SeccompFilter, confine, seccomp_filter
+from _vmcore.confine import SeccompFilter, confine, confine_without_seccomp, seccomp_filter
 from _vmcore.errors import VmmError
 from _vmcore.fs.opcodes import opcode_name
 from _vmcore.fs.quota import accounts_dir
-from _vmcore.fs.server import FuseServer
+from _vmcore.fs.server import FuseServer, hold_proc_access
 from _vmcore.fs.virtio_fs import VirtioFs
 from _vmcore.initramfs import build_initramfs
-from _vmcore.jail import Exposed, enter_jail
+from _vmcore.jail import Exposed, JailRefused, enter_jail
 from _vmcore.kernels import KernelLoadError, find_kernel
 from _vmcore.machine import Disk, Machine, MachineConfig
 from _vmcore.template_cache import TemplateCache
@@ -38,6 +38,7 @@ from pytest_microsandbox.vmm.template import AGENT_PORT, SlotLayout, restore_clo
 
 # libkrunfw's kernel has the dummy network driver built in, which makes dummy0 at boot: a sandbox has loopback only.
 GUEST_CMDLINE = "dummy.numdummies=0"
+_smaps_fd = -1  # /proc/self/smaps_rollup, for ``report_memory``
 JAIL_ROOT = "vmm-root"  # in the sandbox's run directory (beside its console log): where the VMM's root is built
 
 
@@ -87,9 +88,10 @@ class Preloaded:
 
 def exposed_paths(spec: dict) -> list[Exposed]:
     """What a VMM reaches on the host: its kernel, disks (a qcow2's directory too: its backing files lie there),
-    shared directories, template cache, console log, the quota accounts its shares keep, ``/dev/kvm``, ``/proc``
-    (its FUSE servers reopen files through ``/proc/self/fd``)."""
-    paths = [Exposed("/dev/kvm", writable=True), Exposed("/proc"), Exposed(spec["console_log"], writable=True)]
+    shared directories, template cache, console log, the quota accounts its shares keep, ``/dev/kvm``. No ``/proc``:
+    another VMM's ``/proc/PID/root`` would lead into its jail (the FUSE servers' ``/proc/self/fd`` is opened
+    before, ``hold_proc_access``)."""
+    paths = [Exposed("/dev/kvm", writable=True), Exposed(spec["console_log"], writable=True)]
     if not spec.get("kernel_error"):
         paths.append(Exposed(spec["kernel"]))
     for d in spec["disks"]:
@@ -163,9 +165,9 @@ def report_ready(spec: dict) -> None:
     ``report_memory``, what this process holds now: ``bench/vmm_overhead.py``)."""
     elapsed_ms = 1000 * (time.monotonic() - spec.get("requested_at", 0.0))
     line = f"ready to run the machine {elapsed_ms:.1f} ms after the request"
-    if spec.get("report_memory"):
-        with open("/proc/self/smaps_rollup", "rb") as f:
-            kib = {row.split()[0]: int(row.split()[1]) for row in f if row.endswith(b" kB\n")}
+    if _smaps_fd >= 0:  # opened before the jail (it has no /proc)
+        rows = os.pread(_smaps_fd, 4096, 0).splitlines()
+        kib = {row.split()[0]: int(row.split()[1]) for row in rows if row.endswith(b" kB")}
         private = kib[b"Private_Clean:"] + kib[b"Private_Dirty:"]
         line += f", {kib[b'Pss:'] / 1024:.1f} MiB PSS, {private / 1024:.1f} MiB private"
     report(line)
@@ -178,24 +180,31 @@ def report(line: str) -> None:
 
 def confine_self(spec: dict, preloaded: Preloaded) -> None:
     """Jail, then confine (the filter denies what the jail needs): before any guest runs, so what it could reach
-    through us is confined from the start. A host that refuses either still runs the sandbox, and says so."""
+    through us is confined from the start. A host that refuses a namespace or seccomp still runs the sandbox, and
+    says so; a jail that fails half-built raises (the sandbox fails with the reason)."""
+    global _smaps_fd
+    hold_proc_access()
+    if spec.get("report_memory"):
+        _smaps_fd = os.open("/proc/self/smaps_rollup", os.O_RDONLY | os.O_CLOEXEC)
     try:
         root = os.path.join(os.path.dirname(spec["console_log"]), JAIL_ROOT)
         os.makedirs(root, exist_ok=True)
         report(enter_jail(root, exposed_paths(spec)))
-    except OSError as e:
+    except JailRefused as e:
         report(f"running without its own mount namespace: {e}")
-    try:
-        if preloaded.seccomp is None:
-            raise OSError(preloaded.seccomp_error)
+    if preloaded.seccomp is None:
+        report(confine_without_seccomp(preloaded.seccomp_error))
+    else:
         report(confine(preloaded.seccomp))
-    except OSError as e:
-        report(f"running unconfined: {e}")
 
 
 def run(host_end: socket.socket, spec: dict, preloaded: Preloaded) -> int:
     """The VMM's life, once forked (``spec`` already through ``Preloaded.resolve``); its exit code."""
-    confine_self(spec, preloaded)
+    try:
+        confine_self(spec, preloaded)
+    except OSError as e:
+        report(f"cannot confine the VMM: {e}")
+        return 1
     servers = ShareServers()
     try:
         machine, announcement = start_machine(spec, preloaded, servers)
