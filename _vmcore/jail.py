@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -91,24 +92,66 @@ def _enter_namespace() -> str:
     return "user and mount namespace"
 
 
-def _make_mount_point(root: str, path: str, directory: bool) -> str:
-    """``root + path``, its missing parts created as empty directories (and a file last, for a file) in the new
-    root's tmpfs. A part already there lies in an exposed directory (it mirrors the host): never created there, so
-    a host path that vanished meanwhile is an error, not a new file on the host."""
+def _parts(path: str) -> list[str]:
+    return [p for p in path.split("/") if p]
+
+
+def _open_mount_point(root: str, path: str, directory: bool) -> int:
+    """An ``O_PATH`` descriptor of ``root + path``, its missing parts created (directories, and a file last for a
+    file) in the new root's tmpfs. Walked one component at a time without following symlinks: a part already there
+    lies in an exposed directory (a mirror of the host) and is never created there, nor followed out of it."""
     tmpfs = os.stat(root).st_dev
-    target = root
-    parts = [p for p in path.split("/") if p]
-    for i, part in enumerate(parts):
-        parent, target = target, f"{target}/{part}"
-        if os.path.lexists(target):
-            continue
-        if os.stat(parent).st_dev != tmpfs:
-            raise OSError(errno.ENOENT, "a path the VMM needs vanished while its jail was built", path)
-        if directory or i < len(parts) - 1:
-            os.mkdir(target, 0o755)
-        else:
-            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
-    return target
+    fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        parts = _parts(path)
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            try:
+                step = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except FileNotFoundError:
+                if os.fstat(fd).st_dev != tmpfs:
+                    raise OSError(errno.ENOENT, "a path the VMM needs vanished while its jail was built",
+                                  path) from None
+                if directory or not last:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                else:
+                    os.close(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                                     dir_fd=fd))
+                step = os.open(part, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = step
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISLNK(mode) or (not last and not stat.S_ISDIR(mode)):
+                raise OSError(errno.ELOOP, "a symlink where the VMM's jail needs a real path", root + path)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_source(path: str) -> int:
+    """An ``O_PATH`` descriptor of host path ``path`` (resolved, as given): one that was swapped for a symlink since
+    it was resolved leads elsewhere, and is refused rather than bound."""
+    fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    if stat.S_ISLNK(os.fstat(fd).st_mode) or os.readlink(f"/proc/self/fd/{fd}") != path:
+        os.close(fd)
+        raise OSError(errno.ELOOP, "a path the VMM needs changed while its jail was built", path)
+    return fd
+
+
+def _bind(source: str, new_root: str, directory: bool) -> str:
+    """Bind host ``source`` at ``new_root + source`` (a directory with what is mounted beneath it), through
+    descriptors of both: neither end is a path that can be swapped meanwhile. Returns the target's path."""
+    src = _open_source(source)
+    try:
+        dst = _open_mount_point(new_root, source, directory)
+        try:
+            _mount(f"/proc/self/fd/{src}", f"/proc/self/fd/{dst}", None, MS_BIND | (MS_REC if directory else 0))
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+    return new_root + source if source != "/" else new_root
 
 
 def _beneath(path: str, directory: str) -> bool:
@@ -128,14 +171,13 @@ def enter_jail(new_root: str, exposed: Sequence[Exposed]) -> str:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount from here on reaches the host
     _mount("msb-vmm", new_root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m,nr_inodes=4096,mode=0755")
     done: list[str] = []
-    for item in sorted(exposed, key=lambda e: e.path.count("/")):  # parents before what lies beneath them
+    for item in sorted(exposed, key=lambda e: len(_parts(e.path))):  # parents before what lies beneath them
         if not os.path.isabs(item.path):
             raise OSError(errno.EINVAL, "a jail path must be absolute", item.path)
         if not os.path.lexists(item.path):
             raise OSError(errno.ENOENT, "the VMM needs this path and it does not exist", item.path)
         is_dir = os.path.isdir(item.path)
-        target = _make_mount_point(new_root, item.path, is_dir)
-        _mount(item.path, target, None, MS_BIND | (MS_REC if is_dir else 0))
+        target = _bind(item.path, new_root, is_dir)
         if not item.writable:
             _read_only(target, is_dir)
         done.append(item.path)

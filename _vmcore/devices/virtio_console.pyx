@@ -44,6 +44,7 @@ class ConsolePort:
         self.pending = bytearray()
         self.host_sock: socket.socket | None = None
         self.device_sock: socket.socket | None = None
+        self.reader: threading.Thread | None = None  # the thread moving host bytes to the guest
 
     @property
     def rx_queue(self) -> int:
@@ -78,6 +79,7 @@ cdef class VirtioConsole(VirtioDevice):
             port.host_sock, port.device_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             t = threading.Thread(target=self._pump_host, args=(port, port.device_sock, None), name=f"vcon-{port.name}",
                                  daemon=True)
+            port.reader = t
             self._readers.append(t)
             t.start()
 
@@ -114,8 +116,11 @@ cdef class VirtioConsole(VirtioDevice):
                 sock.sendall(leftover)
             port.device_sock = sock
             old_host.shutdown(socket.SHUT_WR)  # its reader sees the end once it has delivered what came before
+        if port.reader is not None:
+            port.reader.join(5)  # so nothing from before reaches the guest after what comes on ``sock``
         t = threading.Thread(target=self._pump_host, args=(port, sock, ended), name=f"vcon-{port.name}",
                              daemon=True)
+        port.reader = t
         self._readers.append(t)
         t.start()
         return ended

@@ -30,6 +30,14 @@ _spawner: tuple[int, ThreadPoolExecutor] | None = None
 _spawner_lock = threading.Lock()
 
 
+def _new_spawner_lock() -> None:
+    global _spawner_lock
+    _spawner_lock = threading.Lock()  # one another thread held at the fork would stay held in the child
+
+
+os.register_at_fork(after_in_child=_new_spawner_lock)
+
+
 def on_spawner_thread(fn: Callable[[], T]) -> T:
     global _spawner
     with _spawner_lock:
@@ -81,6 +89,7 @@ class GuestProcess(Protocol):
     """The host process whose death ends a sandbox."""
 
     pid: int
+    start_ticks: int | None  # its start time when read before it could be reaped (else None: read it now)
 
     def ended(self, timeout: float | None = 0) -> bool: ...  # waits up to timeout (None: until it has)
 
@@ -93,6 +102,7 @@ class ChildProcess:
     def __init__(self, popen: subprocess.Popen) -> None:
         self.popen = popen
         self.pid = popen.pid
+        self.start_ticks = None  # our own child: a zombie until we wait, so its pid names it until then
 
     def ended(self, timeout: float | None = 0) -> bool:
         try:

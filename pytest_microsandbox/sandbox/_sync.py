@@ -116,7 +116,7 @@ class Sandbox:
             rundir.mkdir(parents=True)
             plan, named = build_plan(config, home, rundir)
             guest = backend.start(plan)
-            owner = ProcessIdentity.of(guest.pid)
+            owner = ProcessIdentity.of(guest.pid, guest.process.start_ticks)
             store.update_sandbox(config.name, status="starting", owner=owner)
             for m in named:
                 store.attach_volume(config.name, m.volume, m.guest_path, m.readonly, owner)

@@ -22,8 +22,9 @@ from pytest_microsandbox.vmm.zygote import receive_message, send_message, socket
 class ForkedProcess:
     """A VMM the zygote forked: ``pid``, whether it has ended, and SIGKILL."""
 
-    def __init__(self, pid: int, pidfd: int) -> None:
+    def __init__(self, pid: int, pidfd: int, start_ticks: int | None = None) -> None:
         self.pid = pid
+        self.start_ticks = start_ticks  # read by the zygote before it could reap it: names this process only
         self._pidfd = pidfd
 
     def ended(self, timeout: float | None = 0) -> bool:
@@ -35,6 +36,8 @@ class ForkedProcess:
         return bool(poller.poll(None if timeout is None else max(0, int(timeout * 1000))))
 
     def kill(self) -> None:
+        if self._pidfd < 0:
+            return  # closed: not ours to signal any more
         try:
             signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
         except ProcessLookupError:
@@ -87,7 +90,7 @@ class Zygote:
             for fd in fds:
                 os.close(fd)
             raise SandboxError(f"the VMM zygote could not start a VMM: {reply.get('error', reply)}")
-        return ForkedProcess(int(reply["pid"]), fds[0])
+        return ForkedProcess(int(reply["pid"]), fds[0], reply.get("start_ticks"))
 
     def close(self) -> None:
         """End the zygote (and so every VMM it forked)."""
@@ -100,10 +103,21 @@ _zygote: tuple[int, Zygote] | None = None
 _zygote_lock = threading.Lock()
 
 
+def _forget_after_fork() -> None:
+    """A forked child starts its own zygote; a lock another thread held at the fork stays held there: new one."""
+    global _zygote_lock
+    _zygote_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def zygote() -> Zygote:
     """This process's zygote, started (about as long as one VMM process took before) on first use or after it died."""
     global _zygote
     with _zygote_lock:
+        if _zygote is not None and _zygote[0] == os.getpid() and not _zygote[1].alive():
+            _zygote[1].close()  # it died: reap it and close our end
         if _zygote is None or _zygote[0] != os.getpid() or not _zygote[1].alive():
             _zygote = (os.getpid(), Zygote())
         return _zygote[1]

@@ -5,17 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-
-def process_start_ticks(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (field 22 of /proc/PID/stat), or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The command name (field 2) may hold spaces and parentheses: split after its closing parenthesis.
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return int(fields[19])
+from pytest_microsandbox._proc import process_start_ticks
 
 
 @dataclass(frozen=True)
@@ -34,8 +24,10 @@ class ProcessIdentity:
         return me
 
     @classmethod
-    def of(cls, pid: int) -> ProcessIdentity:
-        ticks = process_start_ticks(pid)
+    def of(cls, pid: int, start_ticks: int | None = None) -> ProcessIdentity:
+        """``pid`` as it is now; ``start_ticks`` when known already (read by its parent before it could be reaped:
+        its pid may name another process by now)."""
+        ticks = process_start_ticks(pid) if start_ticks is None else start_ticks
         if ticks is None:
             raise ProcessLookupError(pid)
         return cls(pid, ticks, str(HostIdentity.current()))

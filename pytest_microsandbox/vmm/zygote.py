@@ -30,6 +30,8 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 
+from pytest_microsandbox._proc import process_start_ticks
+
 LENGTH = struct.Struct("<I")
 MAX_MESSAGE = 1 << 20
 PR_SET_PDEATHSIG = 1
@@ -47,20 +49,28 @@ def send_message(sock: socket.socket, message: dict, fds: Sequence[int] = ()) ->
 
 
 def receive_message(sock: socket.socket, max_fds: int) -> tuple[dict, list[int]]:
-    """One message and the descriptors that came with it. EOFError when the other side has closed."""
+    """One message and the descriptors that came with it (close-on-exec). EOFError when the other side has closed;
+    ValueError for a malformed one (its descriptors closed)."""
     fds = array.array("i")
-    data, ancillary, flags, _ = sock.recvmsg(LENGTH.size + MAX_MESSAGE, socket.CMSG_SPACE(max_fds * fds.itemsize))
+    data, ancillary, flags, _ = sock.recvmsg(LENGTH.size + MAX_MESSAGE, socket.CMSG_SPACE(max_fds * fds.itemsize),
+                                             socket.MSG_CMSG_CLOEXEC)
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
             fds.frombytes(payload[:len(payload) - len(payload) % fds.itemsize])
     if not data:
         raise EOFError
     (length,) = LENGTH.unpack_from(data) if len(data) >= LENGTH.size else (-1,)
-    if length != len(data) - LENGTH.size or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+    try:
+        if length != len(data) - LENGTH.size or flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC):
+            raise ValueError(f"a malformed message ({len(data)} bytes, flags {flags:#x})")
+        message = json.loads(data[LENGTH.size:])
+        if not isinstance(message, dict):
+            raise ValueError("a message is a JSON object")
+    except ValueError:
         for fd in fds:
             os.close(fd)
-        raise EOFError(f"a malformed message ({len(data)} bytes, flags {flags:#x})")
-    return json.loads(data[LENGTH.size:]), list(fds)
+        raise
+    return message, list(fds)
 
 
 def _reap(signum=None, frame=None) -> None:
@@ -74,9 +84,9 @@ def _reap(signum=None, frame=None) -> None:
 
 
 def _fork_vmm(control: socket.socket, preloaded, job: Callable[[], tuple[dict, int, int]],
-              close_in_child: tuple[socket.socket, ...] = ()) -> tuple[int, int]:
-    """Fork a VMM that gets its (resolved spec, agent socket, console log) from ``job`` and runs it; its pid and
-    pidfd, opened before the child can be reaped (so it names that process and no later one)."""
+              close_in_child: tuple[socket.socket, ...] = ()) -> tuple[int, int, int]:
+    """Fork a VMM that gets its (resolved spec, agent socket, console log) from ``job`` and runs it; its pid, pidfd
+    and start time, taken before the child can be reaped (so they name that process and no later one)."""
     zygote = os.getpid()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
     try:
@@ -95,7 +105,7 @@ def _fork_vmm(control: socket.socket, preloaded, job: Callable[[], tuple[dict, i
                 traceback.print_exc()
             finally:
                 os._exit(code)
-        return pid, os.pidfd_open(pid)
+        return pid, os.pidfd_open(pid), process_start_ticks(pid)
     finally:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
 
@@ -118,12 +128,19 @@ class Spare:
         self.sock, theirs = socket_pair()
 
         def wait_for_request() -> tuple[dict, int, int]:
-            message, fds = receive_message(theirs, max_fds=2)
+            try:
+                message, fds = receive_message(theirs, max_fds=2)
+            except (EOFError, OSError, ValueError):
+                os._exit(0)  # discarded, or its zygote is gone: quietly, this is no sandbox's error
             theirs.close()
             return message["spec"], fds[0], fds[1]
 
         try:
-            self.pid, self.pidfd = _fork_vmm(control, preloaded, wait_for_request, close_in_child=(self.sock,))
+            self.pid, self.pidfd, self.start_ticks = _fork_vmm(control, preloaded, wait_for_request,
+                                                               close_in_child=(self.sock,))
+        except BaseException:
+            self.sock.close()
+            raise
         finally:
             theirs.close()
 
@@ -146,13 +163,15 @@ class Spare:
 def spawn(control: socket.socket, request: dict, fds: list[int], preloaded,
           spare: Spare | None) -> tuple[dict, list[int]]:
     """The VMM for ``request``'s spec (the spare, else a new fork); the reply and the descriptors to send with it."""
+    if "malformed" in request:
+        return {"error": request["malformed"]}, []
     if len(fds) != 2:
         return {"error": f"a spawn request carries 2 descriptors, not {len(fds)}"}, []
     spec = preloaded.resolve(request["spec"])
     if spare is not None and spare.hand(spec, fds):
-        return {"pid": spare.pid}, [spare.pidfd]
-    pid, pidfd = _fork_vmm(control, preloaded, lambda: (spec, fds[0], fds[1]))
-    return {"pid": pid}, [pidfd]
+        return {"pid": spare.pid, "start_ticks": spare.start_ticks}, [spare.pidfd]
+    pid, pidfd, start_ticks = _fork_vmm(control, preloaded, lambda: (spec, fds[0], fds[1]))
+    return {"pid": pid, "start_ticks": start_ticks}, [pidfd]
 
 
 def serve(control: socket.socket) -> int:
@@ -167,6 +186,8 @@ def serve(control: socket.socket) -> int:
             request, fds = receive_message(control, max_fds=2)
         except (EOFError, ConnectionError):
             return 0
+        except ValueError as e:  # the owner's bug, not a reason to end every sandbox it has
+            request, fds = {"malformed": str(e)}, []
         try:
             reply, reply_fds = spawn(control, request, fds, preloaded, spare)
         except Exception as e:  # the request's fault (a bad spec) or the host's (fork): the owner reports it

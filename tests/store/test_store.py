@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from pytest_microsandbox._proc import process_start_ticks
 from pytest_microsandbox.errors import SandboxNotFoundError, VolumeInUseError, VolumeNotFoundError
 from pytest_microsandbox.store import SCHEMA_VERSION, HostIdentity, ProcessIdentity, SandboxRecord, Store, VolumeRecord
-from pytest_microsandbox.store._liveness import process_start_ticks
 from pytest_microsandbox.store._schema import MIGRATIONS, SchemaTooNewError, migrate
 
 

@@ -117,3 +117,16 @@ def test_a_shared_directory_holding_the_jail_does_not_show_it(tmp_path: Path) ->
     assert results["new_root_copy"] == ["console.log", "vmm-root"]
     assert results["secret"] == "not for the VMM"  # the whole directory was shared, as asked
     assert not any((work / "run/vmm-root").iterdir())
+
+
+def test_a_path_that_is_a_symlink_is_refused_not_followed(tmp_path: Path) -> None:
+    """The paths come resolved; one that is a symlink by the time the jail is built was swapped meanwhile (by a
+    guest writing the directory above it): refused, never bound where it leads."""
+    work = _work(tmp_path)
+    (work / "lnk").symlink_to(work / "secret")
+    script = PROBE.replace('Exposed(f"{work}/kernel")', 'Exposed(f"{work}/lnk")')
+    done = subprocess.run([sys.executable, "-c", script, str(ROOT), str(work)], capture_output=True, text=True,
+                          timeout=60)
+    if os.geteuid() != 0 and "EPERM" in done.stderr:
+        pytest.skip("no user namespaces for this user here")
+    assert done.returncode != 0 and "a path the VMM needs changed while its jail was built" in done.stderr
