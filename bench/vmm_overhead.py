@@ -1,7 +1,8 @@
 """VMM process overhead: the host's time and memory from a vm sandbox's request to the point where its VMM builds
 or restores the machine (jailed, confined, spec resolved, template key known), handed to the zygote's spare VMM;
 against a fresh interpreter importing the same code and loading what the zygote preloads (what every sandbox paid
-before the zygote) and ``subprocess.run(true)``, measured in the same run. Runs natively (any /dev/kvm; the machine it then boots is killed).
+before the zygote) and ``subprocess.run(true)``, measured in the same run. Runs natively (any /dev/kvm; the machine
+it then boots is killed).
 
     python3 bench/vmm_overhead.py [--runs 30]
 
