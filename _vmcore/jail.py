@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -154,6 +155,27 @@ def _bind(source: str, new_root: str, directory: bool) -> str:
     return new_root + source if source != "/" else new_root
 
 
+# What the host kernel answers about itself and its processes: a shared '/' (the host image) brings the host's
+# /proc along, whose /proc/PID/root leads into every other process's files. The jail keeps none of them.
+KERNEL_FILESYSTEMS = {"proc", "sysfs", "debugfs", "tracefs", "securityfs", "cgroup", "cgroup2", "bpf", "pstore",
+                      "efivarfs", "configfs", "binfmt_misc", "fusectl"}
+
+
+def _unescape(field: str) -> str:
+    """A mountinfo path field: spaces, tabs, newlines and backslashes are written as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
+
+
+def _detach_kernel_filesystems(new_root: str) -> None:
+    with open("/proc/self/mountinfo") as f:
+        rows = [line.split(" - ", 1) for line in f]
+    points = [_unescape(left.split()[4]) for left, right in rows if right.split()[0] in KERNEL_FILESYSTEMS]
+    inside = [m for m in points if m.startswith(new_root.rstrip("/") + "/")]
+    for point in sorted(inside, key=lambda m: -len(_parts(m))):  # the deepest first
+        if _libc.umount2(point.encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
+            _check(-1, "umount2", point)
+
+
 def _beneath(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
@@ -181,6 +203,7 @@ def enter_jail(new_root: str, exposed: Sequence[Exposed]) -> str:
         if not item.writable:
             _read_only(target, is_dir)
         done.append(item.path)
+    _detach_kernel_filesystems(new_root)
     # A directory holding the new root would show it (and what is bound in it) again inside: take that copy away.
     copy = new_root + new_root
     for item in exposed:

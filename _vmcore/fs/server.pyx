@@ -58,6 +58,19 @@ cdef extern from "<linux/capability.h>" nogil:
         uint32_t inheritable
     enum: _LINUX_CAPABILITY_VERSION_3, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
 
+cdef extern from "<sys/vfs.h>" nogil:
+    ctypedef struct kstatfs "struct statfs":
+        long f_type
+    int fstatfs(int fd, kstatfs *buf)
+
+# File systems whose files the host kernel answers about itself or its processes (linux/magic.h): procfs, sysfs,
+# debugfs, tracefs, securityfs, cgroup v1 and v2, bpffs, pstore, efivarfs, configfs, binfmt_misc, fusectl. A share
+# that holds one of them as a mount (the host image shares '/') never serves it: a guest reading the host's
+# /proc/PID/root through us would read what every process of the host's can.
+cdef set HOST_KERNEL_FILESYSTEMS = {0x9fa0, 0x62656572, 0x64626720, 0x74726163, 0x73636673, 0x27e0eb, 0x63677270,
+                                    0xcafe4a11, 0x6165676C, 0xde5e81e4, 0x62656570, 0x42494e4d, 0x65735543}
+
+
 cdef extern from "<sys/syscall.h>" nogil:
     long syscall(long number, ...)
     enum: SYS_capget, SYS_capset
@@ -618,7 +631,8 @@ cdef class FuseServer:
 
     cdef Py_ssize_t _entry_at(self, int dirfd, const char *name, fuse_entry_out *e):
         """Look ``name`` up beneath ``dirfd`` without following it; fills ``e`` and counts one lookup."""
-        cdef struct_stat st
+        cdef struct_stat st, parent
+        cdef kstatfs fs
         cdef int fd = openat(dirfd, name, PATH_FLAGS)
         if fd < 0:
             return neg_errno()
@@ -626,6 +640,11 @@ cdef class FuseServer:
             r = neg_errno()
             close(fd)
             return r
+        if (st.st_mode & S_IFMT) == S_IFDIR and fstatat(dirfd, "", &parent, STAT_FLAGS) == 0 \
+                and parent.st_dev != st.st_dev:          # a mount point: what is mounted there?
+            if fstatfs(fd, &fs) < 0 or <unsigned long>fs.f_type in HOST_KERNEL_FILESYSTEMS:
+                close(fd)
+                return -EACCES
         self._fill_entry(e, self._intern(fd, &st), &st)
         return sizeof(fuse_entry_out)
 

@@ -19,9 +19,9 @@ import errno, json, os, sys
 sys.path.insert(0, sys.argv[1])
 from _vmcore.jail import Exposed, enter_jail
 work = sys.argv[2]
-outside = os.readlink("/proc/self/ns/mnt")
+outside = os.stat("/").st_dev
 given = [Exposed(f"{work}/ro"), Exposed(f"{work}/rw"), Exposed(f"{work}/rw", writable=True),  # twice: writable wins
-         Exposed(f"{work}/kernel"), Exposed(f"{work}/run/console.log", writable=True), Exposed("/proc")]
+         Exposed(f"{work}/kernel"), Exposed(f"{work}/run/console.log", writable=True)]
 line = enter_jail(f"{work}/run/vmm-root", given)
 def attempt(fn):
     try:
@@ -30,7 +30,7 @@ def attempt(fn):
         return errno.errorcode[e.errno]
 results = {
     "line": line,
-    "own_namespace": os.readlink("/proc/self/ns/mnt") != outside,
+    "own_root": os.stat("/").st_dev != outside,
     "root": sorted(os.listdir("/")),
     "work": sorted(os.listdir(work)),
     "read_ro": attempt(lambda: open(f"{work}/ro/f").read()),
@@ -69,8 +69,9 @@ def _probe(work: Path, prefix: list[str] = ()) -> dict:
 
 
 def _check(work: Path, results: dict) -> None:
-    assert results["own_namespace"] is True
-    assert results["root"] == ["proc", work.parts[1]]  # nothing else of the host: no /etc, /usr, /home
+    assert results["own_root"] is True
+    assert str(work) not in Path("/proc/self/mountinfo").read_text()  # nothing of it was mounted out here
+    assert results["root"] == [work.parts[1]]  # nothing else of the host: no /etc, /usr, /home, /proc
     assert results["work"] == ["kernel", "ro", "run", "rw"]  # the secret beside them is not there
     assert results["read_ro"] == "shared" and results["write_ro"] == "EROFS"
     assert results["write_rw"] == len("from the jail") and (work / "rw/new").read_text() == "from the jail"
@@ -86,7 +87,7 @@ def _check(work: Path, results: dict) -> None:
 def test_the_jail_holds_only_what_it_was_given(tmp_path: Path) -> None:
     work = _work(tmp_path)
     results = _probe(work)
-    assert results["line"] == "jailed: own mount namespace, root holds 5 paths"
+    assert results["line"] == "jailed: own mount namespace, root holds 4 paths"
     _check(work, results)
 
 
@@ -99,7 +100,7 @@ def test_an_unprivileged_vmm_is_jailed_in_a_user_namespace() -> None:
         work = _work(Path(tmp), owner=65534)
         nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", "--"]
         results = _probe(work, nobody)
-        assert results["line"] == "jailed: own user and mount namespace, root holds 5 paths"
+        assert results["line"] == "jailed: own user and mount namespace, root holds 4 paths"
         _check(work, results)
 
 
@@ -130,3 +131,30 @@ def test_a_path_that_is_a_symlink_is_refused_not_followed(tmp_path: Path) -> Non
     if os.geteuid() != 0 and "EPERM" in done.stderr:
         pytest.skip("no user namespaces for this user here")
     assert done.returncode != 0 and "a path the VMM needs changed while its jail was built" in done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="as root: a plain mount namespace")
+def test_a_shared_root_comes_without_the_hosts_proc(tmp_path: Path) -> None:
+    """The host image shares '/': the jail then holds the host's root, read-only, but none of the file systems the
+    host kernel answers itself (/proc, /sys), where /proc/PID/root would lead into every other process's files."""
+    work = _work(tmp_path)
+    probe = r"""
+import json, os, sys
+sys.path.insert(0, sys.argv[1])
+from _vmcore.jail import Exposed, enter_jail
+work = sys.argv[2]
+enter_jail(f"{work}/run/vmm-root", [Exposed("/"), Exposed(f"{work}/rw", writable=True)])
+def writes(path):
+    try:
+        open(path, "w").close()
+        return "ok"
+    except OSError as e:
+        return e.strerror
+print(json.dumps({"passwd": os.path.exists("/etc/passwd"), "proc": os.path.exists("/proc/self"),
+                  "sys": os.path.exists("/sys/kernel"), "tmp": writes(f"{work}/new"), "rw": writes(f"{work}/rw/new")}))
+"""
+    done = subprocess.run([sys.executable, "-c", probe, str(ROOT), str(work)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"passwd": True, "proc": False, "sys": False, "tmp": "Read-only file system",
+                                       "rw": "ok"}

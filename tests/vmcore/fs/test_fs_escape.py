@@ -13,6 +13,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from fs_layout import Layout
@@ -190,3 +191,34 @@ def test_xattrs_are_a_clear_enosys(layout: Layout, client: Client, mount_share: 
     with pytest.raises(OSError) as info:
         os.setxattr(layout.mountpoint / "f", "user.a", b"1")
     assert info.value.errno == errno.EOPNOTSUPP
+
+
+PSEUDO_FS_PROBE = r"""
+import os, subprocess, sys
+sys.path[:0] = sys.argv[1:3]
+from fuse_wire import ROOT, Client
+from _vmcore.fs import FuseServer
+share = sys.argv[3]
+subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+subprocess.run(["mount", "-t", "proc", "proc", f"{share}/proc"], check=True)
+subprocess.run(["mount", "-t", "tmpfs", "tmpfs", f"{share}/scratch"], check=True)
+c = Client(FuseServer(share, readonly=True))
+c.init()
+print(c.lookup(ROOT, b"proc").error, c.lookup(ROOT, b"scratch").error, c.lookup(ROOT, b"plain").error)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a procfs in a private mount namespace")
+def test_a_share_never_serves_the_hosts_proc_or_sys_mounted_in_it(tmp_path: Path) -> None:
+    """The host image shares '/': its /proc is the host's, where /proc/PID/root leads into every process's files.
+    A mount of a kernel-answered file system inside a share is refused; other mounts (a tmpfs) are served."""
+    import subprocess
+    import sys
+
+    for d in ("proc", "scratch", "plain"):
+        (tmp_path / d).mkdir()
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(["unshare", "-m", sys.executable, "-c", PSEUDO_FS_PROBE, str(Path(__file__).parent),
+                           str(root), str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(-errno.EACCES), "0", "0"]
