@@ -166,11 +166,17 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), field)
 
 
-def _detach_kernel_filesystems(new_root: str) -> None:
-    with open("/proc/self/mountinfo") as f:
-        rows = [line.split(" - ", 1) for line in f]
-    points = [_unescape(left.split()[4]) for left, right in rows if right.split()[0] in KERNEL_FILESYSTEMS]
-    inside = [m for m in points if m.startswith(new_root.rstrip("/") + "/")]
+def kernel_filesystem_mounts() -> list[str]:
+    """Where this mount namespace has the host kernel's own file systems mounted (``/proc/self/mountinfo``)."""
+    with open("/proc/self/mountinfo", "rb") as f:
+        rows = [line.decode(errors="surrogateescape").split(" - ", 1) for line in f]
+    return [_unescape(left.split()[4]) for left, right in rows if right.split()[0] in KERNEL_FILESYSTEMS]
+
+
+def _detach_kernel_filesystems(new_root: str, points: Sequence[str], exposed: Sequence[Exposed]) -> None:
+    """Detach the copies of ``points`` that the exposed directories brought into the new root."""
+    dirs = [e.path for e in exposed]
+    inside = [new_root + m for m in points if any(_beneath(m, d) and m != d for d in dirs)]
     for point in sorted(inside, key=lambda m: -len(_parts(m))):  # the deepest first
         if _libc.umount2(point.encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
             _check(-1, "umount2", point)
@@ -180,11 +186,13 @@ def _beneath(path: str, directory: str) -> bool:
     return path == directory or path.startswith(directory.rstrip("/") + "/")
 
 
-def enter_jail(new_root: str, exposed: Sequence[Exposed]) -> str:
+def enter_jail(new_root: str, exposed: Sequence[Exposed], kernel_mounts: Sequence[str] | None = None) -> str:
     """Make ``new_root`` (an empty directory of ours; a tmpfs is mounted on it, in the new namespace only) this
     process's root, holding only ``exposed``; returns what was done, in a line. Raises JailRefused when the host
     refuses a namespace (the caller decides whether to run without one: nothing changed); any other OSError (a
-    path that does not exist) leaves this process in a half-built namespace, which must not go on."""
+    path that does not exist) leaves this process in a half-built namespace, which must not go on.
+    ``kernel_mounts``: ``kernel_filesystem_mounts()`` as read beforehand (a process forking many VMMs reads it once
+    per VMM, off their way); read here when not given."""
     writable: dict[str, bool] = {}
     for item in exposed:  # a path given twice (a directory shared read-only and writable) is bound once, as asked
         writable[item.path] = writable.get(item.path, False) or item.writable
@@ -203,7 +211,8 @@ def enter_jail(new_root: str, exposed: Sequence[Exposed]) -> str:
         if not item.writable:
             _read_only(target, is_dir)
         done.append(item.path)
-    _detach_kernel_filesystems(new_root)
+    _detach_kernel_filesystems(new_root, kernel_filesystem_mounts() if kernel_mounts is None else kernel_mounts,
+                               exposed)
     # A directory holding the new root would show it (and what is bound in it) again inside: take that copy away.
     copy = new_root + new_root
     for item in exposed:

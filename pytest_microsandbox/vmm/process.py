@@ -29,7 +29,7 @@ from _vmcore.fs.quota import accounts_dir
 from _vmcore.fs.server import FuseServer, hold_proc_access
 from _vmcore.fs.virtio_fs import VirtioFs
 from _vmcore.initramfs import build_initramfs
-from _vmcore.jail import Exposed, JailRefused, enter_jail
+from _vmcore.jail import Exposed, JailRefused, enter_jail, kernel_filesystem_mounts
 from _vmcore.kernels import KernelLoadError, find_kernel
 from _vmcore.machine import Disk, Machine, MachineConfig
 from _vmcore.template_cache import TemplateCache
@@ -52,6 +52,7 @@ class Preloaded:
     seccomp: SeccompFilter | None
     seccomp_error: str = ""
     kernels: dict[str | None, str] = field(default_factory=dict)  # as named -> found (``find_kernel`` runs ldconfig)
+    kernel_mounts: list[str] = field(default_factory=list)  # ``kernel_filesystem_mounts()``: see ``refresh``
 
     @classmethod
     def load(cls) -> Preloaded:
@@ -61,7 +62,14 @@ class Preloaded:
             seccomp, error = seccomp_filter(), ""
         except OSError as e:
             seccomp, error = None, str(e)
-        return cls(initramfs, str(host.detect_kvm().kind), seccomp, error)
+        preloaded = cls(initramfs, str(host.detect_kvm().kind), seccomp, error)
+        preloaded.refresh()
+        return preloaded
+
+    def refresh(self) -> None:
+        """Read what changes rarely but may (where the host mounts its kernel's own file systems, which a jail must
+        not carry in): between requests, so no VMM spends its time on it."""
+        self.kernel_mounts = kernel_filesystem_mounts()
 
     def resolve(self, spec: dict) -> dict:
         """``spec`` with its kernel found (a path, or ``kernel_error``) and every path resolved; the kernel's digest
@@ -83,6 +91,7 @@ class Preloaded:
         spec["shares"] = [{**s, "root": os.path.realpath(s["root"])} for s in spec["shares"]]
         if spec.get("snapshots"):
             spec["snapshots"] = os.path.realpath(spec["snapshots"])
+        spec["kernel_mounts"] = self.kernel_mounts
         return spec
 
 
@@ -189,7 +198,7 @@ def confine_self(spec: dict, preloaded: Preloaded) -> None:
     try:
         root = os.path.join(os.path.dirname(spec["console_log"]), JAIL_ROOT)
         os.makedirs(root, exist_ok=True)
-        report(enter_jail(root, exposed_paths(spec)))
+        report(enter_jail(root, exposed_paths(spec), spec.get("kernel_mounts")))
     except JailRefused as e:
         report(f"running without its own mount namespace: {e}")
     if preloaded.seccomp is None:

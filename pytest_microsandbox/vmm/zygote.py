@@ -23,6 +23,7 @@ import ctypes
 import gc
 import json
 import os
+import select
 import signal
 import socket
 import struct
@@ -35,6 +36,7 @@ from pytest_microsandbox._proc import process_start_ticks
 LENGTH = struct.Struct("<I")
 MAX_MESSAGE = 1 << 20
 PR_SET_PDEATHSIG = 1
+SPARE_DELAY = 0.05  # seconds between a reply and the next spare's fork
 
 
 def socket_pair() -> tuple[socket.socket, socket.socket]:
@@ -204,9 +206,13 @@ def serve(control: socket.socket) -> int:
         finally:
             for fd in reply_fds:
                 os.close(fd)
+        # The VMM just handed its sandbox sets itself up now: the next spare (a fork: the zygote's page tables copied)
+        # waits until it is done, unless another request comes first, so the two do not share the CPUs.
+        select.select([control], [], [], SPARE_DELAY)
+        preloaded.refresh()  # off the requester's path, as the spare
         if spare is None:
             try:
-                spare = Spare(control, preloaded)  # after the reply: off the requester's path
+                spare = Spare(control, preloaded)
             except OSError:
                 spare = None  # no fork now (memory, pids): the next request forks its own
 
