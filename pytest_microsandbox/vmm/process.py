@@ -69,7 +69,10 @@ class Preloaded:
     def refresh(self) -> None:
         """Read what changes rarely but may (where the host mounts its kernel's own file systems, which a jail must
         not carry in): between requests, so no VMM spends its time on it."""
-        self.kernel_mounts = kernel_filesystem_mounts()
+        try:
+            self.kernel_mounts = kernel_filesystem_mounts()
+        except OSError:
+            pass  # the last list read stands
 
     def resolve(self, spec: dict) -> dict:
         """``spec`` with its kernel found (a path, or ``kernel_error``) and every path resolved; the kernel's digest
