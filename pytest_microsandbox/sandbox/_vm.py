@@ -8,9 +8,9 @@ the host's clock so clones are not twins (``vmm.template``). After a build, the 
 ``--msb-snapshot-keep`` that were used least recently are removed.
 
 The VMM process is forked by this process's VMM zygote (``vmm.zygote``: the VMM's code imported once, so a VMM costs a
-fork, not an interpreter) and dies with it, and the zygote with the thread that started it; the VMM relays the
-agent port to the socketpair end it was handed and exits when either side closes. The boot config goes over the
-connection (BOOT), exactly as for the namespace backend.
+fork, not an interpreter) and dies with it, and the zygote with the thread that started it; the VMM hands the
+agent's port to the socketpair end it was given (no relay) and exits when either side closes. The boot config goes
+over the connection (BOOT), exactly as for the namespace backend.
 
 Mount kinds: tmpfs, and disk images on virtio-blk by serial (``flock`` on the image held by the VMM: shared for
 read-only, exclusive otherwise). Bind mounts, directory volumes and the ``host`` image go through virtio-fs
