@@ -54,7 +54,7 @@ cdef class FuseServer:
     cdef void _batch_forget(self, const uint8_t *b, size_t n)
     cdef uint64_t _intern(self, int fd, const struct_stat *st)
     cdef void _fill_entry(self, fuse_entry_out *e, uint64_t nodeid, const struct_stat *st) noexcept
-    cdef Py_ssize_t _entry_at(self, int dirfd, const char *name, fuse_entry_out *e)
+    cdef Py_ssize_t _entry_at(self, _Inode directory, const char *name, fuse_entry_out *e)
     cdef Py_ssize_t _entry_from_open_fd(self, int fd, fuse_entry_out *e)
     cdef int _reopen(self, _Inode ino, int flags)
     cdef void _become(self, uint32_t uid, uint32_t gid) noexcept

@@ -629,19 +629,18 @@ cdef class FuseServer:
         e.attr_valid_nsec = self.t_nsec
         fill_attr(&e.attr, st)
 
-    cdef Py_ssize_t _entry_at(self, int dirfd, const char *name, fuse_entry_out *e):
-        """Look ``name`` up beneath ``dirfd`` without following it; fills ``e`` and counts one lookup."""
-        cdef struct_stat st, parent
+    cdef Py_ssize_t _entry_at(self, _Inode directory, const char *name, fuse_entry_out *e):
+        """Look ``name`` up in ``directory`` without following it; fills ``e`` and counts one lookup."""
+        cdef struct_stat st
         cdef kstatfs fs
-        cdef int fd = openat(dirfd, name, PATH_FLAGS)
+        cdef int fd = openat(directory.fd, name, PATH_FLAGS)
         if fd < 0:
             return neg_errno()
         if fstatat(fd, "", &st, STAT_FLAGS) < 0:
             r = neg_errno()
             close(fd)
             return r
-        if (st.st_mode & S_IFMT) == S_IFDIR and fstatat(dirfd, "", &parent, STAT_FLAGS) == 0 \
-                and parent.st_dev != st.st_dev:          # a mount point: what is mounted there?
+        if (st.st_mode & S_IFMT) == S_IFDIR and st.st_dev != directory.dev:  # a mount point: what is mounted there?
             if fstatfs(fd, &fs) < 0 or <unsigned long>fs.f_type in HOST_KERNEL_FILESYSTEMS:
                 close(fd)
                 return -EACCES
@@ -751,7 +750,7 @@ cdef class FuseServer:
         cdef int r = check_name(b, n, &used)
         if r < 0:
             return r
-        cdef Py_ssize_t found = self._entry_at(parent.fd, <const char *>b, <fuse_entry_out *>o)
+        cdef Py_ssize_t found = self._entry_at(parent, <const char *>b, <fuse_entry_out *>o)
         cdef fuse_entry_out *e = <fuse_entry_out *>o
         if found == -ENOENT and (self.neg_sec or self.neg_nsec):  # nodeid 0: the kernel keeps a negative dentry
             memset(e, 0, sizeof(fuse_entry_out))
@@ -1209,7 +1208,7 @@ cdef class FuseServer:
                         memset(fp, 0, need)
                         fd_ent = &fp.dirent
                         if not (d.d_name[0] == 46 and (namelen == 1 or (namelen == 2 and d.d_name[1] == 46))):
-                            rc = self._entry_at(hd.fd, d.d_name, &fp.entry_out)
+                            rc = self._entry_at(hd.inode, d.d_name, &fp.entry_out)
                             if rc < 0:
                                 memset(&fp.entry_out, 0, sizeof(fuse_entry_out))
                     else:
@@ -1296,7 +1295,7 @@ cdef class FuseServer:
         self._charge_inode(reserved, parent.fd, name if rc == 0 else NULL)
         if rc < 0:
             return err
-        return self._entry_at(parent.fd, name, <fuse_entry_out *>o)
+        return self._entry_at(parent, name, <fuse_entry_out *>o)
 
     cdef Py_ssize_t _mknod(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o, uint32_t uid,
                          uint32_t gid):
@@ -1319,7 +1318,7 @@ cdef class FuseServer:
         self._charge_inode(INODE_COST, parent.fd, name if rc == 0 else NULL)
         if rc < 0:
             return err
-        return self._entry_at(parent.fd, name, <fuse_entry_out *>o)
+        return self._entry_at(parent, name, <fuse_entry_out *>o)
 
     cdef Py_ssize_t _symlink(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o, uint32_t uid,
                          uint32_t gid):
@@ -1346,7 +1345,7 @@ cdef class FuseServer:
         self._charge_inode(reserved, parent.fd, <const char *>b if rc == 0 else NULL)
         if rc < 0:
             return err
-        return self._entry_at(parent.fd, <const char *>b, <fuse_entry_out *>o)
+        return self._entry_at(parent, <const char *>b, <fuse_entry_out *>o)
 
     cdef Py_ssize_t _link(self, _Inode parent, const uint8_t *b, size_t n, uint8_t *o):
         cdef size_t used
@@ -1368,7 +1367,7 @@ cdef class FuseServer:
             snprintf(num, 24, "%d", src.fd)              # without CAP_DAC_READ_SEARCH: through the magic link
             if linkat(self.proc_fd, num, parent.fd, name, AT_SYMLINK_FOLLOW) < 0:
                 return neg_errno()
-        return self._entry_at(parent.fd, name, <fuse_entry_out *>o)
+        return self._entry_at(parent, name, <fuse_entry_out *>o)
 
     cdef int64_t _released_bytes(self, int dirfd, const char *name):
         """What a successful unlink/rmdir/overwrite of ``name`` gives back to the quota (its last link)."""
