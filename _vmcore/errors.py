@@ -1,4 +1,4 @@
-"""Exceptions raised by the VMM core; the library maps them onto ``pytest_microsandbox.errors``.
+"""Exceptions raised by the VMM core; a library built on it maps them onto errors of its own.
 
     VmmError
     ├── KvmError            an ioctl on /dev/kvm, the VM or a vCPU failed

@@ -199,7 +199,7 @@ def enter_jail(new_root: str, exposed: Sequence[Exposed], kernel_mounts: Sequenc
     exposed = [Exposed(path, w) for path, w in writable.items()]
     how = _enter_namespace()
     _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing we mount from here on reaches the host
-    _mount("msb-vmm", new_root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m,nr_inodes=4096,mode=0755")
+    _mount("vmm-root", new_root, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=1m,nr_inodes=4096,mode=0755")
     done: list[str] = []
     for item in sorted(exposed, key=lambda e: len(_parts(e.path))):  # parents before what lies beneath them
         if not os.path.isabs(item.path):

@@ -1,5 +1,6 @@
-"""Finding a guest kernel: an explicit path, ``MSB_KERNEL``, the system's libkrunfw, or the copy bundled in the
-``microsandbox`` wheel (our ``[kernel]`` extra), located without importing that package."""
+"""Finding a guest kernel: an explicit path, the system's libkrunfw, or the copy bundled in the ``microsandbox``
+wheel, located without importing that package. Where an explicit path comes from (an option, the environment) is
+the caller's business: nothing here reads the environment."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ SYSTEM_LIB_DIRS = ("/usr/local/lib64", "/usr/local/lib", "/usr/lib64", "/usr/lib
 @dataclass(frozen=True)
 class KernelLocation:
     path: Path
-    source: str  # explicit | MSB_KERNEL | system | microsandbox-wheel
+    source: str  # explicit | system | microsandbox-wheel
 
     def __str__(self) -> str:
         return f"{self.path} ({self.source})"
@@ -66,25 +67,21 @@ def bundled_libkrunfw(package: str = "microsandbox") -> Path | None:
     return _newest(paths)
 
 
-def find_kernel(explicit: str | os.PathLike | None = None, env: dict | None = None,
-                lib_dirs=SYSTEM_LIB_DIRS, package: str = "microsandbox") -> KernelLocation:
-    """The first of: ``explicit``, ``$MSB_KERNEL``, the system's libkrunfw, the microsandbox wheel's copy.
+def find_kernel(explicit: str | os.PathLike | None = None, lib_dirs=SYSTEM_LIB_DIRS,
+                package: str = "microsandbox") -> KernelLocation:
+    """The first of: ``explicit``, the system's libkrunfw, the microsandbox wheel's copy.
 
-    An explicit or environment path must exist (a typo is an error, not a silent fallback)."""
-    env = os.environ if env is None else env
-    for value, source in ((explicit, "explicit"), (env.get("MSB_KERNEL"), "MSB_KERNEL")):
-        if value:
-            path = Path(value).expanduser()
-            if not path.is_file():
-                raise KernelLoadError(f"kernel {path} (from {source}) does not exist")
-            return KernelLocation(path, source)
+    An explicit path must exist (a typo is an error, not a silent fallback)."""
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise KernelLoadError(f"kernel {path} does not exist")
+        return KernelLocation(path, "explicit")
     found = system_libkrunfw(lib_dirs)
     if found:
         return KernelLocation(found, "system")
     found = bundled_libkrunfw(package)
     if found:
         return KernelLocation(found, "microsandbox-wheel")
-    raise KernelLoadError(
-        "no guest kernel found: pass --msb-kernel or set MSB_KERNEL, install libkrunfw, "
-        "or install the [kernel] extra (pip install 'pytest-microsandbox[kernel]')"
-    )
+    raise KernelLoadError("no guest kernel found: no path given, no libkrunfw installed on the system or in the "
+                          f"{package} package")

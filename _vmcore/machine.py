@@ -6,11 +6,11 @@
         m.start()
         m.wait_for_console("Run /init", timeout=300)
 
-Layout: RAM at guest physical 0 (at most 3328 MiB, below the MMIO window); virtio-mmio devices at 0xd0000000 +
-4 KiB each with IRQs 5, 6, 7, 9, 10, ... (ISA lines of the PIC and I/O APIC, raised through
-irqfd; with more than one vCPU an MP table describes the vCPUs and the I/O APIC); i8042 at port 0x60, CMOS at
-0x70, an 8250 UART at 0x3f8 for kernels that have the driver. Guest reset (i8042 0xFE, triple fault) and
-poweroff stop every vCPU; ``exit_reason`` tells which.
+Layout: RAM at guest physical 0 (at most 3328 MiB, below the MMIO window); virtio-mmio devices (the console, the
+disks, the virtio-fs shares, any others) at 0xd0000000 + 4 KiB each with IRQs 5, 6, 7, 9, 10, ...
+(``_vmcore.layout``: ISA lines of the PIC and I/O APIC, raised through irqfd; with more than one vCPU an MP table
+describes the vCPUs and the I/O APIC); i8042 at port 0x60, CMOS at 0x70, an 8250 UART at 0x3f8 for kernels that
+have the driver. Guest reset (i8042 0xFE, triple fault) and poweroff stop every vCPU; ``exit_reason`` tells which.
 
 Snapshots (issue 9): ``m.snapshot(dir)`` pauses the vCPUs and writes the machine (``_vmcore.snapshot`` has the
 format); ``Machine.restore(dir, cfg).start()`` goes on from there with guest RAM mapped copy-on-write from
@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from _vmcore import bootparams, host, loader, mptable, snapshot
 from _vmcore.bus import Bus
@@ -38,14 +39,17 @@ from _vmcore.devices.virtio_mmio import MMIO_SIZE, QUEUE_NOTIFY_OFFSET, MmioTran
 from _vmcore.errors import BootError, GuestMemoryError, KvmError, SnapshotError, VmmError
 from _vmcore.eventloop import EventLoop
 from _vmcore.kvm import Vm, new_eventfd
+from _vmcore.layout import DEVICE_IRQS, MAX_DEVICES, MAX_MEMORY_MIB, MMIO_BASE
 from _vmcore.memory import GuestMemory
 from _vmcore.vcpu import Vcpu
 
-MMIO_BASE = 0xD000_0000
-MAX_MEMORY_MIB = MMIO_BASE >> 20
+if TYPE_CHECKING:
+    from _vmcore.devices.virtio_device import VirtioDevice
+    from _vmcore.devices.virtio_fs import VirtioFs
+    from _vmcore.fs import FuseServer
+
 TSS_ADDR = 0xFFFB_D000
 IDENTITY_MAP_ADDR = 0xFFFB_C000
-DEVICE_IRQS = (5, 6, 7, 9, 10, 11, 12, 14, 15)
 CONSOLE_LOG_MAX = 4 << 20
 CONSOLE_LINES_MAX = 100_000
 BASE_CMDLINE = "console=hvc0 reboot=k panic=-1 no_timer_check i8042.noaux i8042.nomux i8042.dumbkbd"
@@ -78,18 +82,22 @@ class MachineConfig:
     initramfs: bytes | None = None
     disks: list[Disk] = field(default_factory=list)
     console_ports: tuple[str, ...] = ()  # named virtio-console ports besides hvc0
-    extra_devices: list = field(default_factory=list)  # more VirtioDevice backends (e.g. virtio-fs)
+    shares: list[VirtioFs] = field(default_factory=list)  # virtio-fs devices, after the disks; bound by tag
+    extra_devices: list[VirtioDevice] = field(default_factory=list)  # any other backends, last
     console_log: str | None = None  # also append the console to this file
     kvm_kind: str | None = None  # override host detection (hardware | kvm_pvm)
-    ioeventfd: bool = True  # block queue notifies go to an eventfd thread instead of exiting the vCPU
+    ioeventfd: bool = True  # queue notifies of devices that want it (disks) go to an eventfd thread, not a vCPU exit
 
     def validate(self) -> None:
         if not 16 <= self.memory_mib <= MAX_MEMORY_MIB:
             raise VmmError(f"memory_mib must be between 16 and {MAX_MEMORY_MIB}, not {self.memory_mib}")
         if not 1 <= self.vcpus <= mptable.MAX_VCPUS:
             raise VmmError(f"vcpus must be between 1 and {mptable.MAX_VCPUS}, not {self.vcpus}")
-        if len(self.disks) + len(self.extra_devices) + 1 > len(DEVICE_IRQS):
-            raise VmmError(f"at most {len(DEVICE_IRQS)} virtio devices")
+        if 1 + len(self.disks) + len(self.shares) + len(self.extra_devices) > MAX_DEVICES:
+            raise VmmError(f"at most {MAX_DEVICES} virtio devices")
+        tags = [share.tag for share in self.shares]
+        if len(set(tags)) != len(tags):
+            raise VmmError(f"virtio-fs tags must differ: {tags}")
 
 
 class ConsoleLog:
@@ -173,12 +181,13 @@ class Machine:
         self._mem: GuestMemory | None = None
         self._vcpus: list[Vcpu] = []
         self._threads: list[threading.Thread] = []
-        self._devices: list = []
+        self._devices: list[VirtioDevice] = []
         self._fds: list[int] = []
         self.transports: list[MmioTransport] = []
         self.events: EventLoop | None = None
         self.console_device: VirtioConsole | None = None
         self.disks: list[VirtioBlk] = []
+        self.shares: dict[str, VirtioFs] = {share.tag: share for share in config.shares}
         kind = config.kvm_kind or str(host.detect_kvm().kind)
         self.pvm = kind == "kvm_pvm"
         self.cmdline = ""
@@ -231,6 +240,7 @@ class Machine:
             blk = VirtioBlk(disk.path, read_only=disk.read_only, serial=disk.serial, format=disk.format)
             self.disks.append(blk)
             backends.append(blk)
+        backends.extend(cfg.shares)
         backends.extend(cfg.extra_devices)
         self._devices = backends
         mmio_args = []
@@ -244,7 +254,7 @@ class Machine:
             base = MMIO_BASE + i * MMIO_SIZE
             self.mmio.insert(base, MMIO_SIZE, transport)
             mmio_args.append(f"virtio_mmio.device=4K@{base:#x}:{irq}")
-            if cfg.ioeventfd and isinstance(dev, VirtioBlk):
+            if cfg.ioeventfd and dev.wants_ioeventfd():
                 self._wire_ioeventfds(transport, base, len(dev.queues))
 
         parts = [BASE_CMDLINE]
@@ -350,34 +360,23 @@ class Machine:
         blk.bind(path, read_only=read_only, serial=serial, format=format)
         self.transports[self._devices.index(blk)].config_changed()
 
-    def bind_share(self, tag: str, server) -> None:
-        """Give the empty virtio-fs slot ``tag`` its FUSE server (the guest mounts the tag afterwards)."""
-        for dev in self._devices:
-            if getattr(dev, "tag", None) == tag and hasattr(dev, "bind"):
-                if dev.server is not None:
-                    raise VmmError(f"virtio-fs slot {tag} is already bound")
-                dev.bind(server)
-                return
-        raise VmmError(f"no virtio-fs slot with tag {tag}")
+    def bind_share(self, tag: str, server: FuseServer) -> None:
+        """Give the empty virtio-fs slot ``tag`` (one of ``config.shares``) its FUSE server (the guest mounts the
+        tag afterwards)."""
+        share = self.shares.get(tag)
+        if share is None:
+            raise VmmError(f"no virtio-fs slot with tag {tag}")
+        if share.server is not None:
+            raise VmmError(f"virtio-fs slot {tag} is already bound")
+        share.bind(server)
 
     def identity(self) -> dict:
-        """What a snapshot of this machine is valid for (see ``_vmcore.snapshot``)."""
+        """What a snapshot of this machine is valid for (see ``_vmcore.snapshot``); each device says its part."""
         cfg = self.config
         initramfs = None if cfg.initramfs is None else snapshot.bytes_sha256(cfg.initramfs)
-        layout = []
-        for dev in self._devices:
-            entry = {"class": type(dev).__name__, "device_id": dev.device_id, "features": dev.avail_features,
-                     "queues": [q.max_size for q in dev.queues]}
-            if isinstance(dev, VirtioBlk):
-                entry.update(capacity=dev.capacity, read_only=dev.read_only)
-            elif isinstance(dev, VirtioConsole):
-                entry["ports"] = [p.name for p in dev.ports]
-            elif hasattr(dev, "tag"):
-                entry["tag"] = dev.tag
-            layout.append(entry)
         return {"kernel_sha256": snapshot.file_sha256(cfg.kernel), "initramfs_sha256": initramfs,
-                "memory_mib": cfg.memory_mib, "vcpus": cfg.vcpus, "cmdline": self.cmdline, "devices": layout,
-                "pvm": self.pvm}
+                "memory_mib": cfg.memory_mib, "vcpus": cfg.vcpus, "cmdline": self.cmdline,
+                "devices": [dev.identity() for dev in self._devices], "pvm": self.pvm}
 
     def pause(self, timeout: float = 10.0) -> None:
         """Stop every vCPU between two instructions (pending I/O completed) and keep it stopped."""
@@ -415,7 +414,7 @@ class Machine:
         # the ioeventfd thread serves queues under the transport's lock, a console's host-input threads under the
         # device's own: hold both kinds (in the order process_queue takes them) while memory is copied
         locks = [t.lock for t in self.transports]
-        locks += [t.device.lock for t in self.transports if hasattr(t.device, "lock")]
+        locks += [t.device.lock for t in self.transports if t.device.lock is not None]
         for lock in locks:
             lock.acquire()
         try:
@@ -520,9 +519,7 @@ class Machine:
             self.events.close()
             self.events = None
         for dev in self._devices:
-            close = getattr(dev, "close", None)
-            if close:
-                close()
+            dev.close()
         for v in self._vcpus:
             v.close()
         if self._vm is not None:

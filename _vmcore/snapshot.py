@@ -11,7 +11,8 @@ A snapshot is a directory:
                     the KVM clock, and each virtio-mmio transport with its backend and virtqueues
 
 ``identity`` names what the snapshot is only valid for: the kernel's and initramfs's sha256, memory size, vCPU
-count, the full kernel command line (it carries the device windows and IRQs) and the device layout. Files are
+count, the full kernel command line (it carries the device windows and IRQs) and the device layout (each device's
+``identity()``). Files are
 written under temporary names and the manifest renamed in last, so a crash leaves no snapshot rather than half
 of one. Every mismatch or corruption raises ``SnapshotError``.
 """
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from _vmcore.errors import SnapshotError
 
-FORMAT = "pytest-microsandbox-snapshot"
+FORMAT = "vmcore-snapshot"  # a manifest of another format is no snapshot of ours: a cache builds it anew
 VERSION = 3  # 2: the PIT's state; 3: the memory digest covers the non-zero chunks
 MANIFEST = "manifest.json"
 MEMORY = "memory.bin"

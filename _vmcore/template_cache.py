@@ -3,12 +3,13 @@
     cache = TemplateCache(home / "snapshots")
     path = cache.get_or_build(key, build)     # build(tmp_dir) boots a machine and snapshots it into tmp_dir
 
-``key`` is any JSON-able description of what the template is valid for; the library passes (kernel, initramfs,
-image digest, memory, vCPUs, device layout, ready point). Its sha256 names the template's directory. Builders
-take a ``filelock`` per key, so xdist workers that need the same template build it once and the others wait;
-a template is built in a temporary sibling and renamed into place, so readers never see half of one. A template
-that turns out corrupted or mismatched (``SnapshotError`` when restoring it) is dropped with ``invalidate()``
-and built again, never booted. ``entries()``, ``remove()`` and ``prune()`` are ``msb snapshot ls|rm|prune``.
+``key`` is any JSON-able description of what the template is valid for (``config_key``: kernel, initramfs,
+memory, vCPUs, device layout, plus the caller's image digest and ready point). Its sha256 names the template's
+directory. Builders take a ``filelock`` per key, so concurrent processes that need the same template build it once
+and the others wait; a template is built in a temporary sibling and renamed into place, so readers never see half
+of one. A template that turns out corrupted or mismatched (``SnapshotError`` when restoring it) is dropped with
+``invalidate()`` and built again, never booted. ``entries()``, ``remove()`` and ``prune()`` list and clean the
+cache by hand.
 
 The cache stays bounded: every lookup that finds a template stamps its ``last-used`` file, and with ``keep=N`` a
 build is followed by ``evict(N)``, which removes the least recently used templates beyond N. Clones running from
@@ -31,11 +32,15 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from filelock import FileLock, Timeout
 
 from _vmcore.errors import SnapshotError
 from _vmcore.snapshot import MANIFEST, bytes_sha256, file_sha256, read_snapshot
+
+if TYPE_CHECKING:
+    from _vmcore.machine import MachineConfig
 
 KEY_FILE = "key.json"
 LAST_USED = "last-used"  # its mtime: when a lookup last found the template (the eviction order)
@@ -47,11 +52,12 @@ def key_digest(key: dict) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:32]
 
 
-def config_key(config, image_digest: str = "", ready: str = "", digests: str | os.PathLike | None = None) -> dict:
+def config_key(config: MachineConfig, image_digest: str = "", ready: str = "",
+               digests: str | os.PathLike | None = None) -> dict:
     """The cache key of a ``MachineConfig``: kernel and initramfs digests, memory, vCPUs, the device layout (disk
-    sizes and modes, console ports, extra devices by class and tag), the command line, the root image's digest and
-    the ready point the template is snapshotted at. Disk paths are left out: a copy of the same image will do.
-    ``digests``: where the kernel's digest is remembered across processes (see ``file_sha256``)."""
+    sizes and modes, console ports, the shares' and other devices' ``identity()``), the command line, the root
+    image's digest and the ready point the template is snapshotted at. Disk paths are left out: a copy of the same
+    image will do. ``digests``: where the kernel's digest is remembered across processes (see ``file_sha256``)."""
     initramfs = None if config.initramfs is None else bytes_sha256(config.initramfs)
     return {
         "kernel_sha256": file_sha256(config.kernel, digests), "initramfs_sha256": initramfs, "image": image_digest,
@@ -60,7 +66,8 @@ def config_key(config, image_digest: str = "", ready: str = "", digests: str | o
                    "serial": d.serial}
                   for d in config.disks],
         "console_ports": list(config.console_ports),
-        "extra_devices": [{"class": type(d).__name__, "tag": getattr(d, "tag", None)} for d in config.extra_devices],
+        "shares": [share.identity() for share in config.shares],
+        "extra_devices": [device.identity() for device in config.extra_devices],
         "ready": ready,
     }
 
@@ -111,7 +118,7 @@ def _stamp(path: Path) -> None:
 class TemplateCache:
     def __init__(self, root: str | os.PathLike, lock_timeout: float = 900.0, keep: int | None = None) -> None:
         """``keep``: after building a template, remove the least recently used ones beyond this many (None: all
-        stay until ``msb snapshot prune``)."""
+        stay until ``prune()``)."""
         if keep is not None and keep < 1:
             raise ValueError(f"keep must be at least 1, not {keep}")
         self.root = Path(root)
@@ -130,7 +137,7 @@ class TemplateCache:
     @contextlib.contextmanager
     def pinned(self, key: dict) -> Iterator[None]:
         """Keep the template for ``key`` from eviction while this block runs (lookup or build, then the restore that
-        maps its memory); ``msb snapshot rm`` still removes it, which a restore reports as a ``SnapshotError``."""
+        maps its memory); ``remove()`` still removes it, which a restore reports as a ``SnapshotError``."""
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(str(self.path_for(key)) + PIN_SUFFIX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:

@@ -34,8 +34,8 @@ from _vmcore.kvm import Vm  # noqa: E402
 from _vmcore.loader import load_kernel  # noqa: E402
 from _vmcore.machine import IDENTITY_MAP_ADDR, TSS_ADDR, Disk, Machine, MachineConfig  # noqa: E402
 from _vmcore.memory import GuestMemory  # noqa: E402
-from _vmcore.tinyguest import tiny_guest_elf  # noqa: E402
 from _vmcore.vcpu import Vcpu  # noqa: E402
+from tests.support.tinyguest import tiny_guest_elf  # noqa: E402
 
 MEM_MIB = 256
 QEMU = shutil.which("qemu-system-x86_64")

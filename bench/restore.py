@@ -37,9 +37,9 @@ sys.path.insert(0, str(ROOT))
 
 from _vmcore.kernels import find_kernel  # noqa: E402
 from _vmcore.machine import Machine, MachineConfig  # noqa: E402
-from _vmcore.smaps import mapping_usage  # noqa: E402
 from _vmcore.snapshot import MEMORY  # noqa: E402
-from _vmcore.tinyguest import counting_code, tiny_guest_elf  # noqa: E402
+from tests.support.smaps import mapping_usage  # noqa: E402
+from tests.support.tinyguest import counting_code, tiny_guest_elf  # noqa: E402
 from tests.vmcore.test_snapshot_boot import CMDLINE_EXTRA, INIT_LINE, PAUSE_AT, machine_config  # noqa: E402
 
 TIMEOUT = 600

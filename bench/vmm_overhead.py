@@ -23,14 +23,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pytest_microsandbox.sandbox._zygote_client import Zygote  # noqa: E402
-from pytest_microsandbox.vmm.spec import VmSpec  # noqa: E402
+from pytest_microsandbox.vmm.spec import ShareSpec, VmSpec  # noqa: E402
 
 READY = re.compile(r"ready to run the machine ([\d.]+) ms after the request, ([\d.]+) MiB PSS, ([\d.]+) MiB private")
 FRESH = ("from pytest_microsandbox.vmm.process import Preloaded; Preloaded.load(); "
@@ -43,12 +43,10 @@ def one_vmm(zygote: Zygote, work: Path, share: Path, i: int) -> tuple[float, flo
     run_dir.mkdir()
     log_path = run_dir / "console.log"
     spec = VmSpec(memory_mib=256, cpus=1, kernel=None, console_log=str(log_path), boot_timeout=5,
-                  shares=[{"tag": "msb-fs0", "root": str(share), "readonly": True, "quota_mib": None}],
-                  report_memory=True)
+                  shares=(ShareSpec("msb-fs0", str(share), readonly=True),), report_memory=True)
     ours, theirs = socket.socketpair()
     with ours, theirs, open(log_path, "ab") as log:
-        spec.requested_at = time.monotonic()
-        vmm = zygote.spawn(asdict(spec), theirs, log.fileno())
+        vmm = zygote.spawn(replace(spec, requested_at=time.monotonic()), theirs, log.fileno())
         deadline = time.monotonic() + 30
         while not (found := READY.search(log_path.read_text())) and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -81,10 +79,10 @@ def side_by_side(zygote: Zygote, work: Path, share: Path, n: int) -> float:
         run_dir = work / f"live{i}"
         run_dir.mkdir()
         spec = VmSpec(memory_mib=256, cpus=1, kernel=None, console_log=str(run_dir / "console.log"), boot_timeout=60,
-                      shares=[{"tag": "msb-fs0", "root": str(share), "readonly": True, "quota_mib": None}])
+                      shares=(ShareSpec("msb-fs0", str(share), readonly=True),))
         ours, theirs = socket.socketpair()
         with theirs, open(spec.console_log, "ab") as log:
-            live.append((zygote.spawn(asdict(spec), theirs, log.fileno()), ours))
+            live.append((zygote.spawn(spec, theirs, log.fileno()), ours))
         while "ready to run the machine" not in Path(spec.console_log).read_text():
             time.sleep(0.005)
     time.sleep(0.5)

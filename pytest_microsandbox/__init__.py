@@ -1,7 +1,7 @@
 """pytest-microsandbox: a real microVM for every test.
 
-The package's names are the async API of the seeds (``await Volume.create(...)``); ``pytest_microsandbox.sync`` has
-the same names with blocking methods.
+The package's names are the async API of the seeds (``await Volume.create(...)``) and everything it returns or raises;
+``pytest_microsandbox.sync`` has the same names with blocking methods.
 
 Each name is imported on first use, so that ``msb`` and the plugin pay only for what they touch (the sandbox
 machinery, asyncio and the image code stay unimported by ``msb volume ls``).
@@ -11,18 +11,26 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 10 ms of a cold start)
 if TYPE_CHECKING:  # what the names are, for type checkers and readers
+    from pytest_microsandbox.agent import ExecResult, GuestFsEntry
     from pytest_microsandbox.errors import (
         AgentError,
         AgentTimeoutError,
         BootError,
         ExecError,
         ExecTimeoutError,
+        GuestFileExistsError,
+        GuestFileNotFoundError,
+        GuestIsADirectoryError,
+        GuestNotADirectoryError,
+        GuestOSError,
+        GuestPermissionError,
         ImageError,
         InvalidConfigError,
         KvmUnavailableError,
         MicrosandboxError,
         PathEscapeError,
         QuotaExceededError,
+        SandboxAlreadyExistsError,
         SandboxError,
         SandboxNotFoundError,
         VolumeAlreadyExistsError,
@@ -30,8 +38,11 @@ if TYPE_CHECKING:  # what the names are, for type checkers and readers
         VolumeInUseError,
         VolumeNotFoundError,
     )
+    from pytest_microsandbox.images import CachedImage, ImageConfig
     from pytest_microsandbox.mounts import DiskImageFormat, MountConfig, MountKind, NamedVolumeMode
-    from pytest_microsandbox.sandbox._aio import Sandbox
+    from pytest_microsandbox.sandbox import LastExec, VmOptions
+    from pytest_microsandbox.sandbox._aio import GuestFs, Sandbox
+    from pytest_microsandbox.store import ProcessIdentity, SandboxRecord
     from pytest_microsandbox.volumes import (
         FsEntry,
         FsEntryKind,
@@ -42,28 +53,46 @@ if TYPE_CHECKING:  # what the names are, for type checkers and readers
         VolumeKind,
     )
 
+    __version__: str
+
 __all__ = [
     "AgentError",
     "AgentTimeoutError",
     "BootError",
+    "CachedImage",
     "DiskImageFormat",
     "ExecError",
+    "ExecResult",
     "ExecTimeoutError",
     "FsEntry",
     "FsEntryKind",
     "FsMetadata",
+    "GuestFileExistsError",
+    "GuestFileNotFoundError",
+    "GuestFs",
+    "GuestFsEntry",
+    "GuestIsADirectoryError",
+    "GuestNotADirectoryError",
+    "GuestOSError",
+    "GuestPermissionError",
+    "ImageConfig",
     "ImageError",
     "InvalidConfigError",
     "KvmUnavailableError",
+    "LastExec",
     "MicrosandboxError",
     "MountConfig",
     "MountKind",
     "NamedVolumeMode",
     "PathEscapeError",
+    "ProcessIdentity",
     "QuotaExceededError",
     "Sandbox",
+    "SandboxAlreadyExistsError",
     "SandboxError",
     "SandboxNotFoundError",
+    "SandboxRecord",
+    "VmOptions",
     "Volume",
     "VolumeAlreadyExistsError",
     "VolumeError",
@@ -72,18 +101,29 @@ __all__ = [
     "VolumeInUseError",
     "VolumeKind",
     "VolumeNotFoundError",
+    "__version__",
 ]
 
-# Where each name is defined (every other name of __all__ is an error class from pytest_microsandbox.errors).
+# Where each name is defined (every other name of __all__ but __version__ is an error class from
+# pytest_microsandbox.errors).
 _HOMES = {
+    "CachedImage": "pytest_microsandbox.images",
     "DiskImageFormat": "pytest_microsandbox.mounts",
-    "MountConfig": "pytest_microsandbox.mounts",
-    "MountKind": "pytest_microsandbox.mounts",
-    "NamedVolumeMode": "pytest_microsandbox.mounts",
-    "Sandbox": "pytest_microsandbox.sandbox._aio",
+    "ExecResult": "pytest_microsandbox.agent",
     "FsEntry": "pytest_microsandbox.volumes",
     "FsEntryKind": "pytest_microsandbox.volumes",
     "FsMetadata": "pytest_microsandbox.volumes",
+    "GuestFs": "pytest_microsandbox.sandbox._aio",
+    "GuestFsEntry": "pytest_microsandbox.agent",
+    "ImageConfig": "pytest_microsandbox.images",
+    "LastExec": "pytest_microsandbox.sandbox",
+    "MountConfig": "pytest_microsandbox.mounts",
+    "MountKind": "pytest_microsandbox.mounts",
+    "NamedVolumeMode": "pytest_microsandbox.mounts",
+    "ProcessIdentity": "pytest_microsandbox.store",
+    "Sandbox": "pytest_microsandbox.sandbox._aio",
+    "SandboxRecord": "pytest_microsandbox.store",
+    "VmOptions": "pytest_microsandbox.sandbox",
     "Volume": "pytest_microsandbox.volumes",
     "VolumeFs": "pytest_microsandbox.volumes",
     "VolumeHandle": "pytest_microsandbox.volumes",
@@ -94,11 +134,24 @@ _HOMES = {
 def __getattr__(name: str) -> object:
     if name not in __all__:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
+    if name == "__version__":
+        value: object = _version()
+    else:
+        import importlib
 
-    value = getattr(importlib.import_module(_HOMES.get(name, "pytest_microsandbox.errors")), name)
+        value = getattr(importlib.import_module(_HOMES.get(name, "pytest_microsandbox.errors")), name)
     globals()[name] = value  # found directly from now on
     return value
+
+
+def _version() -> str:
+    """The installed distribution's version; ``0+unknown`` for a source tree that is not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pytest-microsandbox")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 def __dir__() -> list[str]:

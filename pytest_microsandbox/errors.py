@@ -9,14 +9,24 @@ MicrosandboxError
 │   ├── PathEscapeError             "path escapes volume root"
 │   └── QuotaExceededError          a host-side write past the volume's quota (an OSError, ENOSPC)
 ├── SandboxError
-│   ├── SandboxNotFoundError
+│   ├── SandboxNotFoundError        "sandbox not found: NAME"
+│   ├── SandboxAlreadyExistsError   "sandbox already exists: NAME" (a live sandbox has that name)
 │   ├── BootError                   the guest died or never became ready (carries the console tail)
 │   ├── ExecError                   a command could not be run (not: it ran and failed)
 │   │   └── ExecTimeoutError            it ran past its timeout and was killed (carries the partial result)
-│   └── AgentError                  the guest agent connection broke or refused a request
-│       └── AgentTimeoutError           a file or control request got no answer in time
+│   ├── AgentError                  the guest agent connection broke or refused a request
+│   │   └── AgentTimeoutError           a file or control request got no answer in time
+│   └── GuestOSError                a file (or boot) request failed in the guest with an errno (an OSError)
+│       ├── GuestFileExistsError        EEXIST (also a FileExistsError)
+│       ├── GuestFileNotFoundError      ENOENT (also a FileNotFoundError)
+│       ├── GuestIsADirectoryError      EISDIR (also an IsADirectoryError)
+│       ├── GuestNotADirectoryError     ENOTDIR (also a NotADirectoryError)
+│       └── GuestPermissionError        EACCES, EPERM (also a PermissionError)
 ├── ImageError
 └── KvmUnavailableError         this host cannot run the vm backend (the message says why)
+
+The VMM core's own errors (``_vmcore.errors``) never reach a caller: the library maps them onto these where its public
+API calls into it (``_error_boundary``: a boot failure is one ``BootError``).
 """
 
 from __future__ import annotations
@@ -89,6 +99,14 @@ class SandboxNotFoundError(SandboxError):
         self.name = name
 
 
+class SandboxAlreadyExistsError(SandboxError):
+    """A live sandbox has that name already (a stopped or dead one makes way)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"sandbox already exists: {name}")
+        self.name = name
+
+
 class BootError(SandboxError):
     """The guest did not come up; ``console_tail`` holds the last lines it printed."""
 
@@ -120,6 +138,47 @@ class AgentError(SandboxError):
 
 class AgentTimeoutError(AgentError, TimeoutError):
     """A file or control request got no answer within its timeout (a guest that is wedged or far too busy)."""
+
+
+class GuestOSError(SandboxError, OSError):
+    """A request failed inside the guest with an errno: ``errno``, ``strerror`` and ``filename`` (the request, as
+    ``read /etc/x``) say which. ``GuestOSError.for_errno`` picks the subclass the errno has."""
+
+    @staticmethod
+    def for_errno(code: int, message: str, request: str) -> GuestOSError:
+        """The error for the guest's ``code``: a subclass that is also the built-in for it (FileNotFoundError for
+        ENOENT, ...), else GuestOSError itself."""
+        return _GUEST_ERRNO_CLASSES.get(code, GuestOSError)(code, message, request)
+
+
+class GuestFileExistsError(GuestOSError, FileExistsError):
+    """The guest path exists already (EEXIST)."""
+
+
+class GuestFileNotFoundError(GuestOSError, FileNotFoundError):
+    """The guest path does not exist (ENOENT)."""
+
+
+class GuestIsADirectoryError(GuestOSError, IsADirectoryError):
+    """The guest path is a directory where a file was expected (EISDIR)."""
+
+
+class GuestNotADirectoryError(GuestOSError, NotADirectoryError):
+    """A component of the guest path is not a directory (ENOTDIR)."""
+
+
+class GuestPermissionError(GuestOSError, PermissionError):
+    """The guest refused the request for lack of permission (EACCES, EPERM)."""
+
+
+_GUEST_ERRNO_CLASSES: dict[int, type[GuestOSError]] = {
+    errno.EEXIST: GuestFileExistsError,
+    errno.ENOENT: GuestFileNotFoundError,
+    errno.EISDIR: GuestIsADirectoryError,
+    errno.ENOTDIR: GuestNotADirectoryError,
+    errno.EACCES: GuestPermissionError,
+    errno.EPERM: GuestPermissionError,
+}
 
 
 class ImageError(MicrosandboxError):

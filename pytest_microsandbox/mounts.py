@@ -7,8 +7,8 @@ import os
 import re
 from dataclasses import asdict, dataclass
 
-from pytest_microsandbox._validate import validate_mib, validate_volume_name
 from pytest_microsandbox.errors import InvalidConfigError
+from pytest_microsandbox.validation import validate_mib, validate_volume_name
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 10 ms of a cold start)
 if TYPE_CHECKING:
@@ -18,6 +18,8 @@ _FSTYPE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}\Z")
 
 
 class MountKind(enum.StrEnum):
+    """What a mount brings into a sandbox: a host path, a named volume, a fresh tmpfs or a disk image."""
+
     BIND = "bind"
     NAMED = "named"
     TMPFS = "tmpfs"
@@ -25,6 +27,8 @@ class MountKind(enum.StrEnum):
 
 
 class VolumeKind(enum.StrEnum):
+    """What a named volume is on the host: a directory, or an ext4 disk image."""
+
     DIRECTORY = "dir"
     DISK = "disk"
 
@@ -38,6 +42,8 @@ class NamedVolumeMode(enum.StrEnum):
 
 
 class DiskImageFormat(enum.StrEnum):
+    """The format of a disk image a sandbox attaches."""
+
     RAW = "raw"
     QCOW2 = "qcow2"
     VMDK = "vmdk"
@@ -126,6 +132,7 @@ class MountConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MountConfig:
+        """The mount ``to_dict`` wrote (validated again)."""
         return cls(**data)
 
 

@@ -177,6 +177,15 @@ cdef class VirtioBlk(VirtioDevice):
         self.mem.ptr(status_addr, 1)[0] = status
         return written + 1
 
+    def identity(self) -> dict:
+        """The base's, plus the capacity and read-only mode the driver saw."""
+        ident = VirtioDevice.identity(self)
+        ident.update(capacity=self.capacity, read_only=self.read_only)
+        return ident
+
+    def wants_ioeventfd(self) -> bool:
+        return True  # a request waits on the image: the vCPU runs on meanwhile
+
     def state(self) -> dict:
         st = VirtioDevice.state(self)
         st.update(path=self.path, format=self.format, read_only=self.read_only,

@@ -282,6 +282,12 @@ cdef class VirtioConsole(VirtioDevice):
             if ended is not None:
                 ended.set()
 
+    def identity(self) -> dict:
+        """The base's, plus the port names (the guest names its port devices after them)."""
+        ident = VirtioDevice.identity(self)
+        ident["ports"] = [p.name for p in self.ports]
+        return ident
+
     def state(self) -> dict:
         st = VirtioDevice.state(self)
         st["ports"] = [{"name": p.name, "guest_open": p.guest_open, "pending": bytes(p.pending)} for p in self.ports]

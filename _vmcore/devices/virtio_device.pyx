@@ -19,8 +19,18 @@ A backend is a subclass of ``VirtioDevice`` (in Cython, or in plain Python: ever
     reset()          the driver wrote status 0: drop in-flight state (call the base method: it resets queues)
     signal_used(i)   raise a used-buffer interrupt if queue ``i``'s driver asked for one (EVENT_IDX aware)
 
+What a machine asks of every device, so that it never needs to know which kind it holds:
+
+    identity()       what a snapshot holding the device is valid for (plain values; a subclass adds what its
+                     driver read once, at probe: a disk's capacity, a console's ports, a share's tag)
+    state() / set_state(st)   the device's saved state (plain values) and its restore
+    lock             held by the device's own threads while they write guest memory (None: it has none); a
+                     snapshot holds it
+    wants_ioeventfd()  whether queue notifies may reach it from the machine's eventfd thread instead of the vCPU
+    close()          release what it holds on the host (images, sockets); called once, when the machine closes
+
 Backends that serve queues from another thread (e.g. data arriving from the host) must take their own lock, as
-the vCPU thread may call ``process_queue`` at the same time. ``state()`` returns plain values for snapshots.
+the vCPU thread may call ``process_queue`` at the same time.
 """
 
 from libc.stdint cimport uint32_t, uint64_t
@@ -69,6 +79,24 @@ cdef class VirtioDevice:
     cpdef void signal_used(self, int index) except *:
         if (<Virtqueue>self.queues[index]).needs_interrupt() and self.interrupt is not None:
             self.interrupt(INTERRUPT_VRING)
+
+    def identity(self) -> dict:
+        """What a snapshot holding this device is valid for: its kind, the features it offers and its queue sizes."""
+        return {"class": type(self).__name__, "device_id": self.device_id, "features": self.avail_features,
+                "queues": [(<Virtqueue>q).max_size for q in self.queues]}
+
+    @property
+    def lock(self):
+        """The lock this device's own threads hold while they write guest memory; None: it has no such threads."""
+        return None
+
+    def wants_ioeventfd(self) -> bool:
+        """Whether the machine should take this device's queue notifies on its eventfd thread (ioeventfd) rather
+        than on the vCPU's exit: worth it when serving a queue waits on the host (disk I/O)."""
+        return False
+
+    def close(self) -> None:
+        """Release what this device holds on the host; the machine calls it once, when it closes."""
 
     def state(self) -> dict:
         return {"device_id": self.device_id, "acked_features": self.acked_features, "activated": self.activated,

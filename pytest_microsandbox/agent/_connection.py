@@ -17,6 +17,7 @@ from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from pytest_microsandbox.agent._wire import (
+    ANNOUNCEMENT_HEADER,
     CHUNK_SIZE,
     Fields,
     Frame,
@@ -27,16 +28,15 @@ from pytest_microsandbox.agent._wire import (
     WireError,
     encode_frame,
 )
-from pytest_microsandbox.errors import AgentError
+from pytest_microsandbox.errors import AgentError, GuestOSError
 
 Transport = socket.socket | int
 SOCKET_BUFFER = 4 << 20
-#: header of the agent's announcement: version 1, HELLO reply, flags 0, stream 0
-ANNOUNCEMENT_HEADER = bytes([1, Msg.HELLO_REPLY, 0, 0, 0, 0, 0, 0])
 
 
 def error_from_frame(frame: Frame, what: str) -> Exception:
-    """An ERROR frame as a typed exception: OSError subclasses for errno codes, AgentError for protocol codes."""
+    """An ERROR frame as a typed exception: GuestOSError (an OSError: FileNotFoundError for ENOENT, ...) for errno
+    codes, AgentError for protocol codes."""
     try:
         fields = Fields(frame.payload)
         code = fields.int(Tag.CODE, 0) or 0
@@ -44,7 +44,7 @@ def error_from_frame(frame: Frame, what: str) -> Exception:
     except WireError:
         code, message = ProtoError.MALFORMED, "malformed ERROR frame"
     if 0 < code < 1000:
-        return OSError(code, message or os.strerror(code), what)
+        return GuestOSError.for_errno(code, message or os.strerror(code), what)
     return AgentError(f"agent refused {what}: {message} (code {code})", code)
 
 

@@ -1,4 +1,9 @@
-"""The agent protocol's wire format (``_vmcore/guest/PROTOCOL.md``): frames, field lists and the numbers."""
+"""The agent protocol's wire format (``_vmcore/guest/PROTOCOL.md``): frames, field lists and the numbers.
+
+The one definition of the protocol on the host: the clients, the VMM process (``vmm.template``) and the detached
+relay (``sandbox._detached_owner``) all take the frame header and the agent's announcement from here. It imports
+only the standard library, so the VMM process can load it without the clients.
+"""
 
 from __future__ import annotations
 
@@ -46,6 +51,19 @@ class Msg(enum.IntEnum):
     EXIT = 0x93
     LIST = 0x94
     STDIN_ACK = 0x95
+
+
+#: the first bytes of the agent's announcement (the HELLO reply it sends unasked when it starts serving): our protocol
+#: version, HELLO_REPLY, flags 0, stream 0; a reader of a console port skips whatever comes before them (tty echo)
+ANNOUNCEMENT_HEADER = HEADER.pack(PROTO_VERSION, Msg.HELLO_REPLY, 0, 0, 0)[: HEADER_SIZE - 4]
+
+
+def frame_size(data: bytes | bytearray, offset: int = 0) -> int | None:
+    """The whole size (header and payload) of the frame that starts at ``offset`` of ``data``, or None while its
+    header is not all there yet."""
+    if len(data) - offset < HEADER_SIZE:
+        return None
+    return HEADER_SIZE + HEADER.unpack_from(data, offset)[4]
 
 
 class Tag(enum.IntEnum):

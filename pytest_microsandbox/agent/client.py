@@ -37,38 +37,48 @@ def answer(fut: Future[_T], timeout: float, what: str) -> _T:
 
 
 class GuestFs:
-    """Files inside the guest. Errors are ``OSError`` subclasses carrying the guest's errno."""
+    """Files inside the guest. A request the guest refuses raises ``GuestOSError`` (an OSError with the guest's
+    errno: ``GuestFileNotFoundError`` is a FileNotFoundError, ...); one it never answers, ``AgentTimeoutError``."""
 
     def __init__(self, conn: AgentConnection, timeout: float = DEFAULT_REQUEST_TIMEOUT) -> None:
         self._conn = conn
         self._timeout = timeout
 
     def read(self, path: str) -> bytes:
+        """The contents of a regular file in the guest."""
         return answer(_ops.read(self._conn, path), self._timeout, f"read {path}")
 
     def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        """The contents of a regular file in the guest, decoded."""
         return self.read(path).decode(encoding)
 
     def write(
         self, path: str, data: bytes | str, *, mode: int = 0o644, parents: bool = True, append: bool = False
     ) -> int:
+        """Create, replace or (``append``) extend a guest file, its missing parent directories made unless
+        ``parents=False``; returns the bytes written."""
         raw = data.encode() if isinstance(data, str) else bytes(data)
         return answer(_ops.write(self._conn, path, raw, mode=mode, parents=parents, append=append), self._timeout,
                       f"write {path}")
 
     def list(self, path: str) -> list[GuestFsEntry]:
+        """The entries of a guest directory, sorted by path."""
         return answer(_ops.listdir(self._conn, path), self._timeout, f"list {path}")
 
     def stat(self, path: str) -> GuestFsEntry:
+        """A guest path itself (a symlink is reported as one, not followed)."""
         return answer(_ops.stat(self._conn, path), self._timeout, f"stat {path}")
 
     def exists(self, path: str) -> bool:
+        """Whether the guest path exists."""
         return answer(_ops.exists(self._conn, path), self._timeout, f"stat {path}")
 
     def mkdir(self, path: str, *, mode: int = 0o755, parents: bool = True) -> None:
+        """Make a guest directory; with ``parents``, its missing parents too and no error when it exists."""
         answer(_ops.mkdir(self._conn, path, mode=mode, parents=parents), self._timeout, f"mkdir {path}")
 
     def remove(self, path: str, *, recursive: bool = False) -> None:
+        """Remove a guest file or empty directory; with ``recursive``, a directory and all in it (never ``/``)."""
         answer(_ops.remove(self._conn, path, recursive=recursive), self._timeout, f"remove {path}")
 
 

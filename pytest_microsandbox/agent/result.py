@@ -26,9 +26,11 @@ class ExecResult:
 
     @property
     def ok(self) -> bool:
+        """Whether it exited with code 0."""
         return self.exit_code == 0
 
     def describe(self) -> str:
+        """How it ended, in words: "exit code 1", "killed by SIGKILL (timed out)"."""
         if self.signal is not None:
             try:
                 name = _signal.Signals(self.signal).name

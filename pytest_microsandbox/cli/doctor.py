@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-_MEANING = {  # by _vmcore.host.KvmKind (a StrEnum: its members look these up)
+_MEANING = {  # by pytest_microsandbox.host.KvmKind (a StrEnum: its members look these up)
     "hardware": "microVMs run normally",
     "kvm_pvm": "guest kernels boot in kernel mode only; `vm` tests are skipped (use the namespace backend)",
     "none": "no microVMs on this host; `vm` tests are skipped (use the namespace backend)",
@@ -18,19 +18,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from _vmcore.errors import KernelLoadError
-    from _vmcore.host import detect_kvm
-    from _vmcore.kernels import find_kernel
-    from pytest_microsandbox._home import msb_home
-    from pytest_microsandbox.sandbox._namespace import namespace_limits
+    from pytest_microsandbox.cli._environment import default_kernel
+    from pytest_microsandbox.errors import MicrosandboxError
+    from pytest_microsandbox.host import guest_kernel, kvm_status, msb_home, namespace_limits
 
-    kvm = detect_kvm()
+    kvm = kvm_status()
     print(f"kvm:    {kvm.kind} - {kvm.reason}")
     print(f"        {_MEANING[kvm.kind]}")
     try:
-        kernel = find_kernel(getattr(args, "kernel", None))
+        kernel = guest_kernel(getattr(args, "kernel", None) or default_kernel())
         print(f"kernel: {kernel}")
-    except KernelLoadError as e:
+    except MicrosandboxError as e:
         print(f"kernel: none - {e}")
     print(f"home:   {msb_home(args.home)}")
     print(f"limits: {namespace_limits()}")

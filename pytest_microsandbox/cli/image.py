@@ -10,8 +10,7 @@ from pytest_microsandbox.errors import ImageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 10 ms of a cold start)
 if TYPE_CHECKING:  # the image code loads when a sub-command runs, not for every ``msb`` call
-    from pytest_microsandbox.images import ImageCache
-    from pytest_microsandbox.images._manifest import Platform
+    from pytest_microsandbox.images import ImageCache, Platform
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _platform(text: str | None) -> Platform | None:
-    from pytest_microsandbox.images._manifest import Platform
+    from pytest_microsandbox.images import Platform
 
     if not text:
         return None

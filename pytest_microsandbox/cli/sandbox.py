@@ -9,8 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pytest_microsandbox._home import msb_home
+from pytest_microsandbox.cli._environment import default_isolation, vm_options
 from pytest_microsandbox.errors import InvalidConfigError, KvmUnavailableError
+from pytest_microsandbox.host import msb_home
 
 # The sandbox machinery (and asyncio, the agent, the image code behind it) loads in the handlers that use it, so
 # ``msb volume ls`` and ``msb --help`` do not pay for it.
@@ -115,13 +116,12 @@ def _env(items: list[str]) -> dict[str, str]:
 
 
 def _config_options(args: argparse.Namespace) -> dict:
-    from pytest_microsandbox.mount_flags import parse_mount_flags
-    from pytest_microsandbox.sandbox._select import default_isolation
+    from pytest_microsandbox.cli.mount_flags import parse_mount_flags
 
     return {"name": args.name, "image": args.image, "volumes": parse_mount_flags(args.mounts or []),
             "memory_mib": args.memory, "cpus": args.cpus, "env": _env(args.env), "workdir": args.workdir,
             "security": args.security, "isolation": args.isolation or default_isolation(),
-            "boot_timeout": args.boot_timeout}
+            "boot_timeout": args.boot_timeout, "vm": vm_options()}
 
 
 def _cli_kvm_refusal(err: KvmUnavailableError) -> KvmUnavailableError:
@@ -144,7 +144,7 @@ def _emit(result) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from pytest_microsandbox.sandbox._sync import Sandbox
+    from pytest_microsandbox.sync import Sandbox
 
     command = _command(args.command_argv)
     options = _config_options(args)
@@ -157,7 +157,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _create(args: argparse.Namespace) -> int:
-    from pytest_microsandbox.sandbox._detached import start_detached
+    from pytest_microsandbox.sandbox import start_detached
 
     try:
         name = start_detached(msb_home(args.home), _config_options(args))
@@ -168,7 +168,7 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _exec(args: argparse.Namespace) -> int:
-    from pytest_microsandbox.sandbox._sync import Sandbox
+    from pytest_microsandbox.sync import Sandbox
 
     command = _command(args.command_argv)
     sandbox = Sandbox.get(args.name, home=msb_home(args.home))
@@ -182,7 +182,7 @@ def _ps(args: argparse.Namespace) -> int:
     import datetime as dt
     import json
 
-    from pytest_microsandbox.sandbox._sync import Sandbox
+    from pytest_microsandbox.sync import Sandbox
 
     records = Sandbox.list(home=msb_home(args.home))
     if args.running:
@@ -202,7 +202,7 @@ def _ps(args: argparse.Namespace) -> int:
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from pytest_microsandbox.sandbox._sync import Sandbox
+    from pytest_microsandbox.sync import Sandbox
 
     for name in args.name:
         Sandbox.get(name, home=msb_home(args.home)).stop(args.timeout)
@@ -210,7 +210,7 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _rm(args: argparse.Namespace) -> int:
-    from pytest_microsandbox.sandbox._sync import Sandbox
+    from pytest_microsandbox.sync import Sandbox
 
     for name in args.name:
         Sandbox.get(name, home=msb_home(args.home)).remove()

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from pytest_microsandbox._home import msb_home
 from pytest_microsandbox.errors import SandboxError
+from pytest_microsandbox.host import msb_home
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (``msb`` starts cold every time)
+if TYPE_CHECKING:
+    from pytest_microsandbox.templates import Templates
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,15 +32,15 @@ def _count(text: str) -> int:
     return int(text)
 
 
-def _cache(args: argparse.Namespace):
-    from _vmcore.template_cache import TemplateCache
+def _cache(args: argparse.Namespace) -> Templates:
+    from pytest_microsandbox.templates import Templates
 
-    return TemplateCache(msb_home(args.home) / "snapshots")
+    return Templates(msb_home(args.home))
 
 
 def run_ls(args: argparse.Namespace) -> int:
     print(f"{'ID':12}  {'IMAGE':20}  {'MEMORY':>7}  {'VCPUS':>5}  {'DISK':>9}  {'CREATED':16}  LAST USED")
-    for t in _cache(args).entries():
+    for t in _cache(args).list():
         image = str(t.key.get("image", "?")).removeprefix("sha256:")[:20]
         print(f"{t.id[:12]:12}  {image:20}  {t.key.get('memory_mib', '?'):>5}Mi  {t.key.get('vcpus', '?'):>5}  "
               f"{t.disk_bytes / 2**20:7.1f}Mi  {_when(t.created):16}  {_when(t.last_used)}")
@@ -49,7 +53,7 @@ def _when(timestamp: float) -> str:
 
 def run_rm(args: argparse.Namespace) -> int:
     cache = _cache(args)
-    ids = [t.id for t in cache.entries()]
+    ids = [t.id for t in cache.list()]
     for wanted in args.ids:
         matches = [i for i in ids if i.startswith(wanted)] if len(wanted) >= 8 else [i for i in ids if i == wanted]
         if len(matches) != 1:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from pytest_microsandbox._home import msb_home
 from pytest_microsandbox.errors import InvalidConfigError
+from pytest_microsandbox.host import msb_home
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 10 ms of a cold start)
 if TYPE_CHECKING:  # the volume code loads in the handlers, not for every ``msb`` call
-    from pytest_microsandbox.volumes._sync import VolumeHandle
+    from pytest_microsandbox.sync import VolumeHandle
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,8 +61,8 @@ def _labels(items: list[str]) -> dict[str, str]:
 
 
 def _create(args: argparse.Namespace) -> int:
-    from pytest_microsandbox._validate import parse_size_mib
-    from pytest_microsandbox.volumes._sync import Volume
+    from pytest_microsandbox.sync import Volume
+    from pytest_microsandbox.validation import parse_size_mib
 
     volume = Volume.create(
         args.name,
@@ -90,7 +90,7 @@ def describe(handle: VolumeHandle) -> dict[str, object]:
 
 
 def _ls(args: argparse.Namespace) -> int:
-    from pytest_microsandbox.volumes._sync import Volume
+    from pytest_microsandbox.sync import Volume
 
     handles = Volume.list(home=msb_home(args.home))
     if args.quiet:
@@ -114,7 +114,7 @@ def _ls(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     import json
 
-    from pytest_microsandbox.volumes._sync import Volume
+    from pytest_microsandbox.sync import Volume
 
     home = msb_home(args.home)
     print(json.dumps([describe(Volume.get(name, home=home)) for name in args.name], indent=2))
@@ -124,36 +124,23 @@ def _inspect(args: argparse.Namespace) -> int:
 def _mount(args: argparse.Namespace) -> int:
     import signal
 
-    from _vmcore.fs.mount import FuseMount, FuseUnavailableError
-    from pytest_microsandbox.errors import VolumeError
-    from pytest_microsandbox.store import ProcessIdentity, SandboxRecord, Store
-    from pytest_microsandbox.volumes._sync import Volume
+    from pytest_microsandbox.host import mount_on_host
 
-    handle = Volume.get(args.name, home=msb_home(args.home))
-    if handle.kind != "dir":
-        raise InvalidConfigError(f"volume {handle.name} is a disk volume: mount its image inside a sandbox instead")
     stop = {signal.SIGINT, signal.SIGTERM}
     signal.pthread_sigmask(signal.SIG_BLOCK, stop)  # taken by sigwait below, never by a server thread
-    store, me = Store(msb_home(args.home)), ProcessIdentity.current()
-    holder = f"msb-volume-mount-{me.pid}"  # recorded like a sandbox, so `msb volume rm` refuses while it is served
-    store.add_sandbox(SandboxRecord(name=holder, backend="fuse", owner=me, status="running"))
     try:
-        store.attach_volume(holder, handle.name, args.mountpoint, args.readonly, me)
-        with FuseMount(handle.path, args.mountpoint, readonly=args.readonly, allow_other=args.allow_other,
-                       quota_mib=handle.quota_mib):
+        with mount_on_host(args.name, args.mountpoint, home=msb_home(args.home), readonly=args.readonly,
+                           allow_other=args.allow_other) as handle:
             quota = f", quota {handle.quota_mib} MiB" if handle.quota_mib else ""
             print(f"mounted {handle.name} on {args.mountpoint}{quota}; Ctrl-C to unmount", flush=True)
             signal.sigwait(stop)
-    except FuseUnavailableError as err:
-        raise VolumeError(f"cannot mount {handle.name}: {err}") from None
     finally:
-        store.remove_sandbox(holder)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, stop)
     return 0
 
 
 def _rm(args: argparse.Namespace) -> int:
-    from pytest_microsandbox.volumes._sync import Volume
+    from pytest_microsandbox.sync import Volume
 
     home = msb_home(args.home)
     for name in args.name:

@@ -52,6 +52,7 @@ class CachedImage:
 
     @property
     def short_id(self) -> str:
+        """The first 12 hex digits of its digest, as ``msb image ls`` shows it."""
         return self.digest.split(":", 1)[1][:12]
 
 
@@ -78,6 +79,7 @@ class ImageCache:
     # -- locks --------------------------------------------------------------------------------------------
     @contextmanager
     def lock(self, name: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+        """Hold the cache-wide lock ``name`` (across processes); ImageError after ``timeout`` seconds."""
         try:
             with FileLock(str(self.locks / f"{name}.lock"), timeout=timeout):
                 yield
@@ -86,6 +88,7 @@ class ImageCache:
 
     # -- blobs --------------------------------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
+        """Where blob ``digest`` is (or would be) cached."""
         return self.blobs / _hex(digest)
 
     def ensure_blob(self, digest: str, fetch: Callable[[Path], object]) -> Path:
@@ -120,9 +123,11 @@ class ImageCache:
 
     # -- images -------------------------------------------------------------------------------------------
     def image_dir(self, digest: str) -> Path:
+        """Where image ``digest`` is (or would be) built."""
         return self.store / _hex(digest)
 
     def get(self, digest: str) -> CachedImage | None:
+        """The built image ``digest``, or None when it is not in the cache."""
         record = self.image_dir(digest) / "image.json"
         try:
             doc = json.loads(record.read_text())
@@ -156,12 +161,14 @@ class ImageCache:
 
     def write_record(self, work: Path, digest: str, config: ImageConfig, layers: list[str],
                      config_digest: str | None = None, rootfs: Path | None = None) -> None:
+        """Write the record of an image being built in ``work`` (what ``get`` reads back)."""
         size = sum(p.stat().st_blocks * 512 for p in work.glob("*.ext4"))  # allocated: the disk is sparse
         doc = {"digest": digest, "config": config_to_json(config), "layers": layers, "config_digest": config_digest,
                "created": time.time(), "size": size, "rootfs": str(rootfs) if rootfs else None}
         (work / "image.json").write_text(json.dumps(doc, indent=1))
 
     def list_images(self) -> list[CachedImage]:
+        """Every built image in the cache, by digest."""
         images = []
         for entry in sorted(self.store.iterdir()):
             image = self.get(f"sha256:{entry.name}") if len(entry.name) == 64 else None
@@ -174,6 +181,7 @@ class ImageCache:
         return self.refs / (hashlib.sha256(reference.encode()).hexdigest() + ".json")
 
     def tag(self, reference: str, digest: str) -> None:
+        """Name image ``digest`` by ``reference`` (replacing what that name pointed to)."""
         dest = self._ref_file(reference)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.refs)
         with os.fdopen(fd, "w") as out:
@@ -181,6 +189,7 @@ class ImageCache:
         os.rename(tmp, dest)
 
     def lookup(self, reference: str) -> str | None:
+        """The digest ``reference`` names, or None."""
         try:
             return json.loads(self._ref_file(reference).read_text())["digest"]
         except (OSError, ValueError, KeyError):
@@ -197,9 +206,11 @@ class ImageCache:
         return refs
 
     def references_of(self, digest: str) -> list[str]:
+        """Every name of image ``digest``."""
         return [ref for ref, dig in self._all_refs().items() if dig == digest]
 
     def untag(self, reference: str) -> bool:
+        """Forget the name ``reference``; whether it existed."""
         try:
             self._ref_file(reference).unlink()
             return True

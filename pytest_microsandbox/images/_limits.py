@@ -27,8 +27,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
-from pytest_microsandbox._validate import parse_positive_int, parse_size_bytes
 from pytest_microsandbox.errors import ImageError, InvalidConfigError
+from pytest_microsandbox.validation import parse_positive_int, parse_size_bytes
 
 MAX_DOCUMENT_BYTES = 8 << 20  # a manifest, index or config; real ones are a few KiB (a long history: ~100 KiB)
 MAX_TAR_HEADER_BYTES = 1 << 20  # a pax or GNU long-name header, which tarfile reads into memory whole

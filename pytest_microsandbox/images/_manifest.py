@@ -34,6 +34,8 @@ _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm6
 
 @dataclass(frozen=True)
 class Platform:
+    """An OS and CPU architecture (and variant) an image is built for, as OCI names them (``linux/amd64``)."""
+
     os: str
     architecture: str
     variant: str | None = None

@@ -12,6 +12,8 @@ from typing import TextIO
 
 @dataclass(frozen=True)
 class ProgressEvent:
+    """One step of a pull, for a ``ProgressCallback``: its phase, the blob or image concerned, and how far it got."""
+
     phase: str  # "download", "unpack", "build", "done"
     digest: str  # the blob (download/unpack) or image (build/done) concerned
     done: int  # bytes so far (download), layers so far (unpack)

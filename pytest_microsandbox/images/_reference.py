@@ -65,6 +65,8 @@ class RegistryRef:
 
 @dataclass(frozen=True)
 class OciLayoutRef:
+    """An image in an OCI image layout directory (``oci:DIR[:TAG]``)."""
+
     path: Path
     tag: str | None = None
 
@@ -74,6 +76,8 @@ class OciLayoutRef:
 
 @dataclass(frozen=True)
 class DockerArchiveRef:
+    """An image in a ``docker save`` archive (``docker-archive:FILE.tar``)."""
+
     path: Path
 
     def __str__(self) -> str:
@@ -82,6 +86,8 @@ class DockerArchiveRef:
 
 @dataclass(frozen=True)
 class RootfsDirRef:
+    """A root file system already unpacked in a directory (``dir:ROOTFS``)."""
+
     path: Path
 
     def __str__(self) -> str:

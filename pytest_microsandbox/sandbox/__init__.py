@@ -1,6 +1,8 @@
 """Sandboxes: a microVM (``vm``) or, opted into by name, Linux namespaces (``namespace``) running our agent."""
 
-from pytest_microsandbox.sandbox._config import Isolation, Security
-from pytest_microsandbox.sandbox._sync import LastExec, Sandbox
+from pytest_microsandbox.sandbox._config import Isolation, Security, VmOptions
+from pytest_microsandbox.sandbox._detached import start_detached
+from pytest_microsandbox.sandbox._sandbox import LastExec, Sandbox
+from pytest_microsandbox.sandbox._zygote_client import prestart_vmm
 
-__all__ = ["Isolation", "LastExec", "Sandbox", "Security"]
+__all__ = ["Isolation", "LastExec", "Sandbox", "Security", "VmOptions", "prestart_vmm", "start_detached"]

@@ -1,130 +1,70 @@
 """The asynchronous sandbox (``await Sandbox.create(...)``): every call runs the synchronous implementation in a
-worker thread. One implementation, two faces. Guest processes are started from one long-lived thread either way
-(see ``_backend.on_spawner_thread``), so they die with this process, not with a worker thread."""
+worker thread (``_async_face``). One implementation, two faces. Guest processes are started from one long-lived
+thread either way (see ``_backend.on_spawner_thread``), so they die with this process, not with a worker thread."""
 
 from __future__ import annotations
 
-import asyncio
-import os
-from collections.abc import Mapping
-
-from pytest_microsandbox.agent import ExecResult
-from pytest_microsandbox.mounts import MountConfig
-from pytest_microsandbox.sandbox import _sync
-from pytest_microsandbox.sandbox._sync import Home, LastExec
-from pytest_microsandbox.store import SandboxRecord
+from pytest_microsandbox._async_face import AsyncFace, awaited, awaited_constructor, awaited_static, delegated
+from pytest_microsandbox.agent import client
+from pytest_microsandbox.sandbox import _sandbox
+from pytest_microsandbox.sandbox._sandbox import LastExec
 
 
-class AsyncGuestFs:
-    """Files inside the sandbox (async)."""
+class GuestFs(AsyncFace):
+    """Files inside the sandbox (async face of the sync sandbox's ``fs``)."""
 
-    def __init__(self, sandbox: _sync.Sandbox) -> None:
-        self._sb = sandbox
-
-    async def read(self, path: str) -> bytes:
-        return await asyncio.to_thread(lambda: self._sb.fs.read(path))
-
-    async def read_text(self, path: str, encoding: str = "utf-8") -> str:
-        return await asyncio.to_thread(lambda: self._sb.fs.read_text(path, encoding))
-
-    async def write(self, path: str, data: bytes | str, **options) -> int:
-        return await asyncio.to_thread(lambda: self._sb.fs.write(path, data, **options))
-
-    async def list(self, path: str):
-        return await asyncio.to_thread(lambda: self._sb.fs.list(path))
-
-    async def stat(self, path: str):
-        return await asyncio.to_thread(lambda: self._sb.fs.stat(path))
-
-    async def exists(self, path: str) -> bool:
-        return await asyncio.to_thread(lambda: self._sb.fs.exists(path))
-
-    async def mkdir(self, path: str, **options) -> None:
-        await asyncio.to_thread(lambda: self._sb.fs.mkdir(path, **options))
-
-    async def remove(self, path: str, *, recursive: bool = False) -> None:
-        await asyncio.to_thread(lambda: self._sb.fs.remove(path, recursive=recursive))
-
-
-class Sandbox:
-    """A sandbox (async face of ``pytest_microsandbox.sync.Sandbox``; same arguments, same semantics)."""
-
-    def __init__(self, sync: _sync.Sandbox) -> None:
-        self.sync = sync
-        self.fs = AsyncGuestFs(sync)
+    def __init__(self, sandbox: _sandbox.Sandbox) -> None:
+        self._sandbox = sandbox
 
     def __repr__(self) -> str:
-        return repr(self.sync)
-
-    @classmethod
-    async def create(
-        cls,
-        name: str | None = None,
-        *,
-        image: str = "host",
-        volumes: Mapping[str, MountConfig] | None = None,
-        memory_mib: int = 512,
-        cpus: int = 1,
-        env: Mapping[str, str] | None = None,
-        workdir: str | None = None,
-        security: str = "default",
-        isolation: str | None = None,
-        home: Home = None,
-        boot_timeout: float = 60.0,
-        labels: Mapping[str, str] | None = None,
-    ) -> Sandbox:
-        sync = await asyncio.to_thread(
-            _sync.Sandbox.create, name, image=image, volumes=volumes, memory_mib=memory_mib, cpus=cpus, env=env,
-            workdir=workdir, security=security, isolation=isolation, home=home, boot_timeout=boot_timeout,
-            labels=labels)
-        return cls(sync)
-
-    @classmethod
-    async def get(cls, name: str, *, home: Home = None) -> Sandbox:
-        return cls(await asyncio.to_thread(_sync.Sandbox.get, name, home=home))
-
-    @staticmethod
-    async def list(*, home: Home = None) -> list[SandboxRecord]:
-        return await asyncio.to_thread(_sync.Sandbox.list, home=home)
+        return f"<GuestFs of {self._sandbox!r}>"
 
     @property
-    def name(self) -> str:
-        return self.sync.name
+    def _sync(self) -> client.GuestFs:
+        return self._sandbox.fs  # looked up on each call (in its worker thread): a stopped sandbox says so
 
-    @property
-    def backend(self) -> str:
-        return self.sync.backend
+    read = awaited(client.GuestFs.read)
+    read_text = awaited(client.GuestFs.read_text)
+    write = awaited(client.GuestFs.write)
+    list = awaited(client.GuestFs.list)
+    stat = awaited(client.GuestFs.stat)
+    exists = awaited(client.GuestFs.exists)
+    mkdir = awaited(client.GuestFs.mkdir)
+    remove = awaited(client.GuestFs.remove)
 
-    @property
-    def pid(self) -> int | None:
-        return self.sync.pid
+
+class Sandbox(AsyncFace):
+    """A sandbox (async face of ``pytest_microsandbox.sync.Sandbox``; same arguments, same semantics).
+
+        async with await Sandbox.create(image="python:3.12") as sb:
+            assert (await sb.exec("python3", "-c", "print(4)")).stdout == "4\\n"
+    """
+
+    def __init__(self, sync: _sandbox.Sandbox) -> None:
+        super().__init__(sync)
+        self.sync = sync
+        self.fs = GuestFs(sync)
+
+    create = awaited_constructor(_sandbox.Sandbox.create)
+    get = awaited_constructor(_sandbox.Sandbox.get)
+    list = awaited_static(_sandbox.Sandbox.list)
+
+    name = delegated(_sandbox.Sandbox.name)
+    backend = delegated(_sandbox.Sandbox.backend)
+    pid = delegated(_sandbox.Sandbox.pid)
+    console_tail = delegated(_sandbox.Sandbox.console_tail)
+    status = awaited(_sandbox.Sandbox.status)
 
     @property
     def last_exec(self) -> LastExec | None:
+        """The last command run in it and what it printed (None before the first), for failure reports."""
         return self.sync.last_exec
 
-    async def status(self) -> str:
-        return await asyncio.to_thread(lambda: self.sync.status)
-
-    async def exec(self, cmd: str | os.PathLike[str], *args: str | os.PathLike[str],
-                   env: Mapping[str, str] | None = None, cwd: str | None = None, stdin: bytes | str | None = None,
-                   timeout: float | None = None) -> ExecResult:
-        return await asyncio.to_thread(self.sync.exec, cmd, *args, env=env, cwd=cwd, stdin=stdin, timeout=timeout)
-
-    async def shell(self, script: str, **options) -> ExecResult:
-        return await asyncio.to_thread(self.sync.shell, script, **options)
-
-    def console_tail(self, lines: int = 40) -> str:
-        return self.sync.console_tail(lines)
-
-    async def stop(self, timeout: float = 10.0) -> None:
-        await asyncio.to_thread(self.sync.stop, timeout)
-
-    async def kill(self) -> None:
-        await asyncio.to_thread(self.sync.kill)
-
-    async def remove(self) -> None:
-        await asyncio.to_thread(self.sync.remove)
+    exec = awaited(_sandbox.Sandbox.exec)
+    shell = awaited(_sandbox.Sandbox.shell)
+    stop = awaited(_sandbox.Sandbox.stop)
+    kill = awaited(_sandbox.Sandbox.kill)
+    remove = awaited(_sandbox.Sandbox.remove)
 
     async def __aenter__(self) -> Sandbox:
         return self

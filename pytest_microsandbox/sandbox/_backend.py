@@ -16,10 +16,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from pytest_microsandbox.agent import BootConfig, GuestMount
+from pytest_microsandbox.agent import BootConfig
 from pytest_microsandbox.sandbox._config import SandboxConfig
+
+if TYPE_CHECKING:
+    from pytest_microsandbox.sandbox._plan import ResolvedImage
 
 T = TypeVar("T")
 
@@ -61,28 +64,21 @@ class DiskAttachment:
     format: str = "raw"  # raw, qcow2 or vmdk (the vm backend reads all three)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GuestPlan:
-    """Everything a backend needs, resolved: host paths only, no volume names."""
+    """Everything a backend needs, resolved once (``_plan.build_plan``): host paths only, no volume names. A
+    backend never changes it: what it adds (its own boot config) comes back in the ``Guest``."""
 
     config: SandboxConfig
     run_dir: Path  # <home>/run/<name>: console log, disk mount points, sockets
-    boot: BootConfig
+    boot: BootConfig  # as the guest sees it before a backend translates its mounts
     disks: list[DiskAttachment] = field(default_factory=list)
-    extra_mounts: list[GuestMount] = field(default_factory=list)  # mounts the plan adds after the disks
     quotas: dict[str, int] = field(default_factory=dict)  # guest path -> MiB, for binds (vm: our virtio-fs server)
-    fresh_identity: bool = False  # a VM guest (maybe a snapshot clone): send host entropy and clock with BOOT
+    home: Path | None = None  # the state directory (image cache, snapshot templates)
+    image: ResolvedImage | None = None  # None only in plans made by hand (tests)
 
 
 ENTROPY_BYTES = 64
-
-
-def boot_config_for(plan: GuestPlan) -> BootConfig:
-    """The BOOT to send now: a VM guest also gets fresh host entropy and the host's clock as of this moment (a
-    snapshot clone would otherwise share its template's random state and wake with its template's time)."""
-    if not plan.fresh_identity:
-        return plan.boot
-    return replace(plan.boot, entropy=os.urandom(ENTROPY_BYTES), realtime_ns=time.time_ns())
 
 
 class GuestProcess(Protocol):
@@ -126,17 +122,27 @@ class Guest:
     release what this process serves the guest (FUSE connections) once it has ended: ``release()``."""
 
     def __init__(self, process: GuestProcess | subprocess.Popen, sock: socket.socket, console_log: Path,
-                 announces: bool = False, closers: list[Callable[[], None]] | None = None) -> None:
+                 boot: BootConfig, *, announces: bool = False, fresh_identity: bool = False,
+                 closers: list[Callable[[], None]] | None = None) -> None:
         self.process = ChildProcess(process) if isinstance(process, subprocess.Popen) else process
         self.sock = sock
         self.console_log = console_log
+        self.boot = boot  # the plan's, with the mounts as this backend carries them
         self.announces = announces
+        self.fresh_identity = fresh_identity  # a VM guest (maybe a snapshot clone): see ``boot_config``
         self._closers = list(closers or [])
         self._lock = threading.Lock()
 
     @property
     def pid(self) -> int:
         return self.process.pid
+
+    def boot_config(self) -> BootConfig:
+        """The BOOT to send now: a VM guest also gets fresh host entropy and the host's clock as of this moment (a
+        snapshot clone would otherwise share its template's random state and wake with its template's time)."""
+        if not self.fresh_identity:
+            return self.boot
+        return replace(self.boot, entropy=os.urandom(ENTROPY_BYTES), realtime_ns=time.time_ns())
 
     def alive(self) -> bool:
         return not self.process.ended(0)

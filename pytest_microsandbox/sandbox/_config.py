@@ -9,22 +9,56 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytest_microsandbox._validate import validate_volume_name
 from pytest_microsandbox.errors import InvalidConfigError
 from pytest_microsandbox.mounts import MountConfig, validate_guest_path
+from pytest_microsandbox.validation import parse_positive_int, validate_volume_name
+from pytest_microsandbox.vmm.spec import DEFAULT_SNAPSHOT_KEEP
 
 MAX_MEMORY_MIB = 3072
 MAX_CPUS = 32
 
 
 class Isolation(enum.StrEnum):
+    """How a sandbox is isolated: a KVM guest (``vm``), or Linux namespaces (``namespace``, weaker, opt-in only)."""
+
     VM = "vm"  # our VMM: the product, needs hardware KVM
     NAMESPACE = "namespace"  # Linux namespaces: weaker, explicit opt-in only
 
 
 class Security(enum.StrEnum):
+    """The guest's security profile: ``restricted`` adds no_new_privs, forces nosuid/nodev on every mount and drops
+    CAP_SYS_ADMIN."""
+
     DEFAULT = "default"
     RESTRICTED = "restricted"  # no_new_privs, nosuid/nodev forced, CAP_SYS_ADMIN dropped
+
+
+@dataclass(frozen=True)
+class VmOptions:
+    """How the vm backend runs a sandbox, settings a whole test run usually shares: the guest kernel, and whether
+    sandboxes start from snapshot templates (``<home>/snapshots``) and how many of those stay cached."""
+
+    kernel: str | None = None  # a kernel image or libkrunfw .so; None: the system's libkrunfw or the wheel's copy
+    snapshots: bool = True  # False: every sandbox boots its kernel cold
+    snapshot_keep: int = DEFAULT_SNAPSHOT_KEEP  # templates kept after a build (the least recently used go first)
+
+    def __post_init__(self) -> None:
+        if self.kernel is not None and (not isinstance(self.kernel, str) or not self.kernel or "\0" in self.kernel):
+            raise InvalidConfigError(f"VmOptions.kernel must be a path, not {self.kernel!r}")
+        if not isinstance(self.snapshots, bool):
+            raise InvalidConfigError(f"VmOptions.snapshots must be True or False, not {self.snapshots!r}")
+        if isinstance(self.snapshot_keep, bool) or not isinstance(self.snapshot_keep, int):
+            raise InvalidConfigError(f"VmOptions.snapshot_keep must be a whole number, not {self.snapshot_keep!r}")
+        parse_positive_int(str(self.snapshot_keep), "snapshot_keep")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready form (a detached owner process gets it on stdin)."""
+        return {"kernel": self.kernel, "snapshots": self.snapshots, "snapshot_keep": self.snapshot_keep}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> VmOptions:
+        """The options ``to_dict`` wrote (absent keys take their defaults); bad values raise InvalidConfigError."""
+        return cls(**{k: data[k] for k in ("kernel", "snapshots", "snapshot_keep") if k in data})
 
 
 def new_sandbox_name() -> str:
@@ -44,6 +78,7 @@ class SandboxConfig:
     isolation: Isolation = Isolation.VM
     boot_timeout: float = 60.0
     labels: Mapping[str, str] = field(default_factory=dict)  # e.g. msb.run / msb.worker from the plugin
+    vm: VmOptions = field(default_factory=VmOptions)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form kept in the sandbox's store record."""
@@ -87,6 +122,7 @@ def build_config(
     isolation: str,
     boot_timeout: float,
     labels: Mapping[str, str] | None = None,
+    vm: VmOptions | None = None,
 ) -> SandboxConfig:
     """Validate everything a user passed; raises InvalidConfigError naming the bad value."""
     name = validate_volume_name(name) if name is not None else new_sandbox_name()
@@ -109,6 +145,8 @@ def build_config(
         environment[key] = value
     if workdir is not None and (not isinstance(workdir, str) or not workdir.startswith("/") or "\0" in workdir):
         raise InvalidConfigError(f"workdir must be an absolute guest path, not {workdir!r}")
+    if vm is not None and not isinstance(vm, VmOptions):
+        raise InvalidConfigError(f"vm must be a VmOptions, not {vm!r}")
     if isinstance(boot_timeout, bool) or not isinstance(boot_timeout, int | float) or boot_timeout <= 0:
         raise InvalidConfigError(f"boot_timeout must be a positive number of seconds, not {boot_timeout!r}")
     return SandboxConfig(
@@ -123,4 +161,5 @@ def build_config(
         isolation=_enum(isolation, Isolation, "isolation"),
         boot_timeout=float(boot_timeout),
         labels=dict(labels or {}),
+        vm=vm or VmOptions(),
     )

@@ -1,5 +1,5 @@
 """Sandboxes that outlive the process that asked for them (``msb create``, ``--msb-keep``): a detached owner process
-(``_serve``) creates the sandbox and relays its agent; callers reach it through ``Sandbox.get``."""
+(``_detached_owner``) creates the sandbox and relays its agent; callers reach it through ``Sandbox.get``."""
 
 from __future__ import annotations
 
@@ -13,17 +13,18 @@ from typing import Any
 
 from pytest_microsandbox.errors import SandboxError
 from pytest_microsandbox.sandbox._config import build_config
-from pytest_microsandbox.sandbox._select import backend_for, default_isolation
+from pytest_microsandbox.sandbox._select import backend_for
 
 
 def start_detached(home: Path, options: dict[str, Any]) -> str:
     """Start the owner process for a sandbox made from ``Sandbox.create`` keyword ``options``; returns its name once
     it is running (bad options are refused here, before any process starts)."""
-    options = {**_create_defaults(), "isolation": default_isolation(), **options}
+    options = {**_create_defaults(), **options}
     config = build_config(**options)
     backend_for(config.isolation)  # a host that cannot run it says so here, as KvmUnavailableError
-    wire = {**options, "name": config.name, "volumes": {p: m.to_dict() for p, m in config.volumes.items()}}
-    owner = subprocess.Popen([sys.executable, "-m", "pytest_microsandbox.sandbox._serve", str(home), "-"],
+    wire = {**options, "name": config.name, "volumes": {p: m.to_dict() for p, m in config.volumes.items()},
+            "vm": config.vm.to_dict()}
+    owner = subprocess.Popen([sys.executable, "-m", "pytest_microsandbox.sandbox._detached_owner", str(home), "-"],
                              stdout=subprocess.PIPE, stdin=subprocess.PIPE, start_new_session=True,
                              env={**os.environ, "PYTHONPATH": _pythonpath()})
     assert owner.stdin is not None and owner.stdout is not None
@@ -40,7 +41,7 @@ def start_detached(home: Path, options: dict[str, Any]) -> str:
 
 def _create_defaults() -> dict[str, Any]:
     """``Sandbox.create``'s keyword defaults (one source of truth), for callers that pass only some of them."""
-    from pytest_microsandbox.sandbox._sync import Sandbox
+    from pytest_microsandbox.sandbox._sandbox import Sandbox
 
     parameters = inspect.signature(Sandbox.create).parameters.values()
     return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty and p.name != "home"}

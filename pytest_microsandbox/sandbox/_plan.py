@@ -27,28 +27,36 @@ class NamedMount:
 
 
 @dataclass(frozen=True)
-class ImageRoot:
+class ResolvedImage:
+    """A sandbox's image, pulled (or found in the cache) once: its root as a directory (the namespace backend, and
+    the vm backend when there is no disk), its root disk, and what it sets for the guest."""
+
     root: Path
-    mounts: list[GuestMount]
+    disk: Path | None  # the ext4 root disk (vm); None: the host's own root, shared through virtio-fs
+    digest: str  # part of a snapshot template's key ("host" for the host's root)
+    mounts: tuple[GuestMount, ...]  # what the host's root needs beneath it (its /dev, ...)
     env: dict[str, str]
     workdir: str | None
 
 
-def resolve_image(image: str, home: Path) -> ImageRoot:
-    if image == "host":
+def resolve_image(image: str, home: Path) -> ResolvedImage:
+    from pytest_microsandbox.images import HostRef, parse_reference
+
+    ref = parse_reference(image)
+    if isinstance(ref, HostRef):
         env = {"PATH": DEFAULT_PATH, "HOME": "/root"}
         extra = interpreter_path()
         if extra:
             env["PATH"] = f"{extra}:{DEFAULT_PATH}"
-        return ImageRoot(host_root(home), host_mounts(), env, None)
+        return ResolvedImage(host_root(home), None, "host", tuple(host_mounts()), env, None)
     from pytest_microsandbox.images import pull_image
 
-    cached = pull_image(image, home=home, policy="missing")
+    cached = pull_image(ref, home=home, policy="missing")
     if not cached.rootfs.is_dir():
         raise ImageError(f"image {image} has no unpacked root in the cache ({cached.rootfs})")
     env = {"PATH": DEFAULT_PATH, "HOME": "/root", **cached.config.env}
     workdir = cached.config.working_dir or None
-    return ImageRoot(cached.rootfs, [], env, workdir if workdir != "/" else None)
+    return ResolvedImage(cached.rootfs, cached.disk, cached.digest, (), env, workdir if workdir != "/" else None)
 
 
 def _flags(m: MountConfig) -> dict[str, bool]:
@@ -74,7 +82,7 @@ def _check_disk_image(path: str, fmt: str, readonly: bool, isolation: str) -> No
 
 
 def build_plan(config: SandboxConfig, home: Path, run_dir: Path) -> tuple[GuestPlan, list[NamedMount]]:
-    from pytest_microsandbox.volumes._sync import Volume
+    from pytest_microsandbox.volumes._volume import Volume
 
     image = resolve_image(config.image, home)
     mounts = list(image.mounts)
@@ -114,4 +122,4 @@ def build_plan(config: SandboxConfig, home: Path, run_dir: Path) -> tuple[GuestP
         workdir=config.workdir or image.workdir,
         restricted=config.security == Security.RESTRICTED,
     )
-    return GuestPlan(config, run_dir, boot, disks, quotas=quotas), named
+    return GuestPlan(config, run_dir, boot, disks, quotas=quotas, home=home, image=image), named

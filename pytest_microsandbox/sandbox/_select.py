@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import os
-
 from _vmcore.host import detect_kvm
 from pytest_microsandbox.errors import KvmUnavailableError
 from pytest_microsandbox.sandbox._backend import Backend
 from pytest_microsandbox.sandbox._config import Isolation
 
-ISOLATION_ENV = "MSB_ISOLATION"
-
-
-def default_isolation() -> str:
-    """``MSB_ISOLATION`` when set (an explicit choice), else ``vm``."""
-    return os.environ.get(ISOLATION_ENV) or str(Isolation.VM)
-
 
 def backend_for(isolation: Isolation) -> Backend:
     if isolation == Isolation.NAMESPACE:
-        from pytest_microsandbox.sandbox._namespace import NamespaceBackend
+        from pytest_microsandbox.sandbox._namespace_backend import NamespaceBackend
 
         return NamespaceBackend()
     kvm = detect_kvm()
@@ -29,6 +20,6 @@ def backend_for(isolation: Isolation) -> Backend:
             "To run sandboxes as Linux namespaces instead (weaker isolation: they share the host kernel), opt in "
             "with isolation='namespace' (pytest: --msb-isolation=namespace, or MSB_ISOLATION=namespace)"
         )
-    from pytest_microsandbox.sandbox._vm import VmBackend
+    from pytest_microsandbox.sandbox._vm_backend import VmBackend
 
     return VmBackend()

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pytest_microsandbox.errors import SandboxError
 from pytest_microsandbox.sandbox._backend import on_spawner_thread
+from pytest_microsandbox.vmm.spec import VmSpec, encode
 from pytest_microsandbox.vmm.zygote import receive_message, send_message, socket_pair
 
 
@@ -76,11 +77,11 @@ class Zygote:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def spawn(self, spec: dict, host_end: socket.socket, log_fd: int) -> ForkedProcess:
+    def spawn(self, spec: VmSpec, host_end: socket.socket, log_fd: int) -> ForkedProcess:
         """A VMM for ``spec``, relaying the agent to ``host_end``, its output appended to ``log_fd``."""
         with self.lock:
             try:
-                send_message(self.sock, {"spec": spec}, [host_end.fileno(), log_fd])
+                send_message(self.sock, {"spec": encode(spec)}, [host_end.fileno(), log_fd])
                 reply, fds = receive_message(self.sock, max_fds=1)
             except (OSError, EOFError, ValueError) as e:
                 code = self.process.poll()
@@ -121,3 +122,12 @@ def zygote() -> Zygote:
         if _zygote is None or _zygote[0] != os.getpid() or not _zygote[1].alive():
             _zygote = (os.getpid(), Zygote())
         return _zygote[1]
+
+
+def prestart_vmm() -> None:
+    """Start this process's VMM zygote now, so that its imports overlap other work (pytest's collection) instead of
+    delaying the first vm sandbox. Nothing happens on a host whose KVM cannot run a guest."""
+    from _vmcore.host import detect_kvm
+
+    if detect_kvm().runs_guest_userspace:
+        zygote()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pytest_microsandbox.errors import (
-    InvalidConfigError,
+    SandboxAlreadyExistsError,
     SandboxNotFoundError,
     VolumeAlreadyExistsError,
     VolumeInUseError,
@@ -36,6 +36,9 @@ def now_ms() -> int:
 
 @dataclass(frozen=True)
 class VolumeRecord:
+    """A named volume's row: name, kind (``dir``/``disk``), quota and size in MiB, labels, creation time (ms since
+    the epoch), and the state and owner of a creation or removal in progress."""
+
     name: str
     kind: str
     quota_mib: int | None
@@ -48,6 +51,9 @@ class VolumeRecord:
 
 @dataclass(frozen=True)
 class SandboxRecord:
+    """A sandbox's row (what ``Sandbox.list`` returns): name, backend, owning process, status, the configuration it
+    was created with, the pytest run that made it, and its creation time (ms since the epoch)."""
+
     name: str
     backend: str
     owner: ProcessIdentity | None
@@ -59,6 +65,8 @@ class SandboxRecord:
 
 @dataclass(frozen=True)
 class MountRecord:
+    """One named volume mounted by a sandbox: where, whether read-only, and the process that holds it."""
+
     sandbox: str
     volume_name: str
     guest_path: str
@@ -68,6 +76,8 @@ class MountRecord:
 
 @dataclass(frozen=True)
 class Event:
+    """One line of the audit log: when (ms since the epoch), what happened, to which name, by which pid."""
+
     at: int
     kind: str
     subject: str
@@ -237,6 +247,7 @@ class Store:
         return [Event(r["at"], r["kind"], r["subject"], r["pid"]) for r in rows]
 
     def schema_version(self) -> int:
+        """The schema version of the database (SQLite's ``user_version``)."""
         with self._read() as conn:
             return conn.execute("PRAGMA user_version").fetchone()[0]
 
@@ -273,6 +284,7 @@ class Store:
             raise VolumeAlreadyExistsError(record.name) from None
 
     def finish_volume_create(self, name: str) -> None:
+        """Mark a volume being created ``ready`` (its files are in place)."""
         with self._write() as conn:
             done = conn.execute(
                 "UPDATE volumes SET state='ready', owner_pid=NULL, owner_start=NULL, owner_machine=NULL "
@@ -344,11 +356,13 @@ class Store:
             return done.rowcount == 1
 
     def get_volume(self, name: str) -> VolumeRecord | None:
+        """The ready volume called ``name``, or None."""
         with self._read() as conn:
             found = _ready_volumes(conn, " AND name=?", (name,))
         return found[0] if found else None
 
     def list_volumes(self) -> list[VolumeRecord]:
+        """Every ready volume, by name."""
         with self._read() as conn:
             return _ready_volumes(conn, " ORDER BY name")
 
@@ -366,12 +380,14 @@ class Store:
             return _ready_volumes(conn, " AND name=?", (name,)), abandoned
 
     def transitional_volume_names(self) -> set[str]:
+        """The names of volumes being created or removed right now."""
         with self._read() as conn:
             return {r[0] for r in conn.execute("SELECT name FROM volumes WHERE state != 'ready'")}
 
     # -- sandboxes and mounts --------------------------------------------------------------------------------------
 
     def add_sandbox(self, record: SandboxRecord) -> None:
+        """Record a new sandbox; SandboxAlreadyExistsError when a record of its name exists."""
         owner = record.owner
         try:
             with self._write() as conn:
@@ -391,9 +407,10 @@ class Store:
                     ),
                 )
         except sqlite3.IntegrityError:
-            raise InvalidConfigError(f"sandbox already exists: {record.name}") from None
+            raise SandboxAlreadyExistsError(record.name) from None
 
     def update_sandbox(self, name: str, *, status: str, owner: ProcessIdentity | None = None) -> None:
+        """Set a sandbox's status (and its owning process, when given); SandboxNotFoundError when none has that name."""
         with self._write() as conn:
             if owner is None:
                 cur = conn.execute("UPDATE sandboxes SET status=? WHERE name=?", (status, name))
@@ -406,11 +423,13 @@ class Store:
                 raise SandboxNotFoundError(name)
 
     def get_sandbox(self, name: str) -> SandboxRecord | None:
+        """The sandbox called ``name``, or None."""
         with self._read() as conn:
             row = conn.execute("SELECT * FROM sandboxes WHERE name=?", (name,)).fetchone()
         return _sandbox_from_row(row) if row is not None else None
 
     def list_sandboxes(self) -> list[SandboxRecord]:
+        """Every recorded sandbox, oldest first."""
         with self._read() as conn:
             rows = conn.execute("SELECT * FROM sandboxes ORDER BY created_at, name").fetchall()
         return [_sandbox_from_row(r) for r in rows]
@@ -437,10 +456,12 @@ class Store:
             )
 
     def detach_volumes(self, sandbox: str) -> None:
+        """Forget every volume mount of a sandbox."""
         with self._write() as conn:
             conn.execute("DELETE FROM mounts WHERE sandbox_id IN (SELECT id FROM sandboxes WHERE name=?)", (sandbox,))
 
     def mounts_of(self, volume_name: str) -> list[MountRecord]:
+        """Who mounts a named volume, in the order they attached it."""
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT s.name AS sandbox, m.* FROM mounts m JOIN sandboxes s ON s.id = m.sandbox_id "
@@ -454,6 +475,7 @@ class Store:
         ]
 
     def reap_dead_mounts(self) -> int:
+        """Drop the mount records of processes that have died; returns how many."""
         with self._write() as conn:
             return self._reap_dead_mounts(conn)
 

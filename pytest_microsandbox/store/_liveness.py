@@ -10,6 +10,9 @@ from pytest_microsandbox._proc import process_start_ticks
 
 @dataclass(frozen=True)
 class ProcessIdentity:
+    """A process, named so that a reused pid is never mistaken for it: its pid, its start time (clock ticks since
+    boot) and the machine (``HostIdentity``) where that pid means something."""
+
     pid: int
     start_ticks: int
     machine: str = ""  # ``str(HostIdentity)`` where the pid means something; "" in records older than the field: here
@@ -89,6 +92,7 @@ class HostIdentity:
 
     @classmethod
     def parse(cls, text: str) -> HostIdentity | None:
+        """The identity ``str()`` wrote, or None for anything else."""
         parts = text.rsplit("/", 2)
         return cls(*parts) if len(parts) == 3 and all(parts) else None
 

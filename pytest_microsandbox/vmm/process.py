@@ -14,7 +14,7 @@ import os
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 # Modules the VMM's code imports where it needs them, imported here: a jailed VMM has no Python installation.
 import _vmcore.devices.disk_images  # noqa: F401
@@ -23,17 +23,18 @@ import _vmcore.devices.vmdk  # noqa: F401
 import _vmcore.krunfw  # noqa: F401
 from _vmcore import host, snapshot
 from _vmcore.confine import SeccompFilter, confine, confine_without_seccomp, seccomp_filter
-from _vmcore.errors import VmmError
+from _vmcore.devices.virtio_fs import VirtioFs
+from _vmcore.errors import KernelLoadError, VmmError
 from _vmcore.fs.opcodes import opcode_name
 from _vmcore.fs.quota import accounts_dir
 from _vmcore.fs.server import FuseServer, hold_proc_access
-from _vmcore.fs.virtio_fs import VirtioFs
 from _vmcore.initramfs import build_initramfs
 from _vmcore.jail import Exposed, JailRefused, enter_jail, kernel_filesystem_mounts
-from _vmcore.kernels import KernelLoadError, find_kernel
 from _vmcore.machine import Disk, Machine, MachineConfig
 from _vmcore.template_cache import TemplateCache
-from pytest_microsandbox.vmm.spec import BIND_CACHE_SECONDS
+from pytest_microsandbox._kernel import find_guest_kernel
+from pytest_microsandbox.errors import BootError
+from pytest_microsandbox.vmm.spec import ResolvedSpec, ShareSpec, VmSpec
 from pytest_microsandbox.vmm.template import AGENT_PORT, SlotLayout, restore_clone, template_key
 
 # libkrunfw's kernel has the dummy network driver built in, which makes dummy0 at boot: a sandbox has loopback only.
@@ -51,8 +52,8 @@ class Preloaded:
     kvm_kind: str
     seccomp: SeccompFilter | None
     seccomp_error: str = ""
-    kernels: dict[str | None, str] = field(default_factory=dict)  # as named -> found (``find_kernel`` runs ldconfig)
-    kernel_mounts: list[str] = field(default_factory=list)  # ``kernel_filesystem_mounts()``: see ``refresh``
+    kernels: dict[str | None, str] = field(default_factory=dict)  # as named -> found (the search runs ldconfig)
+    kernel_mounts: tuple[str, ...] | None = None  # ``kernel_filesystem_mounts()``: see ``refresh``
 
     @classmethod
     def load(cls) -> Preloaded:
@@ -70,52 +71,51 @@ class Preloaded:
         """Read what changes rarely but may (where the host mounts its kernel's own file systems, which a jail must
         not carry in): between requests, so no VMM spends its time on it."""
         try:
-            self.kernel_mounts = kernel_filesystem_mounts()
+            self.kernel_mounts = tuple(kernel_filesystem_mounts())
         except OSError:
-            pass  # the last list read stands
+            pass  # the last list read stands (none yet: each VMM reads its own)
 
-    def resolve(self, spec: dict) -> dict:
-        """``spec`` with its kernel found (a path, or ``kernel_error``) and every path resolved; the kernel's digest
-        is computed here, before the fork, so each VMM finds it in memory."""
-        spec = dict(spec)
+    def resolve(self, spec: VmSpec) -> ResolvedSpec:
+        """``spec`` with its kernel found (a path, or why not) and every path resolved; the kernel's digest is
+        computed here, before the fork, so each VMM finds it in memory."""
+        kernel, kernel_error = spec.kernel, ""
         try:
-            named = spec["kernel"]
-            if named not in self.kernels:
-                self.kernels[named] = os.path.realpath(find_kernel(named).path)
-            spec["kernel"] = self.kernels[named]
-            memo = TemplateCache(spec["snapshots"]).digest_memo if spec.get("snapshots") else None
+            if kernel not in self.kernels:
+                self.kernels[kernel] = os.path.realpath(find_guest_kernel(kernel).path)
+            kernel = self.kernels[kernel]
+            memo = TemplateCache(spec.snapshots).digest_memo if spec.snapshots else None
             if memo is not None:
                 os.makedirs(memo, exist_ok=True)
-            snapshot.file_sha256(spec["kernel"], memo)
-        except (KernelLoadError, OSError) as e:
-            spec["kernel_error"] = str(e)
-        spec["console_log"] = os.path.realpath(spec["console_log"])
-        spec["disks"] = [{**d, "path": os.path.realpath(d["path"])} for d in spec["disks"]]
-        spec["shares"] = [{**s, "root": os.path.realpath(s["root"])} for s in spec["shares"]]
-        if spec.get("snapshots"):
-            spec["snapshots"] = os.path.realpath(spec["snapshots"])
-        spec["kernel_mounts"] = self.kernel_mounts
-        return spec
+            snapshot.file_sha256(kernel, memo)
+        except (BootError, OSError) as e:
+            kernel_error = str(e)
+        resolved = replace(
+            spec, kernel=kernel, console_log=os.path.realpath(spec.console_log),
+            disks=tuple(replace(d, path=os.path.realpath(d.path)) for d in spec.disks),
+            shares=tuple(replace(s, root=os.path.realpath(s.root)) for s in spec.shares),
+            snapshots=os.path.realpath(spec.snapshots) if spec.snapshots else spec.snapshots)
+        return ResolvedSpec(resolved, kernel_error, self.kernel_mounts)
 
 
-def exposed_paths(spec: dict) -> list[Exposed]:
+def exposed_paths(resolved: ResolvedSpec) -> list[Exposed]:
     """What a VMM reaches on the host: its kernel, disks (a qcow2's directory too: its backing files lie there),
     shared directories, template cache, console log, the quota accounts its shares keep, ``/dev/kvm``. No ``/proc``:
     another VMM's ``/proc/PID/root`` would lead into its jail (the FUSE servers' ``/proc/self/fd`` is opened
     before, ``hold_proc_access``)."""
-    paths = [Exposed("/dev/kvm", writable=True), Exposed(spec["console_log"], writable=True)]
-    if not spec.get("kernel_error"):
-        paths.append(Exposed(spec["kernel"]))
-    for d in spec["disks"]:
-        if d.get("format", "raw") != "raw":
-            paths.append(Exposed(os.path.dirname(d["path"])))
-        paths.append(Exposed(d["path"], writable=not d["read_only"]))
-    for s in spec["shares"]:
-        paths.append(Exposed(s["root"], writable=not s["readonly"]))
-    if spec.get("snapshots"):
-        os.makedirs(spec["snapshots"], exist_ok=True)
-        paths.append(Exposed(spec["snapshots"], writable=True))
-    if any(s.get("quota_mib") for s in spec["shares"]):
+    spec = resolved.spec
+    paths = [Exposed("/dev/kvm", writable=True), Exposed(spec.console_log, writable=True)]
+    if not resolved.kernel_error:
+        paths.append(Exposed(spec.kernel))
+    for d in spec.disks:
+        if d.format != "raw":
+            paths.append(Exposed(os.path.dirname(d.path)))
+        paths.append(Exposed(d.path, writable=not d.read_only))
+    for s in spec.shares:
+        paths.append(Exposed(s.root, writable=not s.readonly))
+    if spec.snapshots:
+        os.makedirs(spec.snapshots, exist_ok=True)
+        paths.append(Exposed(spec.snapshots, writable=True))
+    if any(s.quota_mib for s in spec.shares):
         accounts = accounts_dir()
         if accounts is not None:
             paths.append(Exposed(accounts, writable=True))
@@ -129,10 +129,10 @@ class ShareServers:
     def __init__(self) -> None:
         self.made: list[tuple[str, FuseServer]] = []
 
-    def __call__(self, share: dict) -> FuseServer:
-        server = FuseServer(share["root"], readonly=share["readonly"], quota_mib=share.get("quota_mib"),
-                            cache_timeout=share.get("cache_seconds", BIND_CACHE_SECONDS))
-        self.made.append((share["tag"], server))
+    def __call__(self, share: ShareSpec) -> FuseServer:
+        server = FuseServer(share.root, readonly=share.readonly, quota_mib=share.quota_mib,
+                            cache_timeout=share.cache_seconds)
+        self.made.append((share.tag, server))
         return server
 
     def report(self) -> None:
@@ -142,40 +142,39 @@ class ShareServers:
             report(f"share {tag} served {sum(counts.values())} requests ({busiest})")
 
 
-def start_machine(spec: dict, preloaded: Preloaded, servers: ShareServers) -> tuple[Machine, bytes]:
+def start_machine(resolved: ResolvedSpec, preloaded: Preloaded, servers: ShareServers) -> tuple[Machine, bytes]:
     """The sandbox's running machine and, for a restored clone, the agent's HELLO reply to pass on (a cold-booted
     agent announces itself on the port)."""
-    if spec.get("kernel_error"):
-        raise KernelLoadError(spec["kernel_error"])
-    kernel, initramfs = spec["kernel"], preloaded.initramfs
+    if resolved.kernel_error:
+        raise KernelLoadError(resolved.kernel_error)
+    spec = resolved.spec
+    kernel, initramfs = spec.kernel, preloaded.initramfs
     cmdline = f"MSB_AGENT_PORT=name:{AGENT_PORT} {GUEST_CMDLINE}"
-    layout = SlotLayout.for_spec(spec) if spec.get("snapshots") else None
+    layout = SlotLayout.for_spec(spec) if spec.snapshots else None
     if layout is None:
         report_ready(spec)
         machine = Machine(MachineConfig(
-            kernel=kernel, memory_mib=spec["memory_mib"], vcpus=spec["cpus"], initramfs=initramfs,
-            disks=[Disk(d["path"], read_only=d["read_only"], serial=d["serial"], format=d.get("format", "raw"))
-                   for d in spec["disks"]],
-            console_ports=(AGENT_PORT,), extra_devices=[VirtioFs(servers(s), s["tag"]) for s in spec["shares"]],
-            cmdline_extra=cmdline,
-            console_log=spec["console_log"], kvm_kind=preloaded.kvm_kind))
+            kernel=kernel, memory_mib=spec.memory_mib, vcpus=spec.cpus, initramfs=initramfs,
+            disks=[Disk(d.path, read_only=d.read_only, serial=d.serial, format=d.format) for d in spec.disks],
+            console_ports=(AGENT_PORT,), shares=[VirtioFs(servers(s), s.tag) for s in spec.shares],
+            cmdline_extra=cmdline, console_log=spec.console_log, kvm_kind=preloaded.kvm_kind))
         machine.start()
         return machine, b""
 
     def make_config() -> MachineConfig:
         return layout.machine_config(spec, kernel, initramfs, cmdline, preloaded.kvm_kind)
 
-    cache = TemplateCache(spec["snapshots"], keep=spec.get("snapshot_keep"))
-    key = template_key(make_config(), spec.get("image_digest", ""), cache)
+    cache = TemplateCache(spec.snapshots, keep=spec.snapshot_keep)
+    key = template_key(make_config(), spec.image_digest, cache)
     report_ready(spec)
-    return restore_clone(cache, key, make_config, spec.get("boot_timeout", 60.0),
+    return restore_clone(cache, key, make_config, spec.boot_timeout,
                          lambda machine: layout.bind(machine, spec, servers), report=report)
 
 
-def report_ready(spec: dict) -> None:
+def report_ready(spec: VmSpec) -> None:
     """How long the host took from the sandbox's request to here, where the machine is built or restored (and with
     ``report_memory``, what this process holds now: ``bench/vmm_overhead.py``)."""
-    elapsed_ms = 1000 * (time.monotonic() - spec.get("requested_at", 0.0))
+    elapsed_ms = 1000 * (time.monotonic() - spec.requested_at)
     line = f"ready to run the machine {elapsed_ms:.1f} ms after the request"
     if _smaps_fd >= 0:  # opened before the jail (it has no /proc)
         rows = os.pread(_smaps_fd, 4096, 0).splitlines()
@@ -190,18 +189,18 @@ def report(line: str) -> None:
     print(f"msb-vmm: {line}", file=sys.stderr, flush=True)
 
 
-def confine_self(spec: dict, preloaded: Preloaded) -> None:
+def confine_self(resolved: ResolvedSpec, preloaded: Preloaded) -> None:
     """Jail, then confine (the filter denies what the jail needs): before any guest runs, so what it could reach
     through us is confined from the start. A host that refuses a namespace or seccomp still runs the sandbox, and
     says so; a jail that fails half-built raises (the sandbox fails with the reason)."""
     global _smaps_fd
     hold_proc_access()
-    if spec.get("report_memory"):
+    if resolved.spec.report_memory:
         _smaps_fd = os.open("/proc/self/smaps_rollup", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        root = os.path.join(os.path.dirname(spec["console_log"]), JAIL_ROOT)
+        root = os.path.join(os.path.dirname(resolved.spec.console_log), JAIL_ROOT)
         os.makedirs(root, exist_ok=True)
-        report(enter_jail(root, exposed_paths(spec), spec.get("kernel_mounts")))
+        report(enter_jail(root, exposed_paths(resolved), resolved.kernel_mounts))
     except JailRefused as e:
         report(f"running without its own mount namespace: {e}")
     if preloaded.seccomp is None:
@@ -210,16 +209,16 @@ def confine_self(spec: dict, preloaded: Preloaded) -> None:
         report(confine(preloaded.seccomp))
 
 
-def run(host_end: socket.socket, spec: dict, preloaded: Preloaded) -> int:
-    """The VMM's life, once forked (``spec`` already through ``Preloaded.resolve``); its exit code."""
+def run(host_end: socket.socket, resolved: ResolvedSpec, preloaded: Preloaded) -> int:
+    """The VMM's life, once forked (its spec through ``Preloaded.resolve``); its exit code."""
     try:
-        confine_self(spec, preloaded)
+        confine_self(resolved, preloaded)
     except OSError as e:
         report(f"cannot confine the VMM: {e}")
         return 1
     servers = ShareServers()
     try:
-        machine, announcement = start_machine(spec, preloaded, servers)
+        machine, announcement = start_machine(resolved, preloaded, servers)
     except (VmmError, OSError) as e:  # the sandbox's boot error shows this (the console log is our stderr)
         report(str(e))
         return 1

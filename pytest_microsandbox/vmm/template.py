@@ -2,7 +2,7 @@
 machine with empty device slots and snapshots it once its agent is up; every later one restores that snapshot and
 fills the slots with its own shares and disks.
 
-Layout of a template machine (nine virtio-mmio devices at most: the IRQ lines of ``_vmcore.machine``):
+Layout of a template machine (``MAX_DEVICES`` virtio-mmio devices: the IRQ lines of ``_vmcore.layout``):
 
     the agent's console | the image's root disk (bound: the image is part of the key) | DISK_SLOTS empty disks |
     virtio-fs slots msb-fs0.. (the rest)
@@ -10,7 +10,7 @@ Layout of a template machine (nine virtio-mmio devices at most: the IRQ lines of
 The key is ``_vmcore.template_cache.config_key`` of that layout plus the image's digest and the ready point, so a
 new kernel, agent (initramfs), image, memory size or vCPU count makes a new template. The ready point is the
 agent's announcement on its port: the agent is PID 1, its port raw, waiting for BOOT, nothing mounted yet. A
-restored clone gets its hostname, mounts, entropy and clock from that BOOT (``boot_config_for``).
+restored clone gets its hostname, mounts, entropy and clock from that BOOT (``Guest.boot_config``).
 """
 
 from __future__ import annotations
@@ -22,14 +22,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from _vmcore.errors import SnapshotError, VmmError
-from _vmcore.machine import DEVICE_IRQS, Disk, Machine, MachineConfig
+from _vmcore.machine import Disk, Machine, MachineConfig
 from _vmcore.template_cache import TemplateCache, config_key
-from pytest_microsandbox.agent._wire import HEADER, HEADER_SIZE, PROTO_VERSION, Msg, Tag, encode_fields, encode_frame
-from pytest_microsandbox.vmm.spec import AGENT_PORT, ROOT_SERIAL
+from pytest_microsandbox.agent._wire import (
+    ANNOUNCEMENT_HEADER,
+    PROTO_VERSION,
+    Msg,
+    Tag,
+    encode_fields,
+    encode_frame,
+    frame_size,
+)
+from pytest_microsandbox.vmm.spec import AGENT_PORT, MAX_DEVICES, ROOT_SERIAL, ShareSpec, VmSpec
 
 DISK_SLOTS = 3
 READY = "agent-announced"
-ANNOUNCEMENT_PREFIX = bytes([PROTO_VERSION, Msg.HELLO_REPLY, 0, 0, 0, 0, 0, 0])
 
 
 @dataclass(frozen=True)
@@ -39,35 +46,33 @@ class SlotLayout:
     fs_slots: int
 
     @classmethod
-    def for_spec(cls, spec: dict) -> SlotLayout | None:
+    def for_spec(cls, spec: VmSpec) -> SlotLayout | None:
         """The template layout that can hold this sandbox's devices, or None when they do not fit (cold boot)."""
-        root_disks = sum(1 for d in spec["disks"] if d["serial"] == ROOT_SERIAL)
-        fs_slots = len(DEVICE_IRQS) - 1 - root_disks - DISK_SLOTS
-        if len(spec["disks"]) - root_disks > DISK_SLOTS or len(spec["shares"]) > fs_slots:
+        root_disks = sum(1 for d in spec.disks if d.serial == ROOT_SERIAL)
+        fs_slots = MAX_DEVICES - 1 - root_disks - DISK_SLOTS
+        if len(spec.disks) - root_disks > DISK_SLOTS or len(spec.shares) > fs_slots:
             return None
         return cls(root_disks, DISK_SLOTS, fs_slots)
 
-    def machine_config(self, spec: dict, kernel: str, initramfs: bytes, cmdline_extra: str,
+    def machine_config(self, spec: VmSpec, kernel: str, initramfs: bytes, cmdline_extra: str,
                        kvm_kind: str | None = None) -> MachineConfig:
-        from _vmcore.fs.virtio_fs import VirtioFs
+        from _vmcore.devices.virtio_fs import VirtioFs
 
-        root = [Disk(d["path"], read_only=True, serial=ROOT_SERIAL) for d in spec["disks"]
-                if d["serial"] == ROOT_SERIAL]
+        root = [Disk(d.path, read_only=True, serial=ROOT_SERIAL) for d in spec.disks if d.serial == ROOT_SERIAL]
         return MachineConfig(
-            kernel=kernel, memory_mib=spec["memory_mib"], vcpus=spec["cpus"], initramfs=initramfs,
+            kernel=kernel, memory_mib=spec.memory_mib, vcpus=spec.cpus, initramfs=initramfs,
             disks=root + [Disk(None)] * self.disk_slots, console_ports=(AGENT_PORT,),
-            extra_devices=[VirtioFs(None, f"msb-fs{i}") for i in range(self.fs_slots)],
-            cmdline_extra=cmdline_extra, console_log=spec["console_log"], kvm_kind=kvm_kind)
+            shares=[VirtioFs(None, f"msb-fs{i}") for i in range(self.fs_slots)],
+            cmdline_extra=cmdline_extra, console_log=spec.console_log, kvm_kind=kvm_kind)
 
-    def bind(self, machine: Machine, spec: dict, make_server: Callable[[dict], object]) -> None:
+    def bind(self, machine: Machine, spec: VmSpec, make_server: Callable[[ShareSpec], object]) -> None:
         """Fill the slots: the sandbox's disks in order (their serials are what the agent mounts by), its shares by
         tag (``vm_spec`` numbers them from msb-fs0)."""
-        disks = [d for d in spec["disks"] if d["serial"] != ROOT_SERIAL]
+        disks = [d for d in spec.disks if d.serial != ROOT_SERIAL]
         for slot, d in enumerate(disks, start=self.root_disks):
-            machine.bind_disk(slot, d["path"], read_only=d["read_only"], serial=d["serial"],
-                              format=d.get("format", "raw"))
-        for share in spec["shares"]:
-            machine.bind_share(share["tag"], make_server(share))
+            machine.bind_disk(slot, d.path, read_only=d.read_only, serial=d.serial, format=d.format)
+        for share in spec.shares:
+            machine.bind_share(share.tag, make_server(share))
 
 
 def template_key(config: MachineConfig, image_digest: str, cache: TemplateCache | None = None) -> dict:
@@ -84,11 +89,10 @@ def wait_for_announcement(sock: socket.socket, timeout: float) -> bytes:
     data = b""
     try:
         while True:
-            start = data.find(ANNOUNCEMENT_PREFIX)
-            if start >= 0 and len(data) - start >= HEADER_SIZE:
-                length = HEADER.unpack_from(data, start)[4]
-                if len(data) - start >= HEADER_SIZE + length:
-                    return data[start:start + HEADER_SIZE + length]
+            start = data.find(ANNOUNCEMENT_HEADER)
+            size = frame_size(data, start) if start >= 0 else None
+            if size is not None and len(data) - start >= size:
+                return data[start:start + size]
             left = deadline - time.monotonic()
             if left <= 0:
                 raise VmmError(f"the agent did not announce itself within {timeout:.0f} s")

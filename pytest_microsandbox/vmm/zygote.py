@@ -5,9 +5,10 @@ milliseconds and shares the interpreter's pages; a fresh ``python -m`` per sandb
     python -m pytest_microsandbox.vmm.zygote --fd N      # N: its end of a socketpair with its owner
 
 Wire, over that socket (``SOCK_SEQPACKET``; ``sandbox._zygote_client`` is the other side): a request is a 4-byte
-length and the VM spec as JSON, with two descriptors (the VMM's end of the agent socketpair, the console log its
-output goes to); the reply is a 4-byte length and ``{"pid": N}`` with the VMM's pidfd, or ``{"error": "..."}``.
-Requests are answered in order.
+length and ``{"spec": ...}`` as JSON (the spec as ``vmm.spec.encode`` writes it: versioned), with two descriptors
+(the VMM's end of the agent socketpair, the console log its output goes to); the reply is a 4-byte length and
+``{"pid": N}`` with the VMM's pidfd, or ``{"error": "..."}`` (a spec this side cannot read is one). Requests are
+answered in order.
 
 After each reply the zygote forks the next VMM ahead of its request (``Spare``), so a request costs no fork.
 
@@ -32,6 +33,7 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from pytest_microsandbox._proc import process_start_ticks
+from pytest_microsandbox.vmm.spec import ResolvedSpec, decode, encode
 
 LENGTH = struct.Struct("<I")
 MAX_MESSAGE = 1 << 20
@@ -85,7 +87,7 @@ def _reap(signum=None, frame=None) -> None:
             return
 
 
-def _fork_vmm(control: socket.socket, preloaded, job: Callable[[], tuple[dict, int, int]],
+def _fork_vmm(control: socket.socket, preloaded, job: Callable[[], tuple[ResolvedSpec, int, int]],
               close_in_child: tuple[socket.socket, ...] = ()) -> tuple[int, int, int]:
     """Fork a VMM that gets its (resolved spec, agent socket, console log) from ``job`` and runs it; its pid, pidfd
     and start time, taken before the child can be reaped (so they name that process and no later one)."""
@@ -112,7 +114,7 @@ def _fork_vmm(control: socket.socket, preloaded, job: Callable[[], tuple[dict, i
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
 
 
-def _run(preloaded, spec: dict, host_fd: int, log_fd: int) -> int:
+def _run(preloaded, spec: ResolvedSpec, host_fd: int, log_fd: int) -> int:
     from pytest_microsandbox.vmm import process
 
     os.dup2(log_fd, 1)
@@ -129,13 +131,13 @@ class Spare:
     def __init__(self, control: socket.socket, preloaded) -> None:
         self.sock, theirs = socket_pair()
 
-        def wait_for_request() -> tuple[dict, int, int]:
+        def wait_for_request() -> tuple[ResolvedSpec, int, int]:
             try:
                 message, fds = receive_message(theirs, max_fds=2)
             except (EOFError, OSError, ValueError):
                 os._exit(0)  # discarded, or its zygote is gone: quietly, this is no sandbox's error
             theirs.close()
-            return message["spec"], fds[0], fds[1]
+            return decode(message.get("spec"), ResolvedSpec), fds[0], fds[1]
 
         try:
             self.pid, self.pidfd, self.start_ticks = _fork_vmm(control, preloaded, wait_for_request,
@@ -146,10 +148,10 @@ class Spare:
         finally:
             theirs.close()
 
-    def hand(self, spec: dict, fds: list[int]) -> bool:
+    def hand(self, spec: ResolvedSpec, fds: list[int]) -> bool:
         """Give it its sandbox; False when it is gone (then the request forks a VMM of its own)."""
         try:
-            send_message(self.sock, {"spec": spec}, fds)
+            send_message(self.sock, {"spec": encode(spec)}, fds)
             return True
         except OSError:
             self.discard()
@@ -169,7 +171,7 @@ def spawn(control: socket.socket, request: dict, fds: list[int], preloaded,
         return {"error": request["malformed"]}, []
     if len(fds) != 2:
         return {"error": f"a spawn request carries 2 descriptors, not {len(fds)}"}, []
-    spec = preloaded.resolve(request["spec"])
+    spec = preloaded.resolve(decode(request.get("spec")))
     if spare is not None and spare.hand(spec, fds):
         return {"pid": spare.pid, "start_ticks": spare.start_ticks}, [spare.pidfd]
     pid, pidfd, start_ticks = _fork_vmm(control, preloaded, lambda: (spec, fds[0], fds[1]))

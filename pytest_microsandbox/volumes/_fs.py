@@ -20,6 +20,8 @@ _DIR_MODE = 0o755
 
 
 class FsEntryKind(enum.StrEnum):
+    """What a path in a volume is: a file, a directory, a symlink or something else (a fifo, a socket, a device)."""
+
     FILE = "file"
     DIRECTORY = "directory"
     SYMLINK = "symlink"
@@ -27,6 +29,7 @@ class FsEntryKind(enum.StrEnum):
 
     @classmethod
     def of(cls, mode: int) -> FsEntryKind:
+        """The kind of a ``st_mode``."""
         if stat_mod.S_ISREG(mode):
             return cls.FILE
         if stat_mod.S_ISDIR(mode):
@@ -38,6 +41,9 @@ class FsEntryKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class FsEntry:
+    """An entry of ``VolumeFs.list``: its path relative to the volume root, kind, size in bytes, permission bits
+    and modification time (seconds since the epoch)."""
+
     path: str
     kind: FsEntryKind
     size: int
@@ -47,6 +53,9 @@ class FsEntry:
 
 @dataclass(frozen=True, slots=True)
 class FsMetadata:
+    """What ``VolumeFs.stat`` says of a path: kind, size in bytes, permission bits, whether its owner may not write
+    it, and its modification and creation times (seconds since the epoch; None where not known)."""
+
     kind: FsEntryKind
     size: int
     mode: int
@@ -70,6 +79,7 @@ class VolumeFs:
 
     @property
     def root(self) -> str:
+        """The host directory every path is relative to."""
         return self._resolver.root_path
 
     # -- helpers ----------------------------------------------------------------------------------------------------
@@ -148,6 +158,7 @@ class VolumeFs:
     # -- reading ----------------------------------------------------------------------------------------------------
 
     def read(self, path: str) -> bytes:
+        """The contents of a regular file."""
         with self._fd(split_relative(path), os.O_RDONLY | os.O_NONBLOCK) as fd:
             _require_regular(fd, path)
             chunks = []
@@ -156,6 +167,7 @@ class VolumeFs:
             return b"".join(chunks)
 
     def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        """The contents of a regular file, decoded."""
         return self.read(path).decode(encoding)
 
     def list(self, path: str = "") -> list[FsEntry]:
@@ -272,6 +284,7 @@ class VolumeFs:
                 account.settle(0, -freed)
 
     def rename(self, from_: str, to: str) -> None:
+        """Move a file or directory within the volume, replacing what ``to`` names (as ``os.rename``)."""
         with self._account() as account, self._parent(from_) as (src_dir, src_leaf), \
                 self._parent(to) as (dst_dir, dst_leaf):
             freed = account.freed_by(dst_dir, dst_leaf) if account is not None else 0

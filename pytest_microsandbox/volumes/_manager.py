@@ -20,10 +20,10 @@ import warnings
 from pathlib import Path
 
 from pytest_microsandbox._tree import remove_tree, walk
-from pytest_microsandbox._validate import validate_mib, validate_volume_name
 from pytest_microsandbox.errors import InvalidConfigError, VolumeError, VolumeInUseError
 from pytest_microsandbox.mounts import VolumeKind
 from pytest_microsandbox.store import AbandonedTransitions, ProcessIdentity, Store, VolumeRecord, now_ms
+from pytest_microsandbox.validation import validate_mib, validate_volume_name
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 10 ms of a cold start)
 if TYPE_CHECKING:

@@ -11,10 +11,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from _vmcore import pvh
 from _vmcore.initramfs import InitramfsFile, build_initramfs
 from pytest_microsandbox.agent import AgentClient
 from pytest_microsandbox.agent.bootconfig import BOOT_CONFIG_PATH
+from tests.support import pvh
 
 QEMU = shutil.which("qemu-system-x86_64")
 BUSYBOX = shutil.which("busybox")

@@ -9,7 +9,15 @@ import socket
 import pytest
 
 from pytest_microsandbox.agent import AgentClient
-from pytest_microsandbox.errors import AgentTimeoutError, InvalidConfigError
+from pytest_microsandbox.errors import (
+    AgentTimeoutError,
+    GuestFileExistsError,
+    GuestFileNotFoundError,
+    GuestIsADirectoryError,
+    GuestOSError,
+    InvalidConfigError,
+    MicrosandboxError,
+)
 
 
 def test_write_read_round_trip(client: AgentClient, tmp_path) -> None:
@@ -108,6 +116,24 @@ def test_errors(client: AgentClient, tmp_path) -> None:
         client.fs.remove("/")
     # the connection is still fine after all that
     assert client.exec("true").exit_code == 0
+
+
+def test_guest_errors_are_ours_and_keep_the_errno(client: AgentClient, tmp_path) -> None:
+    """A refused file request raises our typed error, which is also the built-in OSError for its errno."""
+    missing = str(tmp_path / "missing")
+    with pytest.raises(GuestFileNotFoundError) as info:
+        client.fs.read(missing)
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, MicrosandboxError)
+    assert (info.value.errno, info.value.filename) == (errno.ENOENT, f"read {missing}")
+    with pytest.raises(GuestIsADirectoryError):
+        client.fs.read(str(tmp_path))
+    with pytest.raises(GuestFileExistsError):
+        client.fs.mkdir(str(tmp_path), parents=False)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f").write_text("x")
+    with pytest.raises(GuestOSError) as info:
+        client.fs.remove(str(tmp_path / "d"))
+    assert type(info.value) is GuestOSError and info.value.errno == errno.ENOTEMPTY
 
 
 def test_failed_write_then_more_work(client: AgentClient, tmp_path) -> None:

@@ -20,7 +20,7 @@ def test_doctor_names_a_missing_kernel(tmp_path, capsys):
 
 
 def test_doctor_says_whether_namespace_sandboxes_get_limits(tmp_path, capsys):
-    from pytest_microsandbox.sandbox._namespace import limits_unavailable
+    from pytest_microsandbox.sandbox._namespace_backend import limits_unavailable
 
     doctor.run(argparse.Namespace(home=str(tmp_path), kernel=None))
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("limits:"))

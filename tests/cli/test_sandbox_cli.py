@@ -9,7 +9,7 @@ import pytest
 
 from _vmcore.host import detect_kvm
 from pytest_microsandbox.cli._main import main
-from pytest_microsandbox.sandbox._namespace import namespaces_unavailable
+from pytest_microsandbox.sandbox._namespace_backend import namespaces_unavailable
 
 pytestmark = pytest.mark.skipif(namespaces_unavailable() is not None, reason=str(namespaces_unavailable()))
 

@@ -10,8 +10,8 @@ import pytest
 from _vmcore.host import KvmKind, detect_kvm
 from _vmcore.machine import Machine, MachineConfig
 from _vmcore.template_cache import LAST_USED, TemplateCache
-from _vmcore.tinyguest import counting_code, tiny_guest_elf
 from pytest_microsandbox.cli import main
+from tests.support.tinyguest import counting_code, tiny_guest_elf
 
 KVM = detect_kvm()
 pytestmark = pytest.mark.skipif(KVM.kind is KvmKind.NONE, reason=f"needs /dev/kvm: {KVM.reason}")

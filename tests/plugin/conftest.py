@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pytest_microsandbox.sandbox._namespace import namespaces_unavailable
+from pytest_microsandbox.sandbox._namespace_backend import namespaces_unavailable
 from tests.timeouts import BOOT
 
 

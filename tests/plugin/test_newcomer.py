@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_microsandbox._options import OPTIONS
-from pytest_microsandbox.sandbox._namespace import namespaces_unavailable
+from pytest_microsandbox.plugin._options import OPTIONS
+from pytest_microsandbox.sandbox._namespace_backend import namespaces_unavailable
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_marker_options_reach_the_factory_as_copies(pytester: pytest.Pytester, h
     pytester.makeconftest(
         """
         import pytest
-        from pytest_microsandbox import sandbox_fixtures
+        from pytest_microsandbox.plugin import _sandbox_fixtures as sandbox_fixtures
 
         SEEN = []
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from pytest_microsandbox._options import OPTIONS
+from pytest_microsandbox.plugin._options import OPTIONS
 
 DUMP_SETTINGS = """
 import dataclasses, json
@@ -39,42 +38,71 @@ def test_defaults(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) ->
                         "snapshots": True, "snapshot_keep": 8, "cov": False}
 
 
-def test_snapshots_off_reaches_the_vm_backend(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MSB_SNAPSHOTS", raising=False)
-    pytester.makepyfile("""
-        from pytest_microsandbox.sandbox._vm import snapshots_enabled
+VM_OPTIONS_PROBE = """
+    import os
+    import pytest
 
-        def test_off():
-            assert not snapshots_enabled()
-    """)
-    pytester.runpytest("--msb-snapshots=false").assert_outcomes(passed=1)
-    pytester.runpytest().assert_outcomes(failed=1)  # on by default
+    class Probed(Exception):
+        pass
+
+    def pytest_microsandbox_sandbox_config(options):
+        raise Probed(options["vm"])
+"""
 
 
-def test_snapshot_keep_reaches_the_vm_backend(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MSB_SNAPSHOT_KEEP", raising=False)
+def test_vm_settings_reach_the_sandbox_as_vm_options_not_the_environment(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(VM_OPTIONS_PROBE)
     pytester.makepyfile("""
         import os
-        from pytest_microsandbox.sandbox._vm import snapshot_keep
+        import pytest
+        from pytest_microsandbox.sandbox import VmOptions
 
-        def test_keep():
-            assert snapshot_keep() == int(os.environ["EXPECTED"])
+        def test_probe(sandbox_factory):
+            with pytest.raises(Exception) as probed:
+                sandbox_factory()
+            assert probed.value.args[0] == VmOptions(kernel=os.environ.get("EXPECTED_KERNEL"),
+                                                     snapshots=os.environ["EXPECTED_SNAPSHOTS"] == "true",
+                                                     snapshot_keep=int(os.environ["EXPECTED_KEEP"]))
+            assert not {"MSB_KERNEL", "MSB_SNAPSHOTS", "MSB_SNAPSHOT_KEEP"} & set(os.environ)
     """)
-    monkeypatch.setenv("EXPECTED", "3")
-    pytester.runpytest("--msb-snapshot-keep=3").assert_outcomes(passed=1)
-    monkeypatch.setenv("EXPECTED", "8")
-    pytester.runpytest().assert_outcomes(passed=1)  # the default
-    assert "MSB_SNAPSHOT_KEEP" not in os.environ  # the run's export is undone at its end
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("EXPECTED_SNAPSHOTS", "true")
+        env.setenv("EXPECTED_KEEP", "8")
+        pytester.runpytest().assert_outcomes(passed=1)  # the defaults
+        env.setenv("EXPECTED_SNAPSHOTS", "false")
+        env.setenv("EXPECTED_KEEP", "3")
+        env.setenv("EXPECTED_KERNEL", "/boot/k")
+        pytester.runpytest("--msb-snapshots=false", "--msb-snapshot-keep=3", "--msb-kernel=/boot/k",
+                           ).assert_outcomes(passed=1)
 
 
-def test_a_bad_snapshot_keep_from_the_environment_is_a_typed_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_msb_reads_vm_settings_from_the_environment_with_typed_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pytest_microsandbox.cli._environment import vm_options
     from pytest_microsandbox.errors import InvalidConfigError
-    from pytest_microsandbox.sandbox._vm import snapshot_keep
+    from pytest_microsandbox.sandbox import VmOptions
 
+    monkeypatch.setenv("MSB_SNAPSHOTS", "off")
+    monkeypatch.setenv("MSB_SNAPSHOT_KEEP", "2")
+    monkeypatch.setenv("MSB_KERNEL", "/k")
+    assert vm_options() == VmOptions(kernel="/k", snapshots=False, snapshot_keep=2)
     for bad in ("0", "-1", "many"):
         monkeypatch.setenv("MSB_SNAPSHOT_KEEP", bad)
         with pytest.raises(InvalidConfigError, match="MSB_SNAPSHOT_KEEP must be a positive number"):
-            snapshot_keep()
+            vm_options()
+    monkeypatch.setenv("MSB_SNAPSHOT_KEEP", "2")
+    monkeypatch.setenv("MSB_SNAPSHOTS", "perhaps")
+    with pytest.raises(InvalidConfigError, match="MSB_SNAPSHOTS"):
+        vm_options()
+
+
+def test_vm_options_refuse_bad_values() -> None:
+    from pytest_microsandbox.errors import InvalidConfigError
+    from pytest_microsandbox.sandbox import VmOptions
+
+    for bad in ({"snapshot_keep": 0}, {"snapshot_keep": True}, {"snapshots": "yes"}, {"kernel": ""}):
+        with pytest.raises(InvalidConfigError):
+            VmOptions(**bad)
+    assert VmOptions.from_dict(VmOptions(kernel="/k", snapshot_keep=3).to_dict()) == VmOptions("/k", True, 3)
 
 
 def test_if_unavailable_defaults_to_fail_on_ci(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:

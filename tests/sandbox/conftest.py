@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_microsandbox.sandbox._namespace import namespaces_unavailable
+from pytest_microsandbox.sandbox._namespace_backend import namespaces_unavailable
 from pytest_microsandbox.sync import Sandbox
 from tests.homes import home_with_session_templates
 from tests.timeouts import BOOT
@@ -44,7 +44,7 @@ def make_sandbox(isolation: str, home: Path) -> Iterator[Callable[..., Sandbox]]
 @pytest.fixture(autouse=True)
 def _vm_needs_virtiofs(request: pytest.FixtureRequest) -> None:
     """On a KVM host, vm sandboxes of the host image need the virtio-fs device; say so rather than fail."""
-    from pytest_microsandbox.sandbox._vm import virtiofs_available
+    from pytest_microsandbox.sandbox._vm_backend import virtiofs_available
 
     if "isolation" in request.fixturenames and request.getfixturevalue("isolation") == "vm" \
             and not virtiofs_available():

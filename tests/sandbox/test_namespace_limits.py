@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_microsandbox.sandbox._namespace import limits_unavailable, namespaces_unavailable
+from pytest_microsandbox.sandbox._namespace_backend import limits_unavailable, namespaces_unavailable
 from pytest_microsandbox.sync import Sandbox
 
 pytestmark = pytest.mark.vm

@@ -19,6 +19,7 @@ from pytest_microsandbox.errors import (
     ExecTimeoutError,
     InvalidConfigError,
     KvmUnavailableError,
+    SandboxAlreadyExistsError,
     SandboxError,
     SandboxNotFoundError,
 )
@@ -195,7 +196,7 @@ def _alive(pid: int | None) -> bool:
 
 def test_relay_forwards_whole_frames_only() -> None:
     from pytest_microsandbox.agent._wire import Msg, encode_frame
-    from pytest_microsandbox.sandbox._serve import FrameBuffer
+    from pytest_microsandbox.sandbox._detached_owner import FrameBuffer
 
     a, b = encode_frame(Msg.PING, 1, b"abc"), encode_frame(Msg.PING, 2, b"x" * 70000)
     buf = FrameBuffer()
@@ -228,5 +229,5 @@ def test_concurrent_execs_and_a_forked_creator(make_sandbox, isolation: str, hom
 
 def test_names_are_unique_while_live(make_sandbox) -> None:
     make_sandbox(name="only")
-    with pytest.raises(InvalidConfigError, match="already exists"):
+    with pytest.raises(SandboxAlreadyExistsError, match="sandbox already exists: only"):
         make_sandbox(name="only")

@@ -10,7 +10,8 @@ from pytest_microsandbox.agent import BootConfig, GuestMount
 from pytest_microsandbox.errors import SandboxError
 from pytest_microsandbox.sandbox._backend import DiskAttachment, GuestPlan
 from pytest_microsandbox.sandbox._config import build_config
-from pytest_microsandbox.sandbox._vm import ROOT_SERIAL, virtiofs_available, vm_spec
+from pytest_microsandbox.sandbox._vm_backend import ROOT_SERIAL, virtiofs_available, vm_spec
+from pytest_microsandbox.vmm.spec import DiskSpec, ShareSpec
 
 
 def _plan(tmp_path: Path, mounts: list[GuestMount], disks: list[DiskAttachment] = ()) -> GuestPlan:
@@ -25,9 +26,8 @@ def test_root_disk_tmpfs_and_disks_map_to_virtio_blk(tmp_path: Path) -> None:
     spec, mounts = vm_spec(_plan(tmp_path, [GuestMount("tmpfs", "/scratch", size_mib=8)], [disk]),
                            Path("/cache/root.ext4"))
     assert (spec.memory_mib, spec.cpus) == (256, 2)
-    assert spec.disks == [{"path": "/cache/root.ext4", "read_only": True, "serial": ROOT_SERIAL, "format": "raw"},
-                          {"path": "/images/d.raw", "read_only": True, "serial": "msb-disk0",
-                           "format": "raw"}]
+    assert spec.disks == (DiskSpec("/cache/root.ext4", read_only=True, serial=ROOT_SERIAL, format="raw"),
+                          DiskSpec("/images/d.raw", read_only=True, serial="msb-disk0", format="raw"))
     root, *rest = mounts
     assert root == GuestMount("block_serial", source=ROOT_SERIAL)
     assert rest[0] == GuestMount("tmpfs", "/scratch", size_mib=8)
@@ -47,10 +47,10 @@ def test_binds_become_virtiofs_shares_with_their_quota(tmp_path: Path) -> None:
     plan.quotas["/out"] = 64
     spec, (root, *mounts) = vm_spec(plan, None)
     assert root == GuestMount("virtiofs", source="msb-fs0")  # no root disk: the root directory is shared too
-    assert spec.shares == [  # the root (an image: cached long), then the binds (the host's live directories)
-        {"tag": "msb-fs0", "root": "/unused", "readonly": True, "quota_mib": None, "cache_seconds": 600.0},
-        {"tag": "msb-fs1", "root": "/srv/in", "readonly": True, "quota_mib": None, "cache_seconds": 1.0},
-        {"tag": "msb-fs2", "root": "/srv/o", "readonly": False, "quota_mib": 64, "cache_seconds": 1.0}]
+    assert spec.shares == (  # the root (an image: cached long), then the binds (the host's live directories)
+        ShareSpec("msb-fs0", "/unused", readonly=True, quota_mib=None, cache_seconds=600.0),
+        ShareSpec("msb-fs1", "/srv/in", readonly=True, quota_mib=None, cache_seconds=1.0),
+        ShareSpec("msb-fs2", "/srv/o", readonly=False, quota_mib=64, cache_seconds=1.0))
     assert mounts == [GuestMount("virtiofs", "/in", "msb-fs1", readonly=True),
                       GuestMount("virtiofs", "/out", "msb-fs2")]
     too_many = _plan(tmp_path, [GuestMount("bind", f"/m{i}", f"/srv/{i}") for i in range(9)])
@@ -61,8 +61,7 @@ def test_binds_become_virtiofs_shares_with_their_quota(tmp_path: Path) -> None:
 @pytest.mark.skipif(not virtiofs_available(), reason="this build has no virtio-fs device")
 def test_an_overlay_is_a_read_only_share_with_the_writable_layer_built_in_the_guest(tmp_path: Path) -> None:
     spec, (_, mount) = vm_spec(_plan(tmp_path, [GuestMount("overlay", "/usr", "/usr", nodev=True)]), None)
-    assert spec.shares[1] == {"tag": "msb-fs1", "root": "/usr", "readonly": True, "quota_mib": None,
-                              "cache_seconds": 600.0}
+    assert spec.shares[1] == ShareSpec("msb-fs1", "/usr", readonly=True, quota_mib=None, cache_seconds=600.0)
     assert mount == GuestMount("overlay", "/usr", "msb-fs1", fstype="virtiofs", nodev=True)
 
 
@@ -71,9 +70,8 @@ def test_vmm_builds_its_shares_and_says_what_they_served(tmp_path: Path, capsys)
     from pytest_microsandbox.vmm.process import ShareServers
 
     servers = ShareServers()
-    image = servers({"tag": "msb-fs0", "root": str(tmp_path), "readonly": True, "quota_mib": None,
-                     "cache_seconds": 600.0})
-    bind = servers({"tag": "msb-fs1", "root": str(tmp_path), "readonly": False, "quota_mib": 8})
+    image = servers(ShareSpec("msb-fs0", str(tmp_path), readonly=True, cache_seconds=600.0))
+    bind = servers(ShareSpec("msb-fs1", str(tmp_path), readonly=False, quota_mib=8))
     assert (image.readonly, image.no_open, bind.readonly, bind.no_open) == (True, True, False, False)
     servers.report()
     assert capsys.readouterr().err.splitlines() == ["msb-vmm: share msb-fs0 served 0 requests ()",
@@ -112,7 +110,7 @@ def test_disk_formats_reach_the_vmm_by_name_and_bad_images_fail_at_create(tmp_pa
     plan = _disk_plan(tmp_path, good, "vm")
     assert [d.format for d in plan.disks] == ["qcow2"]
     spec, _ = vm_spec(plan, None)
-    assert spec.disks[-1]["format"] == "qcow2"
+    assert spec.disks[-1].format == "qcow2"
     with pytest.raises(InvalidConfigError, match="encrypted"):
         _disk_plan(tmp_path, encrypted, "vm")
     with pytest.raises(InvalidConfigError, match="namespace backend attaches raw images.*isolation='vm'"):

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from _vmcore.machine import DEVICE_IRQS
+from _vmcore.layout import MAX_DEVICES
 from _vmcore.template_cache import TemplateCache
 from pytest_microsandbox.sandbox._hostroot import host_mounts
-from pytest_microsandbox.sandbox._vm import virtiofs_available
-from pytest_microsandbox.sync import Sandbox, Volume
+from pytest_microsandbox.sandbox._vm_backend import virtiofs_available
+from pytest_microsandbox.sync import Sandbox, VmOptions, Volume
 from pytest_microsandbox.vmm.template import DISK_SLOTS
 from tests.timeouts import BOOT
 
@@ -61,10 +61,10 @@ def test_another_memory_size_is_another_template(home: Path) -> None:
     assert len(_templates(home)) == 2
 
 
-def test_a_build_evicts_templates_beyond_snapshot_keep(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MSB_SNAPSHOT_KEEP", "1")
+def test_a_build_evicts_templates_beyond_snapshot_keep(home: Path) -> None:
     for memory_mib in (256, 384):
-        with Sandbox.create(isolation="vm", home=home, memory_mib=memory_mib, boot_timeout=BOOT) as sb:
+        with Sandbox.create(isolation="vm", home=home, memory_mib=memory_mib, boot_timeout=BOOT,
+                            vm=VmOptions(snapshot_keep=1)) as sb:
             assert sb.exec("true").exit_code == 0
     [kept] = _templates(home)
     assert '"memory_mib": 384' in (kept / "key.json").read_text()
@@ -84,7 +84,7 @@ def test_a_clones_volumes_are_bound_to_the_templates_slots(home: Path, tmp_path:
     volumes = {"/data": vol.handle.mount(), "/disk": Volume.disk(image)}
     # The host image's own shares (its root, /usr, the interpreter's prefixes: four for a pyenv interpreter in a
     # venv) leave this many of the template's virtio-fs slots to volumes; a sandbox needing more boots cold.
-    free_slots = len(DEVICE_IRQS) - 1 - DISK_SLOTS - (1 + len(host_mounts()))
+    free_slots = MAX_DEVICES - 1 - DISK_SLOTS - (1 + len(host_mounts()))
     assert free_slots >= 1
     if free_slots >= 2:
         volumes["/ro"] = Volume.bind(shared, readonly=True)
@@ -114,9 +114,8 @@ def test_clones_are_not_twins(home: Path) -> None:
         assert boot_ids[0] != boot_ids[1]
 
 
-def test_snapshots_off_boots_every_sandbox(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MSB_SNAPSHOTS", "false")
-    with Sandbox.create(isolation="vm", home=home, boot_timeout=BOOT) as sb:
+def test_snapshots_off_boots_every_sandbox(home: Path) -> None:
+    with Sandbox.create(isolation="vm", home=home, boot_timeout=BOOT, vm=VmOptions(snapshots=False)) as sb:
         assert sb.exec("true").exit_code == 0
         assert BOOT_LINE in _console(sb)
     assert _templates(home) == []

@@ -1,7 +1,7 @@
 """The vm backend's snapshot templates, on the VMM side: the slot layout, binding a restored clone's slots, the
 agent's ready point (spoken by the real agent, natively), and a broken template rebuilt rather than booted.
 
-Machines here run the tiny test guest (``_vmcore.tinyguest``): any /dev/kvm, kvm_pvm included, runs it. The
+Machines here run the tiny test guest (``tests.support.tinyguest``): any /dev/kvm, kvm_pvm included, runs it. The
 whole path with libkrunfw's kernel and our agent as PID 1 is in the ``vm`` tests of test_sandbox_lifecycle.
 """
 
@@ -13,15 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from _vmcore.errors import VmmError
+from _vmcore.errors import SnapshotError, VmmError
 from _vmcore.fs.server import FuseServer
 from _vmcore.host import KvmKind, detect_kvm
-from _vmcore.machine import DEVICE_IRQS, Disk, Machine, MachineConfig
+from _vmcore.machine import Disk, Machine, MachineConfig
 from _vmcore.snapshot import STATE
 from _vmcore.template_cache import TemplateCache
-from _vmcore.tinyguest import counting_code, tiny_guest_elf
 from pytest_microsandbox.agent._wire import HEADER, HEADER_SIZE, Msg
-from pytest_microsandbox.vmm.spec import ROOT_SERIAL
+from pytest_microsandbox.vmm.spec import MAX_DEVICES, ROOT_SERIAL, DiskSpec, ShareSpec, VmSpec
 from pytest_microsandbox.vmm.template import (
     DISK_SLOTS,
     SlotLayout,
@@ -30,32 +29,31 @@ from pytest_microsandbox.vmm.template import (
     template_key,
     wait_for_announcement,
 )
+from tests.support.tinyguest import counting_code, tiny_guest_elf
 
 KVM = detect_kvm()
 needs_kvm = pytest.mark.skipif(KVM.kind is KvmKind.NONE, reason=f"needs /dev/kvm: {KVM.reason}")
 
 
-def _spec(tmp_path: Path, disks: int = 0, shares: int = 0, root: bool = True) -> dict:
-    entries = [{"path": str(tmp_path / "root.ext4"), "read_only": True, "serial": ROOT_SERIAL}] \
-        if root else []
+def _spec(tmp_path: Path, disks: int = 0, shares: int = 0, root: bool = True) -> VmSpec:
+    entries = [DiskSpec(str(tmp_path / "root.ext4"), read_only=True, serial=ROOT_SERIAL)] if root else []
     for i in range(disks):
         image = tmp_path / f"d{i}.raw"
         image.write_bytes(bytes(1 << 16))
-        entries.append({"path": str(image), "read_only": i % 2 == 1, "serial": f"msb-disk{i}"})
+        entries.append(DiskSpec(str(image), read_only=i % 2 == 1, serial=f"msb-disk{i}"))
     share_list = []
     for i in range(shares):
         (tmp_path / f"share{i}").mkdir(exist_ok=True)
-        share_list.append({"tag": f"msb-fs{i}", "root": str(tmp_path / f"share{i}"), "readonly": False,
-                           "quota_mib": None})
+        share_list.append(ShareSpec(f"msb-fs{i}", str(tmp_path / f"share{i}"), readonly=False))
     (tmp_path / "root.ext4").write_bytes(bytes(1 << 16))
-    return {"memory_mib": 32, "cpus": 1, "disks": entries, "shares": share_list,
-            "console_log": str(tmp_path / "console.log")}
+    return VmSpec(memory_mib=32, cpus=1, kernel=None, console_log=str(tmp_path / "console.log"),
+                  disks=tuple(entries), shares=tuple(share_list))
 
 
 def test_layout_fills_the_irq_lines(tmp_path):
     with_root = SlotLayout.for_spec(_spec(tmp_path))
     assert (with_root.root_disks, with_root.disk_slots) == (1, DISK_SLOTS)
-    assert 1 + with_root.root_disks + with_root.disk_slots + with_root.fs_slots == len(DEVICE_IRQS)
+    assert 1 + with_root.root_disks + with_root.disk_slots + with_root.fs_slots == MAX_DEVICES
     host_image = SlotLayout.for_spec(_spec(tmp_path, root=False))
     assert host_image.fs_slots == with_root.fs_slots + 1  # the host image's root is a share
 
@@ -75,8 +73,8 @@ def test_template_config_and_key_do_not_depend_on_the_sandboxs_volumes(tmp_path)
     one, two = _spec(tmp_path / "a", disks=1, shares=2), _spec(tmp_path / "b", disks=3)
     configs = [SlotLayout.for_spec(s).machine_config(s, str(kernel), b"initramfs", "x=1") for s in (one, two)]
     assert [d.path is None for d in configs[0].disks] == [False] + [True] * DISK_SLOTS
-    assert [d.tag for d in configs[0].extra_devices] == [f"msb-fs{i}" for i in range(len(configs[0].extra_devices))]
-    assert all(d.server is None for d in configs[0].extra_devices)
+    assert [d.tag for d in configs[0].shares] == [f"msb-fs{i}" for i in range(len(configs[0].shares))]
+    assert all(d.server is None for d in configs[0].shares) and configs[0].extra_devices == []
     keys = [template_key(c, "sha256:abc") for c in configs]
     assert keys[0] == keys[1]
     assert template_key(configs[0], "sha256:def") != keys[0]  # another image, another template
@@ -120,14 +118,14 @@ def test_announcement_after_tty_echo_and_timeout():
 
 # ---- machines with slots (tiny guest) ---------------------------------------------------------------------------
 
-def _tiny_config(tmp_path: Path) -> MachineConfig:
-    from _vmcore.fs.virtio_fs import VirtioFs
+def _tiny_config(tmp_path: Path, share_tag: str = "msb-fs0") -> MachineConfig:
+    from _vmcore.devices.virtio_fs import VirtioFs
 
     kernel = tmp_path / "count.elf"
     if not kernel.exists():
         kernel.write_bytes(tiny_guest_elf(counting_code("f", delay=0x40000)))
     return MachineConfig(kernel=str(kernel), memory_mib=32, disks=[Disk(None), Disk(None)],
-                         console_ports=("agent",), extra_devices=[VirtioFs(None, "msb-fs0")])
+                         console_ports=("agent",), shares=[VirtioFs(None, share_tag)])
 
 
 @needs_kvm
@@ -157,6 +155,18 @@ def _tiny_build(make_config, directory: Path, timeout: float) -> None:
         m.start()
         m.wait_for_console("b", timeout=timeout)
         m.snapshot(directory)
+
+
+@needs_kvm
+def test_a_share_slot_of_another_tag_is_another_machine(tmp_path):
+    """The guest's driver read the slot's tag at probe: the tag is part of the share's identity, and so of the
+    snapshot's (and of the template's key)."""
+    _tiny_build(lambda: _tiny_config(tmp_path), tmp_path / "snap", 60)
+    machine = Machine.restore(tmp_path / "snap", _tiny_config(tmp_path, share_tag="msb-fs9"))
+    with pytest.raises(SnapshotError, match="another machine \\(devices: "):
+        machine.start()
+    machine.close()
+    assert template_key(_tiny_config(tmp_path), "tiny") != template_key(_tiny_config(tmp_path, "msb-fs9"), "tiny")
 
 
 @needs_kvm
@@ -198,10 +208,7 @@ def test_vmm_process_reports_a_template_whose_agent_never_came_up(tmp_path):
     template machine (nine devices: the console, three disk slots, five virtio-fs slots) starts booting, its agent
     never announces itself, and the process says so and exits, leaving no half-built template behind. (The kernel
     is still far from its virtio console after these 10 s here, so the console log stays empty.)"""
-    from dataclasses import asdict
-
     from pytest_microsandbox.sandbox._zygote_client import Zygote
-    from pytest_microsandbox.vmm.spec import VmSpec
 
     spec = VmSpec(memory_mib=256, cpus=1, kernel=None, console_log=str(tmp_path / "console.log"),
                   snapshots=str(tmp_path / "snapshots"), image_digest="host", boot_timeout=10)
@@ -209,7 +216,7 @@ def test_vmm_process_reports_a_template_whose_agent_never_came_up(tmp_path):
     ours, theirs = socket.socketpair()
     try:
         with ours, theirs, open(spec.console_log, "ab") as log:
-            vmm = zygote.spawn(asdict(spec), theirs, log.fileno())
+            vmm = zygote.spawn(spec, theirs, log.fileno())
         assert vmm.ended(120)
     finally:
         zygote.close()

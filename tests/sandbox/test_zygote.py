@@ -8,15 +8,15 @@ import os
 import signal
 import socket
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from _vmcore.host import KvmKind, detect_kvm
 from pytest_microsandbox.errors import SandboxError
+from pytest_microsandbox.sandbox import _zygote_client
 from pytest_microsandbox.sandbox._zygote_client import ForkedProcess, Zygote, zygote
-from pytest_microsandbox.vmm.spec import VmSpec
+from pytest_microsandbox.vmm.spec import SPEC_VERSION, VmSpec, encode
 
 pytestmark = pytest.mark.skipif(detect_kvm().kind is KvmKind.NONE, reason="needs /dev/kvm")
 
@@ -48,7 +48,7 @@ def started(tmp_path: Path):
         spec = VmSpec(memory_mib=64, cpus=1, kernel=None, console_log=str(run / "console.log"), boot_timeout=600)
         ours, theirs = socket.socketpair()
         with theirs, open(spec.console_log, "ab") as log:
-            vmm = z.spawn(asdict(spec), theirs, log.fileno())
+            vmm = z.spawn(spec, theirs, log.fileno())
         made.append((vmm, ours))
         assert _wait_for(lambda: "ready to run the machine" in (run / "console.log").read_text())
         return vmm
@@ -84,13 +84,21 @@ def test_the_next_vmm_is_forked_ahead_and_every_vmm_dies_with_the_zygote(started
     assert _wait_for(lambda: not Path(f"/proc/{spare}").exists() or _status(spare)["State"].startswith("Z"))
 
 
-def test_a_bad_request_is_an_error_and_the_zygote_serves_on(started, tmp_path: Path) -> None:
+@pytest.mark.parametrize("wire, error", [
+    ({"version": SPEC_VERSION, "memory_mib": 64}, r"missing fields \['console_log', 'cpus', 'kernel'\]"),
+    ({"version": SPEC_VERSION + 1}, f"version {SPEC_VERSION + 1}; this side reads version {SPEC_VERSION}"),
+    (lambda spec: {**encode(spec), "disks": [{"path": "/d"}]}, r"spec.disks\[0\]: missing fields"),
+], ids=["incomplete", "another-version", "malformed-disk"])
+def test_a_bad_request_is_an_error_and_the_zygote_serves_on(started, tmp_path: Path, monkeypatch, wire,
+                                                             error) -> None:
     z, spawn = started
-    with pytest.raises(SandboxError, match="could not start a VMM"):
+    monkeypatch.setattr(_zygote_client, "encode", wire if callable(wire) else lambda spec: wire)
+    with pytest.raises(SandboxError, match=f"could not start a VMM: SpecError: .*{error}"):
         with open(tmp_path / "log", "ab") as log:
             ours, theirs = socket.socketpair()
             with ours, theirs:
-                z.spawn({"memory_mib": 64}, theirs, log.fileno())  # no console log, no devices: KeyError there
+                z.spawn(VmSpec(64, 1, None, str(tmp_path / "log")), theirs, log.fileno())
+    monkeypatch.undo()
     assert z.alive()
     assert not spawn().ended(0)
 

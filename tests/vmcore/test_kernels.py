@@ -19,16 +19,20 @@ def make_package(root, versions):
 def test_explicit_path_wins(tmp_path):
     k = tmp_path / "vmlinux"
     k.write_bytes(b"x")
-    found = find_kernel(k, env={"MSB_KERNEL": "/nonexistent"})
+    found = find_kernel(k)
     assert found.path == k and found.source == "explicit"
 
 
-def test_env_then_missing_is_an_error(tmp_path):
-    k = tmp_path / "k.so"
-    k.write_bytes(b"x")
-    assert find_kernel(None, env={"MSB_KERNEL": str(k)}).source == "MSB_KERNEL"
+def test_a_missing_explicit_path_is_an_error_not_a_fallback(tmp_path):
     with pytest.raises(KernelLoadError, match="does not exist"):
-        find_kernel(None, env={"MSB_KERNEL": str(tmp_path / "typo.so")})
+        find_kernel(tmp_path / "typo.so")
+
+
+def test_the_environment_is_not_read(tmp_path, monkeypatch):
+    monkeypatch.setattr("_vmcore.kernels._ldconfig_libkrunfw", lambda: [])
+    monkeypatch.setenv("MSB_KERNEL", str(tmp_path / "typo.so"))  # a caller's setting: only the caller reads it
+    (tmp_path / "libkrunfw.so.5").write_bytes(b"x")
+    assert find_kernel(None, lib_dirs=[str(tmp_path)]).source == "system"
 
 
 def test_system_dirs_pick_newest_version(tmp_path, monkeypatch):
@@ -43,17 +47,18 @@ def test_bundled_copy_found_without_import(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr("_vmcore.kernels._ldconfig_libkrunfw", lambda: [])
     assert bundled_libkrunfw("fakemsb").name == "libkrunfw.so.5.6.1"
-    found = find_kernel(None, env={}, lib_dirs=[str(tmp_path / "empty")], package="fakemsb")
+    found = find_kernel(None, lib_dirs=[str(tmp_path / "empty")], package="fakemsb")
     assert found.source == "microsandbox-wheel" and found.path.name == "libkrunfw.so.5.6.1"
 
 
 def test_nothing_found(tmp_path, monkeypatch):
     monkeypatch.setattr("_vmcore.kernels._ldconfig_libkrunfw", lambda: [])
-    with pytest.raises(KernelLoadError, match=r"\[kernel\] extra"):
-        find_kernel(None, env={}, lib_dirs=[str(tmp_path)], package="no_such_package_here")
+    with pytest.raises(KernelLoadError, match="no guest kernel found") as raised:
+        find_kernel(None, lib_dirs=[str(tmp_path)], package="no_such_package_here")
+    assert "msb" not in str(raised.value)  # the library adds how its users give one
 
 
 def test_this_host_has_a_kernel():
     """The [kernel] extra is installed here: discovery must find libkrunfw."""
-    found = find_kernel(None, env={})
+    found = find_kernel(None)
     assert found.path.name.startswith("libkrunfw.so.")

@@ -8,7 +8,7 @@ from _vmcore import loader
 from _vmcore.errors import KernelLoadError
 from _vmcore.kernels import find_kernel
 from _vmcore.memory import GuestMemory
-from _vmcore.tinyguest import CODE, LOAD_ADDR, tiny_guest_elf
+from tests.support.tinyguest import CODE, LOAD_ADDR, tiny_guest_elf
 
 
 def fake_bzimage(setup_sects=4, version=0x020F, xloadflags=1, body=b"KERNEL64"):
@@ -78,7 +78,7 @@ def test_missing_file(tmp_path):
 
 
 def test_libkrunfw_raw_image():
-    k = loader.load_kernel(find_kernel(None, env={}).path)
+    k = loader.load_kernel(find_kernel(None).path)
     assert k.kind == "krunfw"
     load_addr, image, _ = k.segments[0]
     assert load_addr == 0x1000000 and k.entry == 0x1000123

@@ -7,7 +7,7 @@ import pytest
 from _vmcore.errors import BootError, VmmError
 from _vmcore.host import KvmKind, detect_kvm
 from _vmcore.machine import Disk, Machine, MachineConfig
-from _vmcore.tinyguest import tiny_guest_elf
+from tests.support.tinyguest import tiny_guest_elf
 
 KVM = detect_kvm()
 needs_kvm = pytest.mark.skipif(KVM.kind is KvmKind.NONE, reason=f"needs /dev/kvm: {KVM.reason}")

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from _vmcore import pvh
 from _vmcore.errors import GuestImageError
+from tests.support import pvh
 
-SOURCE = Path(pvh.__file__).parent / "guest" / "pvh" / "trampoline.S"
+SOURCE = Path(pvh.__file__).parent / "pvh_trampoline.S"
 FAKE = pvh.RawKernel(b"\x90" * 4096 + b"Linux version 6.1.2-test (x@y) #1", 0x1000000, 0x1000123)
 
 

@@ -13,8 +13,8 @@ from _vmcore import snapshot as snapfmt
 from _vmcore.errors import SnapshotError, VmmError
 from _vmcore.host import KvmKind, detect_kvm
 from _vmcore.machine import Disk, Machine, MachineConfig
-from _vmcore.smaps import mapping_usage
-from _vmcore.tinyguest import counting_code, tiny_guest_elf
+from tests.support.smaps import mapping_usage
+from tests.support.tinyguest import counting_code, tiny_guest_elf
 
 KVM = detect_kvm()
 pytestmark = pytest.mark.skipif(KVM.kind is KvmKind.NONE, reason=f"needs /dev/kvm: {KVM.reason}")
@@ -80,6 +80,10 @@ def test_snapshot_files_and_manifest(snap):
     ident = manifest["identity"]
     assert ident["memory_mib"] == 32 and ident["vcpus"] == 1
     assert [d["class"] for d in ident["devices"]] == ["VirtioConsole", "VirtioBlk"]
+    console, disk = ident["devices"]  # each device's identity(): the base's fields and what its driver saw at probe
+    assert console["ports"] == ["", "agent"] and console["device_id"] == 3 and len(console["queues"]) == 6
+    assert (disk["capacity"], disk["read_only"], disk["device_id"], disk["queues"]) == (128, True, 2, [256])
+    assert set(disk) == {"class", "device_id", "features", "queues", "capacity", "read_only"}
     assert (path / snapfmt.MEMORY).stat().st_size == 32 << 20
     assert (path / snapfmt.MEMORY).stat().st_blocks * 512 < 4 << 20  # zero runs are holes
     state = snapfmt.read_snapshot(path).state
@@ -127,10 +131,13 @@ def _copy(src, dst):
     (lambda p: (p / snapfmt.MANIFEST).write_text("{"), "unreadable"),
     (lambda p: (p / snapfmt.MANIFEST).write_text(
         (p / snapfmt.MANIFEST).read_text().replace(f'"version": {snapfmt.VERSION}', '"version": 99')), "version 99"),
+    (lambda p: (p / snapfmt.MANIFEST).write_text(
+        (p / snapfmt.MANIFEST).read_text().replace(f'"{snapfmt.FORMAT}"', '"another-snapshot"')), "not a vmcore"),
     (lambda p: (p / snapfmt.MEMORY).write_bytes(b"x"), "memory.bin is 1 bytes"),
     (lambda p: _flip(p / snapfmt.MEMORY, 0x100000), "memory.bin .* corrupted"),
     (lambda p: _flip(p / snapfmt.STATE, 10), "state.json .* corrupted"),
-], ids=["no-manifest", "bad-json", "other-version", "truncated-memory", "flipped-memory", "flipped-state"])
+], ids=["no-manifest", "bad-json", "other-version", "other-format", "truncated-memory", "flipped-memory",
+        "flipped-state"])
 def test_corrupted_snapshot_is_refused(snap, guest, tmp_path, damage, match):
     bad = _copy(snap[0], tmp_path / "bad")
     damage(bad)

@@ -20,8 +20,8 @@ import pytest
 
 from _vmcore.kernels import find_kernel
 from _vmcore.machine import Disk, Machine, MachineConfig
-from _vmcore.smaps import mapping_usage
 from _vmcore.snapshot import MEMORY
+from tests.support.smaps import mapping_usage
 from tests.timeouts import BOOT, scaled
 from tests.vmcore.guestimage import build_root_image
 from tests.vmcore.test_kernel_boot import INIT_C, MARKER

@@ -16,7 +16,7 @@ from _vmcore.host import KvmKind, detect_kvm
 from _vmcore.machine import Disk, Machine, MachineConfig
 from _vmcore.snapshot import MEMORY
 from _vmcore.template_cache import LAST_USED, TemplateCache, config_key
-from _vmcore.tinyguest import counting_code, tiny_guest_elf
+from tests.support.tinyguest import counting_code, tiny_guest_elf
 
 KVM = detect_kvm()
 needs_kvm = pytest.mark.skipif(KVM.kind is KvmKind.NONE, reason=f"needs /dev/kvm: {KVM.reason}")
@@ -109,6 +109,19 @@ def test_config_key_names_what_a_template_depends_on(tmp_path, kernel):
                   config_key(MachineConfig(kernel=str(kernel), memory_mib=64), "sha256:abc", "READY")):
         assert other != key
     assert TemplateCache(tmp_path).path_for(key) != TemplateCache(tmp_path).path_for({**key, "vcpus": 2})
+
+
+def test_config_key_holds_each_shares_identity(tmp_path, kernel):
+    from _vmcore.devices.virtio_fs import VirtioFs
+
+    def key(*shares: VirtioFs) -> dict:
+        return config_key(MachineConfig(kernel=str(kernel), memory_mib=64, shares=list(shares)), "sha256:abc", "R")
+
+    one = key(VirtioFs(None, "fs0"))
+    assert one["shares"] == [VirtioFs(None, "fs0").identity()]
+    assert one == key(VirtioFs(None, "fs0"))
+    for other in (key(VirtioFs(None, "fs1")), key(VirtioFs(None, "fs0", request_queues=2)), key()):
+        assert other != one
 
 
 def _use(cache: TemplateCache, key: dict, ago: float) -> None:

@@ -13,8 +13,8 @@ from _vmcore.kvm import Vm
 from _vmcore.loader import parse_elf
 from _vmcore.machine import IDENTITY_MAP_ADDR, TSS_ADDR
 from _vmcore.memory import GuestMemory
-from _vmcore.tinyguest import tiny_guest_elf
 from _vmcore.vcpu import Vcpu
+from tests.support.tinyguest import tiny_guest_elf
 
 KVM = detect_kvm()
 pytestmark = pytest.mark.skipif(KVM.kind is KvmKind.NONE, reason=f"needs /dev/kvm: {KVM.reason}")

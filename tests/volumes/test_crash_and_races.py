@@ -181,7 +181,7 @@ def test_an_ensure_that_reads_between_the_creators_two_steps_gets_the_volume(
     """The 1-in-8 race above, made certain: the creator finishes just after the ensurer read "not ready" and just
     before it read "not creating". The volume exists: the ensurer must return it, not call it vanished."""
     from pytest_microsandbox.store import ProcessIdentity, VolumeRecord, now_ms
-    from pytest_microsandbox.volumes._sync import _manager
+    from pytest_microsandbox.volumes._volume import _manager
 
     home = tmp_path / "home"
     store = _manager(home).store  # the store object the ensurer reads through

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_microsandbox._home import msb_home
-from pytest_microsandbox.volumes._sync import _manager
+from pytest_microsandbox.volumes._volume import _manager
 
 
 @pytest.mark.parametrize("given", ["abs-str", "abs-path", "relative", "tilde", "env", "env-relative", "default"])

@@ -12,8 +12,8 @@ import pytest
 
 machine = pytest.importorskip("_vmcore.machine", reason="the VMM (_vmcore.machine) is not here")
 
+from _vmcore.devices.virtio_fs import VirtioFs  # noqa: E402
 from _vmcore.fs import FuseServer  # noqa: E402
-from _vmcore.fs.virtio_fs import VirtioFs  # noqa: E402
 from tests.timeouts import BOOT, scaled  # noqa: E402
 
 pytestmark = [pytest.mark.vm, pytest.mark.kernel_boot, pytest.mark.slow]
@@ -41,7 +41,7 @@ def booted(tmp_path_factory: pytest.TempPathFactory):
     (root / "init.c").write_text(INIT_C)
     subprocess.run(["cc", "-static", "-O2", "-o", str(root / "init"), str(root / "init.c")], check=True, timeout=120)
     device = VirtioFs(FuseServer(root, readonly=True), "rootfs")
-    cfg = machine.MachineConfig(kernel=str(kernel), memory_mib=256, extra_devices=[device],
+    cfg = machine.MachineConfig(kernel=str(kernel), memory_mib=256, shares=[device],
                                 cmdline_extra="rootfstype=virtiofs root=rootfs ro init=/init")
     m = machine.Machine(cfg)
     try:

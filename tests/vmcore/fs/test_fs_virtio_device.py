@@ -16,9 +16,9 @@ pytest.importorskip("_vmcore.devices.virtio_mmio", reason="the VMM's virtio laye
 
 from fuse_wire import OP, ROOT, Reply, parse, request  # noqa: E402, I001 - ruff's first-party set differs by branch
 
+from _vmcore.devices.virtio_fs import VirtioFs  # noqa: E402
 from _vmcore.devices.virtio_mmio import MmioTransport  # noqa: E402
 from _vmcore.fs import FuseServer  # noqa: E402
-from _vmcore.fs.virtio_fs import VirtioFs  # noqa: E402
 from _vmcore.memory import GuestMemory  # noqa: E402
 
 MEM_SIZE = 4 << 20

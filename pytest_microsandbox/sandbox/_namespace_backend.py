@@ -62,7 +62,7 @@ class NamespaceBackend:
             if cgroup is not None:
                 cgroup.remove()
             raise
-        plan.boot = replace(plan.boot, mounts=[*extra.guest_mounts, *plan.extra_mounts])
+        boot = replace(plan.boot, mounts=list(extra.guest_mounts))
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         log = plan.run_dir / "console.log"
         closers = [extra.close] + ([cgroup.remove] if cgroup is not None else [])
@@ -81,7 +81,7 @@ class NamespaceBackend:
         finally:
             theirs.close()
         extra.started()
-        return Guest(proc, ours, log, closers=closers)
+        return Guest(proc, ours, log, boot, closers=closers)
 
 
 def _cgroup_for(plan: GuestPlan) -> SandboxCgroup | None:

@@ -67,22 +67,27 @@ class VolumeHandle:
 
     @property
     def name(self) -> str:
+        """The volume's name."""
         return self._record.name
 
     @property
     def kind(self) -> VolumeKind:
+        """``dir`` (a directory) or ``disk`` (an ext4 image)."""
         return VolumeKind(self._record.kind)
 
     @property
     def quota_mib(self) -> int | None:
+        """The most a directory volume may hold, in MiB (None: no quota)."""
         return self._record.quota_mib
 
     @property
     def size_mib(self) -> int | None:
+        """The size of a disk volume's image, in MiB (None for a directory volume)."""
         return self._record.size_mib
 
     @property
     def labels(self) -> dict[str, str]:
+        """The labels it was created with."""
         return dict(self._record.labels)
 
     @property
@@ -92,10 +97,12 @@ class VolumeHandle:
 
     @property
     def path(self) -> Path:
+        """Its directory on the host (``<home>/volumes/<name>``)."""
         return self._manager.path_of(self.name)
 
     @property
     def disk_image(self) -> Path | None:
+        """A disk volume's ext4 image (None for a directory volume)."""
         return self.path / DISK_IMAGE if self.kind == VolumeKind.DISK else None
 
     @property
@@ -107,6 +114,7 @@ class VolumeHandle:
 
     @property
     def fs(self) -> VolumeFs:
+        """Its files, from the host, no VM needed (a directory volume's only: InvalidConfigError for a disk one)."""
         if self.kind == VolumeKind.DISK:
             raise InvalidConfigError(
                 f"volume {self.name} is a disk volume (an ext4 image): its files are reachable inside a sandbox only"
@@ -121,6 +129,7 @@ class VolumeHandle:
         return Volume.named(self.name, readonly=readonly, noexec=noexec, nosuid=nosuid, nodev=nodev)
 
     def remove(self) -> None:
+        """Remove the volume and its files; VolumeInUseError while a live sandbox mounts it."""
         self._manager.remove(self.name)
 
 
@@ -135,18 +144,22 @@ class Volume:
 
     @property
     def name(self) -> str:
+        """The volume's name."""
         return self._handle.name
 
     @property
     def path(self) -> Path:
+        """Its directory on the host (``<home>/volumes/<name>``)."""
         return self._handle.path
 
     @property
     def handle(self) -> VolumeHandle:
+        """Its handle: metadata, files and removal."""
         return self._handle
 
     @property
     def fs(self) -> VolumeFs:
+        """Its files, from the host, no VM needed (a directory volume's only)."""
         return self._handle.fs
 
     # -- management -------------------------------------------------------------------------------------------------
@@ -161,12 +174,15 @@ class Volume:
         labels: dict[str, str] | None = None,
         home: Home = None,
     ) -> Volume:
+        """Create a volume (a directory, or an ext4 image of ``size_mib`` for ``kind='disk'``); VolumeAlreadyExistsError
+        when the name is taken, InvalidConfigError for a bad name or size."""
         manager = _manager(home)
         record = manager.create(name, kind=kind, size_mib=size_mib, quota_mib=quota_mib, labels=labels)
         return Volume(record, manager)
 
     @staticmethod
     def get(name: str, *, home: Home = None) -> VolumeHandle:
+        """The volume called ``name``; VolumeNotFoundError when there is none."""
         manager = _manager(home)
         record = manager.get(name)
         if record is None:
@@ -175,11 +191,14 @@ class Volume:
 
     @staticmethod
     def list(*, home: Home = None) -> list[VolumeHandle]:
+        """Every volume of the home, by name."""
         manager = _manager(home)
         return [VolumeHandle(r, manager) for r in manager.list()]
 
     @staticmethod
     def remove(name: str, *, home: Home = None) -> None:
+        """Remove the volume called ``name`` and its files; VolumeNotFoundError, or VolumeInUseError while a live
+        sandbox mounts it."""
         _manager(home).remove(name)
 
     # -- mount configurations ---------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """virtio-fs (device type 26): our FUSE server behind a hiprio queue and request queues, the tag in config space.
 
-Needs the VMM's virtio layer (``_vmcore.devices``): importing this module without it raises ImportError.
+Needs the FUSE server (``_vmcore.fs``): importing this module without it raises ImportError.
 Queue 0 is the high-priority queue (FORGET, BATCH_FORGET, INTERRUPT: no replies), queues 1..n carry requests.
 Each chain is served by ``serve_chain`` (request copied privately, reply straight into guest memory when it fits).
 """
@@ -86,6 +86,12 @@ class VirtioFs(VirtioDevice):
         VirtioDevice.reset(self)
         if self.server is not None:
             self.server.reset()  # the driver will INIT again: nothing it looked up before is valid any more
+
+    def identity(self) -> dict:
+        """The base's, plus the tag (what the guest mounts; its queue count is in the base's queues)."""
+        ident = VirtioDevice.identity(self)
+        ident["tag"] = self.tag
+        return ident
 
     def state(self) -> dict:
         st = VirtioDevice.state(self)

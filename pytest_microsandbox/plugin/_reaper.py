@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pytest_microsandbox._run import LABEL_FIXTURE, owner_is_dead
 from pytest_microsandbox.errors import VolumeInUseError, VolumeNotFoundError
-from pytest_microsandbox.volumes._sync import Volume
+from pytest_microsandbox.plugin._run import LABEL_FIXTURE, owner_is_dead
+from pytest_microsandbox.sync import Volume
 
 
 def sweep_leftover_volumes(home: Path) -> list[str]:

@@ -10,17 +10,14 @@ from pathlib import Path
 import filelock
 import pytest
 
-from pytest_microsandbox._options import Settings
-from pytest_microsandbox._registry import REGISTRY_KEY
-from pytest_microsandbox._run import RunContext
 from pytest_microsandbox.errors import InvalidConfigError, VolumeInUseError, VolumeNotFoundError
 from pytest_microsandbox.mounts import MountConfig, VolumeKind
-from pytest_microsandbox.sandbox_fixtures import keeps, remember_kept
+from pytest_microsandbox.plugin._options import Settings
+from pytest_microsandbox.plugin._run import RunContext
+from pytest_microsandbox.plugin._session import MicrosandboxSession
+from pytest_microsandbox.plugin._started import of_test
 from pytest_microsandbox.store import ProcessIdentity, Store
-from pytest_microsandbox.volumes._sync import Volume, VolumeHandle
-
-SETTINGS_KEY = pytest.StashKey[Settings]()
-RUN_KEY = pytest.StashKey[RunContext]()
+from pytest_microsandbox.sync import Volume, VolumeHandle
 
 NamedVolumeFactory = Callable[..., VolumeHandle]
 
@@ -28,13 +25,13 @@ NamedVolumeFactory = Callable[..., VolumeHandle]
 @pytest.fixture(scope="session")
 def msb_settings(pytestconfig: pytest.Config) -> Settings:
     """The resolved ``--msb-*`` settings of this run."""
-    return pytestconfig.stash[SETTINGS_KEY]
+    return MicrosandboxSession.of(pytestconfig).settings
 
 
 @pytest.fixture(scope="session")
 def msb_run(pytestconfig: pytest.Config) -> RunContext:
     """This run's id, worker name and state directory."""
-    return pytestconfig.stash[RUN_KEY]
+    return MicrosandboxSession.of(pytestconfig).run
 
 
 @pytest.fixture
@@ -61,17 +58,17 @@ def named_volume_factory(request: pytest.FixtureRequest, msb_run: RunContext,
     yield make
     # A sandbox of this test that mounts one of these volumes depends on it: stop it first, as pytest would have
     # had the sandbox requested the volume fixture. Sandboxes started any other way keep the rule strict.
-    registry = request.node.stash.get(REGISTRY_KEY, None)
-    if registry is not None and keeps(request.node, msb_sandbox_settings):
-        for handle in [h for h in created if registry.users_of(h.name)]:
-            remember_kept(request.config, handle.name)  # kept with the sandbox that mounts it
+    test, session = of_test(request.node), MicrosandboxSession.of(request.config)
+    if session.keeps(request.node, msb_sandbox_settings):
+        for handle in [h for h in created if test.users_of(h.name)]:
+            session.remember_kept(handle.name)  # kept with the sandbox that mounts it
             created.remove(handle)
     in_use: list[VolumeInUseError] = []
     with contextlib.ExitStack() as teardown:  # every volume is handled, even when one step fails
         for handle in reversed(created):
             teardown.callback(_remove_volume, handle, in_use)
-        for handle in created if registry is not None else ():
-            for sandbox in registry.users_of(handle.name):
+        for handle in created:
+            for sandbox in test.users_of(handle.name):
                 teardown.callback(sandbox.stop)  # registered last: runs first, before the removals
     if in_use:
         raise in_use[0]
@@ -126,14 +123,6 @@ def shared_volume(pytestconfig: pytest.Config, msb_run: RunContext,
 def _created_by(store: Store, sandbox: str, process: ProcessIdentity) -> bool:
     record = store.get_sandbox(sandbox)
     return record is not None and record.config.get("creator") == [process.pid, process.start_ticks, process.machine]
-
-
-def remove_shared_volume(run: RunContext) -> None:
-    """End of run (controller only): remove the shared volume if a worker made one."""
-    try:
-        Volume.remove(run.shared_volume_name, home=run.home)
-    except VolumeNotFoundError:
-        pass
 
 
 @pytest.fixture

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from pytest_microsandbox._validate import parse_positive_int, parse_size_mib
 from pytest_microsandbox.errors import InvalidConfigError
-from pytest_microsandbox.sandbox._vm import DEFAULT_SNAPSHOT_KEEP
+from pytest_microsandbox.sandbox import VmOptions
+from pytest_microsandbox.validation import parse_positive_int, parse_size_mib
 
 KEEP_CHOICES = ("never", "on-failure", "always")
 
@@ -49,7 +49,7 @@ def _image(text: str) -> str:
     """An image reference, checked for syntax only (nothing is pulled): a typo is a usage error at startup, not a
     failure of each test that boots (or a skip, where KVM is missing)."""
     if text != "host":  # the default needs no parser (importing the image package costs every run ~0.1 s)
-        from pytest_microsandbox.images._reference import parse_reference
+        from pytest_microsandbox.images import parse_reference
 
         parse_reference(text)
     return text
@@ -102,7 +102,7 @@ OPTIONS: tuple[Option, ...] = (
            "sandbox, under <home>/snapshots) instead of booting each", _bool, "true"),
     Option("snapshot_keep", "snapshot templates kept under <home>/snapshots: after a build, the least recently used "
            "beyond this many are removed", lambda t: parse_positive_int(t, "snapshot_keep"),
-           str(DEFAULT_SNAPSHOT_KEEP), "N"),
+           str(VmOptions.snapshot_keep), "N"),
     Option("cov", "measure Python run inside sandboxes of the host image with coverage and combine it into this "
            "run's coverage data", _bool, "false", is_flag=True),
 )

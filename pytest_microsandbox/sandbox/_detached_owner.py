@@ -4,8 +4,8 @@ to one client at a time (others wait their turn) over ``<home>/run/<name>/agent.
 The relay forwards whole frames only (the 12-byte header says how long each is), so a client that goes away in the
 middle of a frame never leaves the agent or the next client out of step. Frames for a departed client are dropped.
 
-    python -m pytest_microsandbox.sandbox._serve HOME -   # the config as JSON on stdin (env values stay out of ps);
-                                                          # prints "ready NAME" or "error MESSAGE"
+    python -m pytest_microsandbox.sandbox._detached_owner HOME -
+        # the config as JSON on stdin (env values stay out of ps); prints "ready NAME" or "error MESSAGE"
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ import json
 import os
 import selectors
 import socket
-import struct
 import sys
 from pathlib import Path
 
 from pytest_microsandbox._unix_path import bind_unix
+from pytest_microsandbox.agent._wire import frame_size
 from pytest_microsandbox.errors import MicrosandboxError
 from pytest_microsandbox.mounts import MountConfig
-
-HEADER = struct.Struct("<BBHII")
+from pytest_microsandbox.sandbox._config import VmOptions
 
 
 class FrameBuffer:
@@ -34,10 +33,9 @@ class FrameBuffer:
     def feed(self, chunk: bytes) -> list[bytes]:
         self.data += chunk
         frames = []
-        while len(self.data) >= HEADER.size:
-            length = HEADER.unpack_from(self.data)[4]
-            end = HEADER.size + length
-            if len(self.data) < end:
+        while True:
+            end = frame_size(self.data)
+            if end is None or len(self.data) < end:
                 break
             frames.append(bytes(self.data[:end]))
             del self.data[:end]
@@ -86,10 +84,11 @@ def relay(agent: socket.socket, listener: socket.socket) -> None:
 
 def serve(home: Path, config_json: str) -> int:
     from pytest_microsandbox.sandbox._config import build_config
-    from pytest_microsandbox.sandbox._sync import RELAY_SOCKET, Sandbox
+    from pytest_microsandbox.sandbox._sandbox import RELAY_SOCKET, Sandbox
 
     options = json.loads(sys.stdin.read() if config_json == "-" else config_json)
     options["volumes"] = {p: MountConfig.from_dict(m) for p, m in options.get("volumes", {}).items()}
+    options["vm"] = VmOptions.from_dict(options.get("vm") or {})
     try:
         sandbox = Sandbox._start(build_config(**options), home, detached=True)
     except MicrosandboxError as e:

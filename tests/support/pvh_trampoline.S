@@ -5,8 +5,9 @@
  * boot_params page prepared by the host (pvh.py), switch to long mode on identity-mapped page tables (also
  * prepared by the host, 4 GiB of 2 MiB pages) and jump to the kernel's 64-bit entry with %rsi = boot_params.
  *
- * Assembled once into bytes held by _vmcore/pvh.py (tests/vmcore/test_pvh_wrapper.py checks they match this source):
- *   as --64 -o t.o trampoline.S && objcopy -O binary -j .text t.o t.bin
+ * Assembled once into bytes held by tests/support/pvh.py (tests/vmcore/test_pvh_wrapper.py checks they match this
+ * source):
+ *   as --64 -o t.o pvh_trampoline.S && objcopy -O binary -j .text t.o t.bin
  * Layout of the 64 KiB trampoline segment at BASE (must match pvh.py): code at +0, GDT at +0x100, 64-bit entry
  * address slot at +0x200, PML4 +0x1000, PDPT +0x2000, PDs +0x3000..+0x6fff, boot_params +0x7000, stack up to +0x10000.
  */

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytest_microsandbox._error_boundary import vmcore_errors
 from pytest_microsandbox._home import msb_home
 from pytest_microsandbox._unix_path import connect_unix
 from pytest_microsandbox.agent import AgentClient, ExecResult, GuestFs
@@ -20,15 +21,16 @@ from pytest_microsandbox.errors import (
     BootError,
     ExecTimeoutError,
     MicrosandboxError,
+    SandboxAlreadyExistsError,
     SandboxError,
     SandboxNotFoundError,
 )
 from pytest_microsandbox.mounts import MountConfig
-from pytest_microsandbox.sandbox._backend import Guest, boot_config_for, tail_file
-from pytest_microsandbox.sandbox._config import Isolation, SandboxConfig, build_config
+from pytest_microsandbox.sandbox._backend import Guest, tail_file
+from pytest_microsandbox.sandbox._config import Isolation, SandboxConfig, VmOptions, build_config
 from pytest_microsandbox.sandbox._plan import build_plan
 from pytest_microsandbox.sandbox._records import LIVE_STATES, reap_sandboxes, run_dir
-from pytest_microsandbox.sandbox._select import backend_for, default_isolation
+from pytest_microsandbox.sandbox._select import backend_for
 from pytest_microsandbox.store import ProcessIdentity, SandboxRecord, Store
 
 Home = str | os.PathLike[str] | None
@@ -83,21 +85,37 @@ class Sandbox:
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
         security: str = "default",
-        isolation: str | None = None,
+        isolation: str = "vm",
         home: Home = None,
         boot_timeout: float = 60.0,
         labels: Mapping[str, str] | None = None,
+        vm: VmOptions | None = None,
     ) -> Sandbox:
-        """Start a sandbox and wait until its agent answers. ``isolation`` defaults to ``MSB_ISOLATION`` or ``vm``;
-        ``vm`` on a host without hardware KVM raises KvmUnavailableError (never a silent fallback)."""
+        """Start a sandbox and wait until its agent answers; ``remove`` it when done (or use it in a ``with``).
+
+        name: unique among the live sandboxes of ``home`` (else SandboxAlreadyExistsError); default ``sb-<random>``.
+        image: the guest's root: a registry reference (``python:3.12``), ``oci:DIR``, ``docker-archive:FILE.tar``,
+            ``dir:ROOTFS``, or ``host`` (this host's programs and libraries, read-only).
+        volumes: guest path -> mount (``Volume.bind``, ``Volume.named``, ``Volume.tmpfs``, ``Volume.disk``).
+        memory_mib: guest memory, 64 to 3072 MiB. cpus: vCPUs, 1 to 32.
+        env: environment of every command, over the image's. workdir: their working directory (absolute; made when
+            missing; default: the image's).
+        security: ``default``, or ``restricted`` (no_new_privs, nosuid and nodev forced on every mount).
+        isolation: ``vm``, a microVM (KvmUnavailableError on a host without hardware KVM: never a silent fallback),
+            or ``namespace``, Linux namespaces (weaker: the guest shares the host's kernel).
+        home: the state directory (default ``$MSB_HOME``, else ``~/.microsandbox``).
+        boot_timeout: seconds to wait for the guest's agent before BootError.
+        labels: strings kept with its record (``Sandbox.list``).
+        vm: how the vm backend runs it (``VmOptions``: the guest kernel, snapshot templates).
+        """
         config = build_config(name=name, image=image, volumes=volumes, memory_mib=memory_mib, cpus=cpus, env=env,
-                              workdir=workdir, security=security, isolation=isolation or default_isolation(),
-                              boot_timeout=boot_timeout, labels=labels)
+                              workdir=workdir, security=security, isolation=isolation,
+                              boot_timeout=boot_timeout, labels=labels, vm=vm)
         return cls._start(config, msb_home(home))
 
     @classmethod
     def _start(cls, config: SandboxConfig, home: Path, *, detached: bool = False) -> Sandbox:
-        """Boot it. ``detached``: hand the raw agent socket to a relay (``_serve``) instead of keeping a client."""
+        """Boot it. ``detached``: hand the raw agent socket to the relay of ``_detached_owner``, keep no client."""
         backend = backend_for(config.isolation)
         store = Store(home)
         reap_sandboxes(store, home)
@@ -106,16 +124,19 @@ class Sandbox:
                                {**config.to_dict(), "creator": [me.pid, me.start_ticks, me.machine]},
                                run_id=config.labels.get("msb.run"))
         old = store.get_sandbox(config.name)
-        if old is not None and old.status not in LIVE_STATES:
+        if old is not None and old.status in LIVE_STATES:
+            raise SandboxAlreadyExistsError(config.name)
+        if old is not None:
             store.remove_sandbox(config.name)  # a stopped or dead one of the same name makes way
-        store.add_sandbox(record)
+        store.add_sandbox(record)  # SandboxAlreadyExistsError too, where another process took the name just now
         rundir = run_dir(home, config.name)
         guest: Guest | None = None
         try:
             shutil.rmtree(rundir, ignore_errors=True)
             rundir.mkdir(parents=True)
-            plan, named = build_plan(config, home, rundir)
-            guest = backend.start(plan)
+            with vmcore_errors():  # the library's boundary: no _vmcore error reaches the caller
+                plan, named = build_plan(config, home, rundir)
+                guest = backend.start(plan)
             owner = ProcessIdentity.of(guest.pid, guest.process.start_ticks)
             store.update_sandbox(config.name, status="starting", owner=owner)
             for m in named:
@@ -124,7 +145,7 @@ class Sandbox:
                                  request_timeout=max(60.0, config.boot_timeout))
             try:
                 client.wait_ready(config.boot_timeout)
-                client.boot(boot_config_for(plan).encode())
+                client.boot(guest.boot_config().encode())
                 if plan.boot.workdir:  # as container runtimes do: the working directory exists
                     client.fs.mkdir(plan.boot.workdir, parents=True)
             except (BootError, AgentError, OSError) as e:
@@ -186,14 +207,17 @@ class Sandbox:
 
     @property
     def name(self) -> str:
+        """Its name, unique among the live sandboxes of its home."""
         return self._record.name
 
     @property
     def backend(self) -> str:
+        """The isolation it runs with: ``vm`` or ``namespace``."""
         return self._record.backend
 
     @property
     def config(self) -> dict:
+        """What it was created with, as recorded in the store (image, mounts, resources, labels)."""
         return dict(self._record.config)
 
     @property
@@ -203,11 +227,13 @@ class Sandbox:
 
     @property
     def status(self) -> str:
+        """Its state now, read from the store: ``starting``, ``running``, ``stopped``, ``exited`` or ``removed``."""
         record = Store(self._home).get_sandbox(self.name)
         return record.status if record else "removed"
 
     @property
     def isolation(self) -> Isolation:
+        """The isolation it runs with, as an ``Isolation``."""
         return Isolation(self.backend)
 
     def _agent(self) -> AgentClient:
@@ -224,6 +250,7 @@ class Sandbox:
         return run_dir(self._home, self.name)
 
     def detached_socket(self) -> socket.socket:
+        """The raw agent socket of a sandbox started detached (for the relay of ``msb create``)."""
         if self._guest is None:
             raise SandboxError(f"sandbox {self.name} has no guest process in this process")
         return self._guest.sock

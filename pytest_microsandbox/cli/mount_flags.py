@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 
-from pytest_microsandbox._validate import parse_size_mib
 from pytest_microsandbox.errors import InvalidConfigError
 from pytest_microsandbox.mounts import MountConfig, MountKind, validate_guest_path
+from pytest_microsandbox.validation import parse_size_mib
 
 _FLAGS = {"ro": "readonly", "readonly": "readonly", "rw": "rw", "noexec": "noexec", "nosuid": "nosuid",
           "nodev": "nodev"}

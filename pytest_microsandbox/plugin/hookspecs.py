@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 if TYPE_CHECKING:
-    from pytest_microsandbox.volumes._sync import VolumeHandle
+    from pytest_microsandbox.sync import VolumeHandle
 
 
 def pytest_microsandbox_sandbox_config(config: pytest.Config, request: pytest.FixtureRequest,

@@ -2,9 +2,10 @@
 
 QEMU cannot load libkrunfw's raw image (no bzImage header, no ELF), but it boots an ELF carrying a
 ``XEN_ELFNOTE_PHYS32_ENTRY`` note in 32-bit protected mode with ``%ebx`` pointing at an ``hvm_start_info``. Our
-segment holds a small trampoline (``guest/pvh/trampoline.S``) plus the page tables, GDT and a boot_params page
-prepared here; the trampoline fills in what only QEMU knows (command line, initrd, memory map), enters long mode and
-jumps to the kernel's 64-bit entry. A test harness for the guest side, not how our own VMM boots.
+segment holds a small trampoline (``pvh_trampoline.S``, beside this file) plus the page tables, GDT and a
+boot_params page prepared here; the trampoline fills in what only QEMU knows (command line, initrd, memory map),
+enters long mode and jumps to the kernel's 64-bit entry. A test harness for the guest side, not how our own VMM
+boots.
 """
 
 from __future__ import annotations
@@ -19,12 +20,12 @@ from pathlib import Path
 
 from _vmcore.errors import GuestImageError
 
-BASE = 0x200000  # where the trampoline segment lives (matches trampoline.S)
+BASE = 0x200000  # where the trampoline segment lives (matches pvh_trampoline.S)
 SEGMENT_SIZE = 0x10000
 _PML4, _PDPT, _PD, _BOOT_PARAMS, _ENTRY_SLOT = 0x1000, 0x2000, 0x3000, 0x7000, 0x200
 _XEN_ELFNOTE_PHYS32_ENTRY = 18
 
-# `as --64 trampoline.S; objcopy -O binary -j .text` (checked against the source by tests/vmcore/test_pvh_wrapper.py)
+# `as --64 pvh_trampoline.S; objcopy -O binary -j .text` (tests/vmcore/test_pvh_wrapper.py checks them against it)
 TRAMPOLINE = bytes.fromhex(
     "fcbf007020008b43188987280200008b43208947708b4b0c85c974148b73108b068987180200008b460889871c020000"
     "837b0401722d8b4b3085c9742681f9800000007605b980000000888fe80100008b732881c7d0020000a5a5a5a5a583c6"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pytest_microsandbox import InvalidConfigError, MountConfig, MountKind
-from pytest_microsandbox.mount_flags import parse_mount_flags
+from pytest_microsandbox.cli.mount_flags import parse_mount_flags
 from pytest_microsandbox.mounts import validate_guest_path
 
 

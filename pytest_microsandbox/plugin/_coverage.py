@@ -18,7 +18,7 @@ from typing import Any
 import coverage
 
 from pytest_microsandbox.mounts import MountConfig
-from pytest_microsandbox.volumes._sync import Volume
+from pytest_microsandbox.sync import Volume
 
 GUEST_DIR = "/run/msb-cov"
 GUEST_SITE = f"{GUEST_DIR}/site"

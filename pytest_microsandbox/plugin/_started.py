@@ -1,4 +1,5 @@
-"""The sandboxes one test's fixtures started: teardown order, failure reports and volume users come from here."""
+"""What the plugin knows of one test: the sandboxes its fixtures started (teardown order, failure reports and volume
+users come from here) and the reports of its phases so far (``--msb-keep=on-failure``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from pytest_microsandbox.mounts import MountConfig, MountKind
-from pytest_microsandbox.sandbox import Sandbox
+from pytest_microsandbox.sync import Sandbox
 
 
 @dataclass
@@ -17,8 +18,9 @@ class StartedSandbox:
 
 
 @dataclass
-class SandboxRegistry:
+class TestSandboxes:
     started: list[StartedSandbox] = field(default_factory=list)
+    phase_reports: dict[str, pytest.TestReport] = field(default_factory=dict)  # by ``report.when``
 
     def add(self, sandbox: Sandbox, volumes: dict[str, MountConfig]) -> None:
         names = frozenset(c.named for c in volumes.values() if c.kind == MountKind.NAMED and c.named)
@@ -27,9 +29,14 @@ class SandboxRegistry:
     def users_of(self, volume: str) -> list[Sandbox]:
         return [s.sandbox for s in self.started if volume in s.volumes]
 
+    @property
+    def failed(self) -> bool:
+        return any(r.failed for r in self.phase_reports.values())
 
-REGISTRY_KEY = pytest.StashKey[SandboxRegistry]()
+
+_KEY = pytest.StashKey[TestSandboxes]()
 
 
-def registry_of(item: pytest.Item) -> SandboxRegistry:
-    return item.stash.setdefault(REGISTRY_KEY, SandboxRegistry())
+def of_test(item: pytest.Item) -> TestSandboxes:
+    """The test's record, made on first use."""
+    return item.stash.setdefault(_KEY, TestSandboxes())
