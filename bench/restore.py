@@ -138,19 +138,19 @@ def _pss_kib(pid: int) -> int:
 
 def sandboxes(n: int, work: Path) -> dict:
     """Cold vs restored vm sandboxes: median create -> first exec, and the Pss of n idle ones side by side."""
-    from pytest_microsandbox.sync import Sandbox
+    from pytest_microsandbox.sync import Sandbox, VmOptions
 
     home = work / "home"
     out = {}
     for kind, snapshots in (("cold", "false"), ("restored", "true")):
-        os.environ["MSB_SNAPSHOTS"] = snapshots
-        if snapshots == "true":
-            Sandbox.create(isolation="vm", home=home, boot_timeout=300).remove()  # build the template first
+        vm = VmOptions(snapshots=snapshots == "true")
+        if vm.snapshots:
+            Sandbox.create(isolation="vm", home=home, boot_timeout=300, vm=vm).remove()  # build the template first
         firsts, live = [], []
         try:
             for _ in range(n):
                 t0 = time.monotonic()
-                sb = Sandbox.create(isolation="vm", home=home, boot_timeout=300)
+                sb = Sandbox.create(isolation="vm", home=home, boot_timeout=300, vm=vm)
                 live.append(sb)
                 sb.exec("true")
                 firsts.append(time.monotonic() - t0)
@@ -158,7 +158,6 @@ def sandboxes(n: int, work: Path) -> dict:
         finally:
             for sb in live:
                 sb.remove()
-    os.environ.pop("MSB_SNAPSHOTS", None)
     return out
 
 

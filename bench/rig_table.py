@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from _vmcore.host import detect_kvm  # noqa: E402
-from pytest_microsandbox.sync import Sandbox  # noqa: E402
+from pytest_microsandbox.sync import Sandbox, VmOptions  # noqa: E402
 
 MEMORY_MIB = 512
 BUSYBOX = shutil.which("busybox")
@@ -76,9 +76,8 @@ def ours(rootfs: Path, home: Path, runs: int) -> dict[str, float]:
     image = f"dir:{rootfs}"
 
     def create_exec_stop(snapshots: bool) -> tuple[float, float]:
-        os.environ["MSB_SNAPSHOTS"] = "true" if snapshots else "false"
         t0 = time.perf_counter()
-        sb = Sandbox.create(image=image, home=home, memory_mib=MEMORY_MIB)
+        sb = Sandbox.create(image=image, home=home, memory_mib=MEMORY_MIB, vm=VmOptions(snapshots=snapshots))
         sb.exec("true")
         first = time.perf_counter() - t0
         stop = timed(sb.stop)
@@ -88,7 +87,6 @@ def ours(rootfs: Path, home: Path, runs: int) -> dict[str, float]:
     create_exec_stop(True)  # builds the template: not counted
     restored = [create_exec_stop(True) for _ in range(runs)]
     cold = [create_exec_stop(False) for _ in range(runs)]
-    os.environ["MSB_SNAPSHOTS"] = "true"
     sb = Sandbox.create(image=image, home=home, memory_mib=MEMORY_MIB)
     try:
         sb.exec("true")

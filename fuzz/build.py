@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "fuzz" / "build"
 FLAGS = ["-fsanitize=address,fuzzer-no-link", "-g", "-O1", "-D_GNU_SOURCE", "-Wno-unused-function"]
 # What the targets (fuzz/targets.py) import; every other module of the copy stays pure Python or absent.
-FUZZED = ["_vmcore/memory.pyx", "_vmcore/devices/virtqueue.pyx", "_vmcore/fs/quota.pyx", "_vmcore/fs/server.pyx",
-          "_vmcore/fs/devfuse.pyx", "_vmcore/fs/chain.pyx"]
+FUZZED = ["_vmcore/memory.pyx", "_vmcore/devices/virtqueue.pyx",
+          *sorted(f"_vmcore/fs/{pyx.name}" for pyx in (ROOT / "_vmcore" / "fs").glob("*.pyx"))]  # the FUSE server's
 
 
 def main() -> int:

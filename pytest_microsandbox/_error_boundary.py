@@ -60,15 +60,20 @@ def _cannot_boot(exc: Exception) -> BootError:
 
 @functools.cache
 def _vmcore_table() -> ErrorMap:
-    from _vmcore.devices.block_image import DiskError
     from _vmcore.errors import BootError as VmmBootError
     from _vmcore.errors import GuestImageError, KernelLoadError, KvmError, VmmError
 
-    return {
+    table: dict[type[Exception], Callable[[Exception], MicrosandboxError]] = {
         VmmBootError: _cannot_boot,
         KernelLoadError: _cannot_boot,
         GuestImageError: _cannot_boot,
         KvmError: _cannot_boot,
-        DiskError: lambda exc: InvalidConfigError(str(exc)),
-        VmmError: lambda exc: SandboxError(str(exc)),
     }
+    try:
+        from _vmcore.devices.block_image import DiskError  # compiled: a checkout without its build has none
+    except ImportError:
+        pass
+    else:
+        table[DiskError] = lambda exc: InvalidConfigError(str(exc))
+    table[VmmError] = lambda exc: SandboxError(str(exc))  # last: the more precise ones above match first
+    return table

@@ -8,7 +8,8 @@ from _vmcore.errors import KernelLoadError
 from _vmcore.kernels import KernelLocation, find_kernel
 from pytest_microsandbox.errors import BootError
 
-KERNEL_HINT = "set --msb-kernel / MSB_KERNEL or pip install 'pytest-microsandbox[kernel]'"
+KERNEL_HINT = ("install libkrunfw or pip install 'pytest-microsandbox[kernel]', or name one: "
+               "VmOptions(kernel=PATH) in Sandbox.create, --msb-kernel/MSB_KERNEL for pytest, MSB_KERNEL for msb")
 
 
 def find_guest_kernel(explicit: str | os.PathLike | None = None) -> KernelLocation:

@@ -146,9 +146,9 @@ class GuestOSError(SandboxError, OSError):
 
     @staticmethod
     def for_errno(code: int, message: str, request: str) -> GuestOSError:
-        """The error for the guest's ``code``: a subclass that is also the built-in for it (FileNotFoundError for
-        ENOENT, ...), else GuestOSError itself."""
-        return _GUEST_ERRNO_CLASSES.get(code, GuestOSError)(code, message, request)
+        """The error for the guest's ``code``: a subclass that is also the built-in Python picks for that errno
+        (FileNotFoundError for ENOENT, BrokenPipeError for EPIPE, ...), else GuestOSError itself."""
+        return _guest_class_for(code)(code, message, request)
 
 
 class GuestFileExistsError(GuestOSError, FileExistsError):
@@ -179,6 +179,23 @@ _GUEST_ERRNO_CLASSES: dict[int, type[GuestOSError]] = {
     errno.EACCES: GuestPermissionError,
     errno.EPERM: GuestPermissionError,
 }
+_GUEST_BUILTIN_CLASSES: dict[type[OSError], type[GuestOSError]] = {}
+
+
+def _guest_class_for(code: int) -> type[GuestOSError]:
+    """The named classes above, else one made (once) for the built-in ``OSError`` subclass Python raises for
+    ``code`` (BlockingIOError, BrokenPipeError, TimeoutError, ...): ``except BrokenPipeError`` still works."""
+    named = _GUEST_ERRNO_CLASSES.get(code)
+    if named is not None:
+        return named
+    builtin = type(OSError(code, ""))
+    if builtin is OSError:
+        return GuestOSError
+    made = _GUEST_BUILTIN_CLASSES.get(builtin)
+    if made is None:
+        made = type(f"Guest{builtin.__name__}", (GuestOSError, builtin), {"__doc__": f"{builtin.__doc__} (guest)"})
+        _GUEST_BUILTIN_CLASSES[builtin] = made
+    return made
 
 
 class ImageError(MicrosandboxError):

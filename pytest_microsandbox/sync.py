@@ -10,8 +10,14 @@ Each name is imported on first use, so that ``msb volume ls`` does not load the 
 from __future__ import annotations
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 10 ms of a cold start)
-if TYPE_CHECKING:
-    pass
+if TYPE_CHECKING:  # what the names are, for type checkers and readers
+    from pytest_microsandbox.agent import ExecResult, GuestFs, GuestFsEntry
+    from pytest_microsandbox.images import CachedImage, ImageConfig
+    from pytest_microsandbox.mounts import DiskImageFormat, MountConfig, MountKind, NamedVolumeMode, VolumeKind
+    from pytest_microsandbox.sandbox import LastExec, Sandbox, VmOptions
+    from pytest_microsandbox.store import ProcessIdentity, SandboxRecord
+    from pytest_microsandbox.volumes._fs import FsEntry, FsEntryKind, FsMetadata, VolumeFs
+    from pytest_microsandbox.volumes._volume import Volume, VolumeHandle
 
 # Where each name is defined.
 _HOMES = {
@@ -37,7 +43,29 @@ _HOMES = {
     "VolumeHandle": "pytest_microsandbox.volumes._volume",
     "VolumeKind": "pytest_microsandbox.mounts",
 }
-__all__ = sorted(_HOMES)  # the errors are the package's own: ``pytest_microsandbox.errors``
+__all__ = [
+    "CachedImage",
+    "DiskImageFormat",
+    "ExecResult",
+    "FsEntry",
+    "FsEntryKind",
+    "FsMetadata",
+    "GuestFs",
+    "GuestFsEntry",
+    "ImageConfig",
+    "LastExec",
+    "MountConfig",
+    "MountKind",
+    "NamedVolumeMode",
+    "ProcessIdentity",
+    "Sandbox",
+    "SandboxRecord",
+    "VmOptions",
+    "Volume",
+    "VolumeFs",
+    "VolumeHandle",
+    "VolumeKind",
+]  # the errors are the package's own: ``pytest_microsandbox.errors``
 
 
 def __getattr__(name: str) -> object:

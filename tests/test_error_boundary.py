@@ -3,6 +3,9 @@ line as elsewhere."""
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 
 from _vmcore.devices.block_image import DiskError
@@ -84,3 +87,21 @@ def test_the_command_line_reports_an_internal_error_as_ours(tmp_path, monkeypatc
     monkeypatch.setattr(TemplateCache, "entries", entries)
     assert main(["--home", str(tmp_path), "snapshot", "ls"]) == 1
     assert capsys.readouterr().err == "msb: error: timed out waiting for template abc\n"
+
+
+@pytest.mark.parametrize("code,builtin", [(errno.EPIPE, BrokenPipeError), (errno.EAGAIN, BlockingIOError),
+                                          (errno.ETIMEDOUT, TimeoutError), (errno.ENOENT, FileNotFoundError),
+                                          (errno.EINTR, InterruptedError)])
+def test_a_guest_errno_is_also_the_builtin_python_picks_for_it(code: int, builtin: type[OSError]) -> None:
+    from pytest_microsandbox.errors import GuestOSError
+
+    error = GuestOSError.for_errno(code, os.strerror(code), "read /x")
+    assert isinstance(error, GuestOSError) and isinstance(error, builtin) and isinstance(error, SandboxError)
+    assert (error.errno, error.filename) == (code, "read /x")
+    assert type(GuestOSError.for_errno(code, "again", "write /y")) is type(error)  # made once
+
+
+def test_an_errno_without_a_builtin_is_a_plain_guest_os_error() -> None:
+    from pytest_microsandbox.errors import GuestOSError
+
+    assert type(GuestOSError.for_errno(errno.EIO, "I/O error", "read /x")) is GuestOSError

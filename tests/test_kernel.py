@@ -17,6 +17,7 @@ def test_an_explicit_kernel_is_taken_as_it_is(tmp_path: Path) -> None:
 
 
 def test_no_kernel_is_a_boot_error_naming_the_option_and_the_extra(tmp_path: Path) -> None:
-    with pytest.raises(BootError, match=r"typo\.so does not exist: set --msb-kernel / MSB_KERNEL or pip install "
-                                        r"'pytest-microsandbox\[kernel\]'"):
+    with pytest.raises(BootError, match=r"typo\.so does not exist: install libkrunfw or pip install "
+                                        r"'pytest-microsandbox\[kernel\]', or name one: VmOptions\(kernel=PATH\) in "
+                                        r"Sandbox.create, --msb-kernel/MSB_KERNEL for pytest, MSB_KERNEL for msb"):
         find_guest_kernel(tmp_path / "typo.so")

@@ -129,7 +129,9 @@ cdef extern from "<linux/fuse.h>" nogil:
 cdef extern from "<fcntl.h>" nogil:
     int openat(int dirfd, const char *path, int flags, ...)
     int fallocate(int fd, int mode, off_t offset, off_t length)
+    int fcntl(int fd, int cmd, ...)
     enum:
+        F_GETFL, F_SETFL,
         O_PATH, O_NOFOLLOW, O_CLOEXEC, O_DIRECTORY, O_RDONLY, O_WRONLY, O_RDWR, O_ACCMODE, O_CREAT, O_EXCL,
         O_TRUNC, O_APPEND, O_NONBLOCK, O_SYNC, O_DSYNC, O_NOATIME, O_LARGEFILE
         AT_FDCWD, AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, AT_REMOVEDIR, AT_SYMLINK_FOLLOW

@@ -28,7 +28,7 @@ def vm_options() -> VmOptions:
     from pytest_microsandbox.sandbox import VmOptions
     from pytest_microsandbox.validation import parse_positive_int
 
-    snapshots = os.environ.get("MSB_SNAPSHOTS", "true").strip().lower()
+    snapshots = (os.environ.get("MSB_SNAPSHOTS") or "true").strip().lower()  # empty: unset, as the plugin reads it
     if snapshots not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
         raise InvalidConfigError(f"MSB_SNAPSHOTS must be true or false, not {snapshots!r}")
     keep = os.environ.get("MSB_SNAPSHOT_KEEP", "").strip()

@@ -118,10 +118,11 @@ def _env(items: list[str]) -> dict[str, str]:
 def _config_options(args: argparse.Namespace) -> dict:
     from pytest_microsandbox.cli.mount_flags import parse_mount_flags
 
+    isolation = args.isolation or default_isolation()
     return {"name": args.name, "image": args.image, "volumes": parse_mount_flags(args.mounts or []),
             "memory_mib": args.memory, "cpus": args.cpus, "env": _env(args.env), "workdir": args.workdir,
-            "security": args.security, "isolation": args.isolation or default_isolation(),
-            "boot_timeout": args.boot_timeout, "vm": vm_options()}
+            "security": args.security, "isolation": isolation, "boot_timeout": args.boot_timeout,
+            "vm": vm_options() if isolation == "vm" else None}
 
 
 def _cli_kvm_refusal(err: KvmUnavailableError) -> KvmUnavailableError:

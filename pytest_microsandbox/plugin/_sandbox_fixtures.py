@@ -13,15 +13,22 @@ from pytest_microsandbox.plugin._options import Settings, marker_factory_options
 from pytest_microsandbox.plugin._run import RunContext
 from pytest_microsandbox.plugin._session import MicrosandboxSession
 from pytest_microsandbox.plugin._started import of_test
-from pytest_microsandbox.sandbox import start_detached
+from pytest_microsandbox.sandbox import VmOptions, start_detached
 from pytest_microsandbox.sync import Sandbox
 
 SandboxFactory = Callable[..., Sandbox]
 
 
 @pytest.fixture
-def sandbox_factory(request: pytest.FixtureRequest, msb_sandbox_settings: Settings,
-                    msb_run: RunContext) -> Iterator[SandboxFactory]:
+def msb_vm_options(request: pytest.FixtureRequest, msb_sandbox_settings: Settings) -> VmOptions:
+    """This test's settings of the vm backend (``--msb-kernel``, ``--msb-snapshots``, ``--msb-snapshot-keep``):
+    ``Sandbox.create(..., vm=msb_vm_options)`` starts a sandbox of your own as the fixtures start theirs."""
+    return MicrosandboxSession.of(request.config).vm_options(msb_sandbox_settings)
+
+
+@pytest.fixture
+def sandbox_factory(request: pytest.FixtureRequest, msb_sandbox_settings: Settings, msb_run: RunContext,
+                    msb_vm_options: VmOptions) -> Iterator[SandboxFactory]:
     """Start sandboxes for this test: ``sandbox_factory(volumes={...}, env={...})``; keyword arguments override the
     run's settings and the test's ``sandbox`` marker (a keyword given to both takes the factory's value whole).
     Each is stopped and removed at teardown (see ``--msb-keep``)."""
@@ -41,7 +48,7 @@ def sandbox_factory(request: pytest.FixtureRequest, msb_sandbox_settings: Settin
             "volumes": {},
             "env": {},
             "home": msb_run.home,
-            "vm": session.vm_options(settings),
+            "vm": msb_vm_options,
         }
         # Copies of the marker's dicts: a hook may change its sandbox's env or volumes, never the next one's.
         options.update({k: dict(v) if isinstance(v, Mapping) else v for k, v in marked.items()})

@@ -1,6 +1,8 @@
 """The plugin's state in one pytest process, one object registered with the plugin manager (as pytest-xdist
-registers its ``DSession``): the run's settings and identity, guest coverage, what ``--msb-keep`` left behind. Its
-methods are the hooks that use that state; fixtures reach it through ``MicrosandboxSession.of(config)``."""
+registers its ``DSession``): the run's settings and identity, guest coverage, what ``--msb-keep`` left behind, and
+what the hooks that use that state do. The hooks themselves stay in the plugin's module, registered with it before
+any conftest (an object registered at configure time would run its hooks before the conftests' and wrap theirs);
+fixtures reach the state through ``MicrosandboxSession.of(config)``."""
 
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ class MicrosandboxSession:
         return config.pluginmanager.getplugin(cls.NAME)
 
     def vm_options(self, settings: Settings) -> VmOptions:
-        return VmOptions(kernel=settings.kernel, snapshots=settings.snapshots, snapshot_keep=settings.snapshot_keep)
+        return VmOptions(kernel=settings.kernel or None, snapshots=settings.snapshots,
+                         snapshot_keep=settings.snapshot_keep)
 
     def keeps(self, item: pytest.Item, settings: Settings) -> bool:
         """Whether ``--msb-keep`` leaves this test's sandboxes (and the volumes they mount) running after it."""
@@ -60,20 +63,19 @@ class MicrosandboxSession:
         except ValueError:
             pass  # not the main thread (pytest run inside another program): leave signals alone
 
-    # -- hooks ---------------------------------------------------------------------------------------------------------
+    # -- what the plugin's hooks do --------------------------------------------------------------------------------
 
-    def pytest_unconfigure(self) -> None:
+    def unconfigure(self) -> None:
         if self._previous_sigterm is not None:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
 
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_configure_node(self, node: Any) -> None:
+    def configure_node(self, node: Any) -> None:
         """xdist controller: hand each worker this run's id and the controller's identity."""
         node.workerinput["msb_run_id"] = self.run.run_id
         controller = self.run.controller
         node.workerinput["msb_controller"] = (controller.pid, controller.start_ticks, controller.machine)
 
-    def pytest_sessionstart(self, session: pytest.Session) -> None:
+    def session_start(self) -> None:
         if self.run.is_controller:
             sweep_leftover_volumes(self.run.home)
         # In a process that will run vm sandboxes (not an xdist controller, not --collect-only), start the VMM
@@ -83,13 +85,11 @@ class MicrosandboxSession:
         if self.settings.isolation == "vm" and not distributing and not self.config.option.collectonly:
             prestart_vmm()
 
-    @pytest.hookimpl(optionalhook=True)
-    def pytest_testnodedown(self, node: Any, error: object) -> None:
+    def node_down(self, node: Any) -> None:
         """xdist controller: a worker's kept sandboxes and volumes join the controller's summary."""
         self.kept.extend(getattr(node, "workeroutput", {}).get("msb_kept", []))
 
-    @pytest.hookimpl(trylast=True)  # after pytest's own session teardown: no session fixture still uses the volume
-    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+    def session_finish(self) -> None:
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
             workeroutput["msb_kept"] = list(self.kept)
@@ -105,7 +105,7 @@ class MicrosandboxSession:
         if self.coverage is not None:
             self.combined = self.coverage.combine()
 
-    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+    def terminal_summary(self, terminalreporter: Any) -> None:
         if self.kept:
             home = "" if self.run.home == msb_home(None) else f" --home {self.run.home}"
             terminalreporter.section("microsandbox: kept (--msb-keep)")
@@ -118,19 +118,16 @@ class MicrosandboxSession:
             terminalreporter.write_line(f"microsandbox: combined {self.combined} guest coverage data file(s) into "
                                         f"{self.coverage.data_file}")
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-        """A failed test's report gets, for each sandbox its fixtures started, the guest console tail and the last
-        command it ran with that command's output."""
-        report = yield
+    def note_report(self, item: pytest.Item, report: pytest.TestReport) -> None:
+        """Keep the phase's report (``--msb-keep=on-failure``); a failed one gets, for each sandbox the test's
+        fixtures started, the guest console tail and the last command it ran with that command's output."""
         test = of_test(item)
         test.phase_reports[report.when] = report
         if report.failed:
             for started in test.started:
                 report.sections.extend(sandbox_sections(started.sandbox))
-        return report
 
-    def pytest_report_header(self) -> str:
+    def report_header(self) -> str:
         settings = self.settings
         try:
             kernel = guest_kernel(settings.kernel)

@@ -19,6 +19,8 @@ class StartedSandbox:
 
 @dataclass
 class TestSandboxes:
+    __test__ = False  # not a test class, whatever its name
+
     started: list[StartedSandbox] = field(default_factory=list)
     phase_reports: dict[str, pytest.TestReport] = field(default_factory=dict)  # by ``report.when``
 

@@ -85,7 +85,7 @@ class Sandbox:
         env: Mapping[str, str] | None = None,
         workdir: str | None = None,
         security: str = "default",
-        isolation: str = "vm",
+        isolation: str | None = "vm",
         home: Home = None,
         boot_timeout: float = 60.0,
         labels: Mapping[str, str] | None = None,
@@ -101,15 +101,17 @@ class Sandbox:
         env: environment of every command, over the image's. workdir: their working directory (absolute; made when
             missing; default: the image's).
         security: ``default``, or ``restricted`` (no_new_privs, nosuid and nodev forced on every mount).
-        isolation: ``vm``, a microVM (KvmUnavailableError on a host without hardware KVM: never a silent fallback),
-            or ``namespace``, Linux namespaces (weaker: the guest shares the host's kernel).
+        isolation: ``vm`` (also when None), a microVM (KvmUnavailableError on a host without hardware KVM: never
+            a silent fallback), or ``namespace``, Linux namespaces (weaker: the guest shares the host's kernel).
+            The library reads no ``MSB_ISOLATION``: that is the plugin's and ``msb``'s setting.
         home: the state directory (default ``$MSB_HOME``, else ``~/.microsandbox``).
         boot_timeout: seconds to wait for the guest's agent before BootError.
         labels: strings kept with its record (``Sandbox.list``).
-        vm: how the vm backend runs it (``VmOptions``: the guest kernel, snapshot templates).
+        vm: how the vm backend runs it (``VmOptions``: the guest kernel, snapshot templates); in a test, the
+            ``msb_vm_options`` fixture has the run's ``--msb-kernel``/``--msb-snapshots``/``--msb-snapshot-keep``.
         """
         config = build_config(name=name, image=image, volumes=volumes, memory_mib=memory_mib, cpus=cpus, env=env,
-                              workdir=workdir, security=security, isolation=isolation,
+                              workdir=workdir, security=security, isolation=isolation or "vm",
                               boot_timeout=boot_timeout, labels=labels, vm=vm)
         return cls._start(config, msb_home(home))
 

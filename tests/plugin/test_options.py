@@ -57,10 +57,10 @@ def test_vm_settings_reach_the_sandbox_as_vm_options_not_the_environment(pyteste
         import pytest
         from pytest_microsandbox.sandbox import VmOptions
 
-        def test_probe(sandbox_factory):
+        def test_probe(sandbox_factory, msb_vm_options):
             with pytest.raises(Exception) as probed:
                 sandbox_factory()
-            assert probed.value.args[0] == VmOptions(kernel=os.environ.get("EXPECTED_KERNEL"),
+            assert probed.value.args[0] == msb_vm_options == VmOptions(kernel=os.environ.get("EXPECTED_KERNEL"),
                                                      snapshots=os.environ["EXPECTED_SNAPSHOTS"] == "true",
                                                      snapshot_keep=int(os.environ["EXPECTED_KEEP"]))
             assert not {"MSB_KERNEL", "MSB_SNAPSHOTS", "MSB_SNAPSHOT_KEEP"} & set(os.environ)

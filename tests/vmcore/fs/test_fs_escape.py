@@ -222,3 +222,34 @@ def test_a_share_never_serves_the_hosts_proc_or_sys_mounted_in_it(tmp_path: Path
                            str(root), str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == [str(-errno.EACCES), "0", "0"]
+
+
+@pytest.mark.parametrize("flags", [O_WRONLY, O_RDONLY, O_RDWR])
+def test_create_on_an_existing_fifo_is_refused_without_waiting_for_a_peer(layout: Layout, client: Client,
+                                                                          flags: int) -> None:
+    """A hostile guest's CREATE (no O_EXCL) of a name that is a FIFO: opening it would wait in open() for the other
+    end forever and hold the server. It is refused at once, as every non-regular file is; the FIFO is untouched."""
+    os.mkfifo(layout.share / "pipe")
+    outcome: list[int] = []
+    worker = threading.Thread(target=lambda: outcome.append(client.create(ROOT, b"pipe", flags).error), daemon=True)
+    worker.start()
+    worker.join(timeout=30)
+    assert outcome in ([-errno.EACCES], [-errno.ENXIO]), "CREATE waited on the FIFO"  # ENXIO: O_WRONLY, no reader
+    assert stat.S_ISFIFO(os.lstat(layout.share / "pipe").st_mode)
+
+
+def test_create_of_a_regular_file_keeps_blocking_io(client: Client, layout: Layout) -> None:
+    import fcntl
+
+    reply = client.create(ROOT, b"plain", O_WRONLY)
+    assert reply.error == 0
+    server_fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    plain = [fd for fd in server_fds if _is(fd, layout.share / "plain")]
+    assert plain and all(not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK for fd in plain)
+
+
+def _is(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samefile(f"/proc/self/fd/{fd}", path)
+    except OSError:
+        return False
