@@ -9,6 +9,8 @@ machinery, asyncio and the image code stay unimported by ``msb volume ls``).
 
 from __future__ import annotations
 
+from pytest_microsandbox._lazy import lazy_names
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 10 ms of a cold start)
 if TYPE_CHECKING:  # what the names are, for type checkers and readers
     from pytest_microsandbox.agent import ExecResult, GuestFsEntry
@@ -131,19 +133,6 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> object:
-    if name not in __all__:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if name == "__version__":
-        value: object = _version()
-    else:
-        import importlib
-
-        value = getattr(importlib.import_module(_HOMES.get(name, "pytest_microsandbox.errors")), name)
-    globals()[name] = value  # found directly from now on
-    return value
-
-
 def _version() -> str:
     """The installed distribution's version; ``0+unknown`` for a source tree that is not installed."""
     from importlib.metadata import PackageNotFoundError, version
@@ -154,5 +143,6 @@ def _version() -> str:
         return "0+unknown"
 
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(
+    __name__, {**{name: "pytest_microsandbox.errors" for name in __all__ if name.endswith("Error")}, **_HOMES},
+    made={"__version__": _version})

@@ -9,6 +9,8 @@ Each name is imported on first use, so that ``msb volume ls`` does not load the 
 
 from __future__ import annotations
 
+from pytest_microsandbox._lazy import lazy_names
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 10 ms of a cold start)
 if TYPE_CHECKING:  # what the names are, for type checkers and readers
     from pytest_microsandbox.agent import ExecResult, GuestFs, GuestFsEntry
@@ -68,16 +70,4 @@ __all__ = [
 ]  # the errors are the package's own: ``pytest_microsandbox.errors``
 
 
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # found directly from now on
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _HOMES)

@@ -5,6 +5,8 @@ Each name is imported on first use: the VMM process imports only the wire format
 
 from __future__ import annotations
 
+from pytest_microsandbox._lazy import lazy_names
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from pytest_microsandbox.agent._exec import ExecHandle
@@ -54,15 +56,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-    globals()[name] = value  # found directly from now on
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, {name: f"{__name__}.{module}" for name, module in _HOMES.items()})

@@ -24,6 +24,8 @@ from pytest_microsandbox.sync import Volume
 
 
 class MicrosandboxSession:
+    """One pytest process's microsandbox state (see the module's docstring); ``of(config)`` finds it."""
+
     NAME = "microsandbox-session"
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:

@@ -9,6 +9,7 @@ field and a value of the wrong type (``SpecError``), so both sides agree on ever
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass
@@ -125,6 +126,12 @@ def _parse(hint, value, where: str):
     return value
 
 
+@functools.cache
+def _field_types(cls: type) -> dict[str, object]:
+    """The fields' types, evaluated once per class (``get_type_hints`` evaluates every annotation each call)."""
+    return typing.get_type_hints(cls)
+
+
 def _parse_fields(cls, value, where: str):
     if not isinstance(value, dict):
         raise SpecError(f"{where} must be an object, not {type(value).__name__}")
@@ -135,5 +142,5 @@ def _parse_fields(cls, value, where: str):
     if unknown or missing:
         raise SpecError(f"{where}: " + "; ".join(filter(None, [unknown and f"unknown fields {unknown}",
                                                                missing and f"missing fields {missing}"])))
-    hints = typing.get_type_hints(cls)
+    hints = _field_types(cls)
     return cls(**{name: _parse(hints[name], item, f"{where}.{name}") for name, item in value.items()})
