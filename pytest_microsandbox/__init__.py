@@ -10,6 +10,7 @@ machinery, asyncio and the image code stay unimported by ``msb volume ls``).
 from __future__ import annotations
 
 from pytest_microsandbox._lazy import lazy_names
+from pytest_microsandbox.sync import SYNC_HOMES
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (about 10 ms of a cold start)
 if TYPE_CHECKING:  # what the names are, for type checkers and readers
@@ -106,30 +107,15 @@ __all__ = [
     "__version__",
 ]
 
-# Where each name is defined (every other name of __all__ but __version__ is an error class from
-# pytest_microsandbox.errors).
+# Where each name is defined: as in ``sync``, but the classes with an async face take it; every name of __all__
+# that ends in Error is a class of pytest_microsandbox.errors.
 _HOMES = {
-    "CachedImage": "pytest_microsandbox.images",
-    "DiskImageFormat": "pytest_microsandbox.mounts",
-    "ExecResult": "pytest_microsandbox.agent",
-    "FsEntry": "pytest_microsandbox.volumes",
-    "FsEntryKind": "pytest_microsandbox.volumes",
-    "FsMetadata": "pytest_microsandbox.volumes",
+    **SYNC_HOMES,
     "GuestFs": "pytest_microsandbox.sandbox._aio",
-    "GuestFsEntry": "pytest_microsandbox.agent",
-    "ImageConfig": "pytest_microsandbox.images",
-    "LastExec": "pytest_microsandbox.sandbox",
-    "MountConfig": "pytest_microsandbox.mounts",
-    "MountKind": "pytest_microsandbox.mounts",
-    "NamedVolumeMode": "pytest_microsandbox.mounts",
-    "ProcessIdentity": "pytest_microsandbox.store",
     "Sandbox": "pytest_microsandbox.sandbox._aio",
-    "SandboxRecord": "pytest_microsandbox.store",
-    "VmOptions": "pytest_microsandbox.sandbox",
-    "Volume": "pytest_microsandbox.volumes",
-    "VolumeFs": "pytest_microsandbox.volumes",
-    "VolumeHandle": "pytest_microsandbox.volumes",
-    "VolumeKind": "pytest_microsandbox.volumes",
+    "Volume": "pytest_microsandbox.volumes._aio",
+    "VolumeFs": "pytest_microsandbox.volumes._aio",
+    "VolumeHandle": "pytest_microsandbox.volumes._aio",
 }
 
 

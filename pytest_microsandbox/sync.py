@@ -21,8 +21,8 @@ if TYPE_CHECKING:  # what the names are, for type checkers and readers
     from pytest_microsandbox.volumes._fs import FsEntry, FsEntryKind, FsMetadata, VolumeFs
     from pytest_microsandbox.volumes._volume import Volume, VolumeHandle
 
-# Where each name is defined.
-_HOMES = {
+# Where each name is defined (the package's async names start from this table).
+SYNC_HOMES = {
     "CachedImage": "pytest_microsandbox.images",
     "DiskImageFormat": "pytest_microsandbox.mounts",
     "ExecResult": "pytest_microsandbox.agent",
@@ -70,4 +70,4 @@ __all__ = [
 ]  # the errors are the package's own: ``pytest_microsandbox.errors``
 
 
-__getattr__, __dir__ = lazy_names(__name__, _HOMES)
+__getattr__, __dir__ = lazy_names(__name__, SYNC_HOMES)
