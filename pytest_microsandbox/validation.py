@@ -39,6 +39,18 @@ def validate_mib(value: object, what: str, *, allow_none: bool = True) -> int | 
     return value
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def parse_bool(text: str, what: str) -> bool:
+    """A switch given as text (an option's or an environment variable's value): 1/true/yes/on or 0/false/no/off
+    (empty: false), in any case."""
+    value = text.strip().lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    raise InvalidConfigError(f"{what} must be true or false, not {text!r}")
+
+
 def parse_positive_int(text: str, what: str) -> int:
     """A positive whole number given as text (an option's or an environment variable's value)."""
     try:

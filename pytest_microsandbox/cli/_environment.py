@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 
-from pytest_microsandbox.errors import InvalidConfigError
-
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (``msb`` starts cold every time)
 if TYPE_CHECKING:
     from pytest_microsandbox.sandbox import VmOptions
@@ -26,11 +24,10 @@ def default_kernel() -> str | None:
 def vm_options() -> VmOptions:
     """The vm backend's settings from ``MSB_KERNEL``, ``MSB_SNAPSHOTS`` and ``MSB_SNAPSHOT_KEEP``."""
     from pytest_microsandbox.sandbox import VmOptions
-    from pytest_microsandbox.validation import parse_positive_int
+    from pytest_microsandbox.validation import parse_bool, parse_positive_int
 
-    snapshots = (os.environ.get("MSB_SNAPSHOTS") or "true").strip().lower()  # empty: unset, as the plugin reads it
-    if snapshots not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-        raise InvalidConfigError(f"MSB_SNAPSHOTS must be true or false, not {snapshots!r}")
+    # empty: unset, as the plugin reads the environment
+    snapshots = parse_bool(os.environ.get("MSB_SNAPSHOTS") or "true", "MSB_SNAPSHOTS")
     keep = os.environ.get("MSB_SNAPSHOT_KEEP", "").strip()
-    return VmOptions(kernel=default_kernel(), snapshots=snapshots in ("1", "true", "yes", "on"),
+    return VmOptions(kernel=default_kernel(), snapshots=snapshots,
                      snapshot_keep=parse_positive_int(keep, "MSB_SNAPSHOT_KEEP") if keep else VmOptions.snapshot_keep)

@@ -15,7 +15,7 @@ import pytest
 
 from pytest_microsandbox.errors import InvalidConfigError
 from pytest_microsandbox.sandbox import VmOptions
-from pytest_microsandbox.validation import parse_positive_int, parse_size_mib
+from pytest_microsandbox.validation import parse_bool, parse_positive_int, parse_size_mib
 
 KEEP_CHOICES = ("never", "on-failure", "always")
 
@@ -25,15 +25,6 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise ValueError("must be positive")
     return value
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("expected true or false")
 
 
 def _choice(*choices: str) -> Callable[[str], str]:
@@ -99,12 +90,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("if_unavailable", "when the sandbox engine cannot run here: skip the test or fail it "
            "(default skip, but fail when CI is set)", _choice("skip", "fail"), _default_if_unavailable, "ACTION"),
     Option("snapshots", "start vm sandboxes from a snapshot template of their configuration (built by the first "
-           "sandbox, under <home>/snapshots) instead of booting each", _bool, "true"),
+           "sandbox, under <home>/snapshots) instead of booting each", lambda t: parse_bool(t, "snapshots"),
+           "true"),
     Option("snapshot_keep", "snapshot templates kept under <home>/snapshots: after a build, the least recently used "
            "beyond this many are removed", lambda t: parse_positive_int(t, "snapshot_keep"),
            str(VmOptions.snapshot_keep), "N"),
     Option("cov", "measure Python run inside sandboxes of the host image with coverage and combine it into this "
-           "run's coverage data", _bool, "false", is_flag=True),
+           "run's coverage data", lambda t: parse_bool(t, "cov"), "false", is_flag=True),
 )
 _BY_NAME = {o.name: o for o in OPTIONS}
 RUN_WIDE = ("home", "cov", "snapshots", "snapshot_keep")  # not per test: no marker keyword

@@ -11,7 +11,7 @@ from typing import Any
 
 from pytest_microsandbox.errors import InvalidConfigError
 from pytest_microsandbox.mounts import MountConfig, validate_guest_path
-from pytest_microsandbox.validation import parse_positive_int, validate_volume_name
+from pytest_microsandbox.validation import validate_volume_name
 from pytest_microsandbox.vmm.spec import DEFAULT_SNAPSHOT_KEEP
 
 MAX_MEMORY_MIB = 3072
@@ -47,9 +47,8 @@ class VmOptions:
             raise InvalidConfigError(f"VmOptions.kernel must be a path, not {self.kernel!r}")
         if not isinstance(self.snapshots, bool):
             raise InvalidConfigError(f"VmOptions.snapshots must be True or False, not {self.snapshots!r}")
-        if isinstance(self.snapshot_keep, bool) or not isinstance(self.snapshot_keep, int):
-            raise InvalidConfigError(f"VmOptions.snapshot_keep must be a whole number, not {self.snapshot_keep!r}")
-        parse_positive_int(str(self.snapshot_keep), "snapshot_keep")
+        if isinstance(self.snapshot_keep, bool) or not isinstance(self.snapshot_keep, int) or self.snapshot_keep < 1:
+            raise InvalidConfigError(f"VmOptions.snapshot_keep must be a positive number, not {self.snapshot_keep!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form (a detached owner process gets it on stdin)."""
